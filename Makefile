@@ -1,0 +1,34 @@
+# Entry points for building, testing and benchmarking; CI runs `make test` via .ci/run.
+
+# Prefer the toolchain in /opt/swift when present so a bare shell finds it.
+ifneq ($(wildcard /opt/swift/usr/bin),)
+export PATH := /opt/swift/usr/bin:$(PATH)
+endif
+
+SWIFT ?= swift
+
+.PHONY: deps build release test bench demo clean
+
+deps:
+	deploy/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+# The allocation test only holds with optimisations on, so it runs again in release.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+	$(SWIFT) test -c release --filter AllocationTests
+
+bench: release
+	.build/release/eekv bench rpc --size 32 --seconds 5 --reference
+
+# Placeholder until issue 4 replaces it with the cluster demo.
+demo: bench
+
+clean:
+	rm -rf .build

@@ -1,0 +1,76 @@
+// swift-tools-version:6.1
+//
+// eeRPC + eekv: one package. The module layout follows shared/DESIGN.md §2.
+import PackageDescription
+
+// Settings shared by every Swift target.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+// The runtime's data path. Release builds drop dynamic exclusivity checks (they put
+// `swift_beginAccess` calls on every class-field access in the event loop, research/swift-style.md §6);
+// the static checks stay, and debug builds keep the dynamic ones so the tests still catch overlaps.
+let dataPathSettings: [SwiftSetting] = strictSettings + [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "eeRPC",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "EERPC", targets: ["EERPC"]),
+        .executable(name: "eekv", targets: ["eekv"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+    ],
+    targets: [
+        // MARK: System libraries (Debian packages installed by deploy/install-deps.sh)
+        .systemLibrary(name: "CNuma", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        .systemLibrary(name: "CIBVerbs", pkgConfig: "libibverbs", providers: [.apt(["libibverbs-dev"])]),
+        .systemLibrary(name: "CLibSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        // ipsec-mb ships no .pc file: the modulemap links IPSec_MB itself.
+        .systemLibrary(name: "CIPsecMB", providers: [.apt(["libipsec-mb-dev"])]),
+
+        // MARK: C shims
+        // GNU-only calls (recvmmsg/sendmmsg, CPU affinity) need _GNU_SOURCE, which Glibc's module lacks.
+        .target(name: "CSystemShims", cSettings: [.define("_GNU_SOURCE")]),
+        // Test-only malloc interposer with per-thread counters (research/swift-style.md §1.6).
+        .target(name: "CAllocCounter", path: "Tests/CAllocCounter", cSettings: [.define("_GNU_SOURCE")]),
+
+        // MARK: The runtime
+        .target(
+            name: "EERPC",
+            dependencies: ["CSystemShims", "CNuma"],
+            swiftSettings: dataPathSettings
+        ),
+
+        // MARK: The CLI
+        .executableTarget(
+            name: "eekv",
+            dependencies: [
+                "EERPC",
+                "CSystemShims",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "EERPCTests",
+            dependencies: ["EERPC", "CAllocCounter", "CSystemShims"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "SystemLibrariesTests",
+            dependencies: ["CNuma", "CIBVerbs", "CLibSSL", "CLMDB", "CIPsecMB"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

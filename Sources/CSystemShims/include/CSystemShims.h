@@ -1,0 +1,65 @@
+// C shims for the calls Swift's Glibc module cannot see: it is built without _GNU_SOURCE, so
+// recvmmsg/sendmmsg, struct mmsghdr and the CPU-affinity calls are invisible to Swift.
+#ifndef EE_SYSTEM_SHIMS_H
+#define EE_SYSTEM_SHIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+
+/// Mirror of glibc's `struct mmsghdr` (checked with _Static_assert in shims.c).
+typedef struct ee_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+} ee_mmsghdr;
+
+/// recvmmsg(2), non-blocking (MSG_DONTWAIT). Returns the number of datagrams or -errno.
+int ee_recvmmsg(int fd, ee_mmsghdr *msgs, unsigned int count);
+/// sendmmsg(2), non-blocking (MSG_DONTWAIT). Returns the number sent or -errno.
+int ee_sendmmsg(int fd, ee_mmsghdr *msgs, unsigned int count);
+
+/// Opens a non-blocking IPv4 UDP socket bound to `ip:port` (network byte order not required:
+/// `ip` and `port` are host order). Port 0 picks a free port. Returns the fd or -errno.
+int ee_udp_open(uint32_t ip_host_order, uint16_t port, int buffer_bytes);
+/// The bound port of a socket (host order), or -errno.
+int ee_socket_port(int fd);
+
+/// Fills a sockaddr_in (16 bytes at `out`).
+void ee_make_sockaddr_in(void *out, uint32_t ip_host_order, uint16_t port);
+
+/// Pins the calling thread to one CPU. Returns 0 or -errno.
+int ee_pin_thread_to_cpu(int cpu);
+/// The CPU the calling thread runs on, or -1.
+int ee_current_cpu(void);
+/// Number of CPUs online.
+int ee_cpu_count(void);
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO: no syscall).
+uint64_t ee_now_ns(void);
+
+/// Sets a name on the calling thread (for top/perf). Best effort.
+void ee_set_thread_name(const char *name);
+
+// MARK: Blocking TCP helpers for the session-management channel (control plane only).
+
+/// Listens on `ip:port` (host order; port 0 picks one). Returns the fd or -errno.
+int ee_tcp_listen(uint32_t ip_host_order, uint16_t port);
+/// Connects to `ip:port` with a timeout in milliseconds. Returns the fd or -errno.
+int ee_tcp_connect(uint32_t ip_host_order, uint16_t port, int timeout_ms);
+/// Accepts one connection (blocking). Returns the fd or -errno.
+int ee_tcp_accept(int listen_fd);
+/// Sets SO_RCVTIMEO and SO_SNDTIMEO.
+int ee_set_io_timeout(int fd, int timeout_ms);
+/// Writes all `len` bytes. Returns 0 or -errno.
+int ee_write_all(int fd, const void *buf, size_t len);
+/// Reads exactly `len` bytes. Returns 0, -ECONNRESET on EOF, or -errno.
+int ee_read_exact(int fd, void *buf, size_t len);
+/// shutdown(fd, SHUT_RDWR), used to wake a thread blocked in accept().
+void ee_shutdown(int fd);
+
+/// Resolves a host name or dotted quad to an IPv4 address (host order). Returns 0 or -1.
+int ee_resolve_ipv4(const char *host, uint32_t *out_ip_host_order);
+
+#endif

@@ -1,0 +1,185 @@
+#ifndef _GNU_SOURCE
+#error "CSystemShims must be built with _GNU_SOURCE (Package.swift sets it)"
+#endif
+
+#include "CSystemShims.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(ee_mmsghdr) == sizeof(struct mmsghdr), "ee_mmsghdr must mirror struct mmsghdr");
+_Static_assert(offsetof(ee_mmsghdr, msg_len) == offsetof(struct mmsghdr, msg_len), "msg_len offset");
+_Static_assert(sizeof(struct sockaddr_in) == 16, "sockaddr_in is 16 bytes");
+
+int ee_recvmmsg(int fd, ee_mmsghdr *msgs, unsigned int count) {
+    int n = recvmmsg(fd, (struct mmsghdr *)msgs, count, MSG_DONTWAIT, NULL);
+    return n < 0 ? -errno : n;
+}
+
+int ee_sendmmsg(int fd, ee_mmsghdr *msgs, unsigned int count) {
+    int n = sendmmsg(fd, (struct mmsghdr *)msgs, count, MSG_DONTWAIT);
+    return n < 0 ? -errno : n;
+}
+
+void ee_make_sockaddr_in(void *out, uint32_t ip, uint16_t port) {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(ip);
+    memcpy(out, &sa, sizeof sa);
+}
+
+int ee_udp_open(uint32_t ip, uint16_t port, int buffer_bytes) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (buffer_bytes > 0) {
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max unless we are root (FORCE).
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_bytes, sizeof buffer_bytes) != 0)
+            (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer_bytes, sizeof buffer_bytes) != 0)
+            (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+    }
+    struct sockaddr_in sa;
+    ee_make_sockaddr_in(&sa, ip, port);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int ee_socket_port(int fd) {
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) != 0) return -errno;
+    return ntohs(sa.sin_port);
+}
+
+int ee_pin_thread_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return -pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+int ee_current_cpu(void) { return sched_getcpu(); }
+
+int ee_cpu_count(void) { return (int)sysconf(_SC_NPROCESSORS_ONLN); }
+
+uint64_t ee_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void ee_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof buf - 1);
+    buf[sizeof buf - 1] = 0;
+    (void)pthread_setname_np(pthread_self(), buf);
+}
+
+int ee_tcp_listen(uint32_t ip, uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa;
+    ee_make_sockaddr_in(&sa, ip, port);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 128) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int ee_tcp_connect(uint32_t ip, uint16_t port, int timeout_ms) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    struct sockaddr_in sa;
+    ee_make_sockaddr_in(&sa, ip, port);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (errno != EINPROGRESS) { int e = errno; close(fd); return -e; }
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        int r = poll(&p, 1, timeout_ms);
+        if (r <= 0) { close(fd); return r == 0 ? -ETIMEDOUT : -errno; }
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            close(fd);
+            return err ? -err : -EIO;
+        }
+    }
+    int flags = fcntl(fd, F_GETFL);
+    (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    (void)ee_set_io_timeout(fd, timeout_ms);
+    return fd;
+}
+
+int ee_tcp_accept(int listen_fd) {
+    int fd;
+    do { fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC); } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return -errno;
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+int ee_set_io_timeout(int fd, int timeout_ms) {
+    struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) return -errno;
+    return 0;
+}
+
+int ee_write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) { if (errno == EINTR) continue; return -errno; }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int ee_read_exact(int fd, void *buf, size_t len) {
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n == 0) return -ECONNRESET;
+        if (n < 0) { if (errno == EINTR) continue; return -errno; }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+void ee_shutdown(int fd) { (void)shutdown(fd, SHUT_RDWR); }
+
+int ee_resolve_ipv4(const char *host, uint32_t *out) {
+    struct in_addr a;
+    if (inet_pton(AF_INET, host, &a) == 1) { *out = ntohl(a.s_addr); return 0; }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL) return -1;
+    *out = ntohl(((struct sockaddr_in *)res->ai_addr)->sin_addr.s_addr);
+    freeaddrinfo(res);
+    return 0;
+}

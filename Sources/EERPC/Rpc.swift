@@ -1,0 +1,114 @@
+import Synchronization
+
+import CSystemShims
+
+/// An Rpc endpoint bound to one dispatch thread and one transport: eRPC's `Rpc<Transport>`.
+///
+/// Create it on the thread that will run its event loop (it pins that thread to `cpu` and puts
+/// its buffers on that CPU's NUMA node), and use it only from there. Nothing in it is shared;
+/// background handlers and the session-management thread reach it through lock-free or
+/// control-plane queues.
+///
+/// The class is generic over the transport, so the event loop is specialised per transport.
+public final class Rpc<T: Transport & ~Copyable> {
+    public let endpoint: RpcEndpoint
+    public private(set) var transport: T
+    private let nexus: Nexus
+
+    /// - Parameters:
+    ///   - id: unique within the process; peers name it in `createSession`.
+    ///   - cpu: pin the calling thread to this CPU (nil leaves it unpinned).
+    public init(nexus: Nexus, id: UInt8, transport: consuming T, cpu: Int? = nil, config: RpcConfig = RpcConfig())
+        throws(NexusError)
+    {
+        let node = cpu.map { Threads.pinCurrentThread(to: $0) } ?? 0
+        let endpoint = RpcEndpoint(
+            id: id, nexus: nexus, transportKind: T.kind, localRoute: transport.localRoute, mtu: transport.mtu,
+            numaNode: node, config: config)
+        try nexus.add(endpoint)
+        self.endpoint = endpoint
+        self.transport = transport
+        self.nexus = nexus
+    }
+
+    deinit {
+        nexus.remove(endpoint)
+    }
+
+    // MARK: Event loop
+
+    /// One iteration: session management (if anything is pending), an RX burst, credit-stalled
+    /// slots, background responses, the loss scan when due, then the TX burst.
+    @inline(__always)
+    public func runOnce() {
+        let e = endpoint
+        e.now = ee_now_ns()
+        if e.sessionManagementPending.load(ordering: .acquiring) > 0 { handleSessionManagement() }
+        let n = transport.receive()
+        for i in 0..<n { e.process(transport.received(i)) }
+        if e.stallCount > 0 { e.processStallQueue() }
+        if !e.backgroundResponses.isEmpty { e.drainBackgroundResponses() }
+        if e.now &- e.lastLossScan > e.lossScanInterval { e.scanForLoss() }
+        flush()
+    }
+
+    /// Runs the event loop for `nanoseconds`.
+    public func run(forNanoseconds nanoseconds: UInt64) {
+        let end = ee_now_ns() &+ nanoseconds
+        repeat { runOnce() } while endpoint.now < end
+    }
+
+    /// Runs the event loop until `condition` is true or `timeoutNs` passes; returns the condition.
+    @discardableResult
+    public func run(until condition: () -> Bool, timeoutNs: UInt64 = 10_000_000_000) -> Bool {
+        let end = ee_now_ns() &+ timeoutNs
+        while !condition() {
+            runOnce()
+            if endpoint.now > end { return condition() }
+        }
+        return true
+    }
+
+    private func flush() {
+        let e = endpoint
+        var sent = 0
+        while sent < e.txCount {
+            sent += transport.transmit(e.txQueue + sent, count: min(e.txCount - sent, transport.maxBurst))
+        }
+        e.counters.packetsSent &+= UInt64(e.txCount)
+        e.txCount = 0
+    }
+
+    private func handleSessionManagement() {
+        for event in endpoint.takeSessionManagementEvents() {
+            endpoint.handleSessionManagement(event) { transport.resolve($0) }
+        }
+    }
+
+    // MARK: Conveniences that forward to the endpoint
+
+    public var id: UInt8 { endpoint.id }
+    public var stats: RpcStats { endpoint.stats }
+
+    /// Connects a session and runs the event loop until it is connected; throws if it fails.
+    public func connect(host: String, port: UInt16, remoteRpcID: UInt8, timeoutNs: UInt64 = 10_000_000_000)
+        throws(SessionError) -> Int
+    {
+        let s = try endpoint.createSession(host: host, port: port, remoteRpcID: remoteRpcID)
+        run(until: { endpoint.sessionState(s) != .connecting }, timeoutNs: timeoutNs)
+        switch endpoint.sessionState(s) {
+        case .connected: return s
+        case .connecting: throw .timedOut
+        default:
+            let failure = endpoint.sessionFailure(s) ?? .protocolError
+            try? endpoint.destroySession(s)
+            throw failure
+        }
+    }
+
+    /// Disconnects a client session and runs the event loop until the server has answered.
+    public func disconnect(_ session: Int, timeoutNs: UInt64 = 10_000_000_000) throws(SessionError) {
+        try endpoint.destroySession(session)
+        run(until: { endpoint.sessionState(session) == .free }, timeoutNs: timeoutNs)
+    }
+}

@@ -1,0 +1,225 @@
+import CSystemShims
+import Synchronization
+
+/// Configuration of an Rpc endpoint.
+public struct RpcConfig: Sendable {
+    /// Largest number of sessions (client and server ends together) this endpoint holds.
+    public var maxSessions = 256
+    /// Client retransmission timeout.
+    public var retransmitTimeoutNs: UInt64 = 5_000_000
+    /// How long a client waits for a session-management answer.
+    public var sessionManagementTimeoutMs = 2_000
+    public init() {}
+}
+
+/// The transport-independent part of an Rpc: sessions, slots, credits, buffers, the TX queue
+/// and the protocol state machines. ``Rpc`` owns one and feeds it packets from its transport.
+///
+/// Threading: everything here belongs to the Rpc's dispatch thread, except the two queues that
+/// background threads and the session-management thread post to (`postBackgroundResponse`,
+/// `postSessionManagement`), which are thread-safe.
+public final class RpcEndpoint: @unchecked Sendable {
+    public let id: UInt8
+    public let mtu: Int
+    public let dataPerPacket: Int
+    public let config: RpcConfig
+    public let numaNode: Int
+    let transportKind: TransportKind
+    let localRoute: RoutingInfo
+    let nexus: Nexus
+    let sharedPool: SharedBufferPool
+
+    /// Application state that handlers and continuations reach without capturing it.
+    public var context: UnsafeMutableRawPointer?
+    /// Called on the dispatch thread when a session connects, fails or disconnects.
+    public var sessionEventHandler: ((SessionEvent) -> Void)?
+
+    // MARK: Tables (allocated in init, freed in deinit; indexed by session number)
+    let maxSessions: Int
+    let sessions: UnsafeMutablePointer<Session>
+    /// Resolved peer routes, referenced by TX items while they are queued.
+    let routes: UnsafeMutablePointer<RoutingInfo>
+    /// `maxSessions * window` slots; session s owns slots s*8 ..< s*8+8.
+    let slots: UnsafeMutablePointer<Slot>
+    let handlers: [HandlerEntry?]
+    var pool: BufferPool
+
+    // MARK: TX queue: filled by the protocol, drained by ``Rpc`` through its transport.
+    let txCapacity: Int
+    let txQueue: UnsafeMutablePointer<TxItem>
+    var txCount = 0
+
+    // MARK: Client slots waiting for credits (global slot indices, FIFO ring)
+    let stallQueue: UnsafeMutablePointer<Int32>
+    var stallHead = 0
+    var stallCount = 0
+
+    // MARK: Time
+    /// Monotonic time of the current event-loop iteration.
+    var now: UInt64 = 0
+    var lastLossScan: UInt64 = 0
+
+    // MARK: Cross-thread inboxes
+    let backgroundResponses: BoundedQueue<ServerResponse>
+    let backgroundOutstanding = Atomic<Int>(0)
+    let sessionManagementInbox = Mutex<[SessionManagementEvent]>([])
+    let sessionManagementPending = Atomic<Int>(0)
+
+    // MARK: Statistics (plain counters, dispatch thread only)
+    var counters = RpcStats()
+    let dropCounts: UnsafeMutablePointer<UInt64>
+    var nextToken: UInt64
+
+    init(
+        id: UInt8, nexus: Nexus, transportKind: TransportKind, localRoute: RoutingInfo, mtu: Int,
+        numaNode: Int, config: RpcConfig
+    ) {
+        self.id = id
+        self.nexus = nexus
+        self.transportKind = transportKind
+        self.localRoute = localRoute
+        self.mtu = mtu
+        self.dataPerPacket = Wire.dataPerPacket(mtu: mtu)
+        self.numaNode = numaNode
+        self.config = config
+        self.sharedPool = nexus.sharedPool
+        maxSessions = config.maxSessions
+        sessions = .allocate(capacity: maxSessions)
+        sessions.initialize(repeating: Session(), count: maxSessions)
+        routes = .allocate(capacity: maxSessions)
+        routes.initialize(repeating: RoutingInfo(), count: maxSessions)
+        let slotCount = maxSessions * Wire.sessionRequestWindow
+        slots = .allocate(capacity: slotCount)
+        slots.initialize(repeating: Slot(), count: slotCount)
+        handlers = nexus.frozenHandlers()
+        pool = BufferPool(numaNode: numaNode)
+        // Each client packet spends a credit and each server packet answers one received
+        // packet, so credits bound what one loop iteration can queue.
+        txCapacity = maxSessions * Wire.sessionCredits + 4 * 256
+        txQueue = .allocate(capacity: txCapacity)
+        stallQueue = .allocate(capacity: slotCount)
+        backgroundResponses = BoundedQueue(capacity: slotCount)
+        dropCounts = .allocate(capacity: DropReason.allCases.count)
+        dropCounts.initialize(repeating: 0, count: DropReason.allCases.count)
+        var seed = SystemRandomNumberGenerator()
+        nextToken = seed.next()
+        now = ee_now_ns()
+        lastLossScan = now
+        // Warm the classes the steady state uses, so the first requests do not map slabs.
+        pool.reserve(size: dataPerPacket, count: 2 * Wire.sessionRequestWindow * 8)
+    }
+
+    deinit {
+        // Background handlers hold pointers into our slots and buffers; wait for them.
+        while backgroundOutstanding.load(ordering: .acquiring) > 0 {
+            drainBackgroundResponses()
+        }
+        drainBackgroundResponses()
+        for s in 0..<maxSessions where sessions[s].state != .free { releaseSession(s) }
+        for event in sessionManagementInbox.withLock({ $0 }) { event.closeConnection() }
+        sessions.deinitialize(count: maxSessions)
+        sessions.deallocate()
+        routes.deallocate()
+        slots.deinitialize(count: maxSessions * Wire.sessionRequestWindow)
+        slots.deallocate()
+        txQueue.deallocate()
+        stallQueue.deallocate()
+        dropCounts.deallocate()
+    }
+
+    // MARK: Buffers
+
+    /// A buffer from this endpoint's pool, `size` set; nil above ``Wire/maxMessageSize``.
+    /// Dispatch thread only.
+    public func allocate(size: Int) -> MsgBuffer? { pool.allocate(size: size) }
+
+    /// Returns a buffer to the pool it came from. Dispatch thread only.
+    public func free(_ buffer: MsgBuffer) {
+        switch buffer.origin {
+        case .endpointPool: pool.free(buffer)
+        case .sharedPool: sharedPool.free(buffer)
+        }
+    }
+
+    // MARK: Inspection
+
+    public var stats: RpcStats {
+        var s = counters
+        for r in DropReason.allCases where dropCounts[r.rawValue] > 0 { s.drops[r] = dropCounts[r.rawValue] }
+        return s
+    }
+
+    public func sessionState(_ session: Int) -> SessionState {
+        guard session >= 0 && session < maxSessions else { return .free }
+        return sessions[session].state
+    }
+
+    public func sessionFailure(_ session: Int) -> SessionError? {
+        guard session >= 0 && session < maxSessions else { return nil }
+        return sessions[session].failure
+    }
+
+    /// Sessions in use at this endpoint, by role.
+    public func sessionCount(role: SessionRole) -> Int {
+        (0..<maxSessions).reduce(0) { $0 + (sessions[$1].state != .free && sessions[$1].role == role ? 1 : 0) }
+    }
+
+    // MARK: Internals shared by the client and server paths
+
+    @inline(__always)
+    func drop(_ reason: DropReason) {
+        dropCounts[reason.rawValue] &+= 1
+    }
+
+    /// Appends a packet to the TX queue. The queue is sized so this cannot overflow in correct
+    /// operation; if it ever does, the packet is dropped and counted, and the client's
+    /// retransmission recovers it.
+    @inline(__always)
+    func queuePacket(_ header: PacketHeader, data: UnsafeRawPointer?, length: Int, session: Int) {
+        guard txCount < txCapacity else {
+            drop(.noBuffer)
+            return
+        }
+        (txQueue + txCount).initialize(
+            to: TxItem(header: header, data: data, dataLength: length, route: UnsafePointer(routes + session)))
+        txCount &+= 1
+    }
+
+    /// Byte count of packet `index` of a message of `size` bytes.
+    @inline(__always)
+    func sliceLength(size: Int, index: Int) -> Int {
+        min(dataPerPacket, size - index * dataPerPacket)
+    }
+
+    func freshToken() -> UInt64 {
+        nextToken = nextToken &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return nextToken ^ (nextToken >> 29)
+    }
+
+    // MARK: Packet demultiplexing
+
+    /// Handles one received packet. The bytes are valid for the duration of the call.
+    @inline(__always)
+    func process(_ packet: UnsafeRawBufferPointer) {
+        counters.packetsReceived &+= 1
+        guard let base = packet.baseAddress else { return drop(.truncated) }
+        if packet.count > mtu { return drop(.badPayloadLength) }
+        let header: PacketHeader
+        switch PacketHeader.parse(base, length: packet.count) {
+        case .success(let h): header = h
+        case .failure(let reason): return drop(reason)
+        }
+        let s = Int(header.destSession)
+        guard s < maxSessions, sessions[s].state == .connected || sessions[s].state == .disconnecting else {
+            return drop(.unknownSession)
+        }
+        let payload = UnsafeRawBufferPointer(start: base + Wire.headerSize, count: packet.count - Wire.headerSize)
+        switch (sessions[s].role, header.type) {
+        case (.server, .request): serverReceiveRequest(header, payload: payload, session: s)
+        case (.server, .requestForResponse): serverReceiveRFR(header, session: s)
+        case (.client, .response): clientReceiveResponse(header, payload: payload, session: s)
+        case (.client, .creditReturn): clientReceiveCreditReturn(header, session: s)
+        default: drop(.wrongDirection)
+        }
+    }
+}

@@ -1,0 +1,20 @@
+/// Counters of one Rpc endpoint (a snapshot; read on the dispatch thread).
+public struct RpcStats: Sendable, Equatable {
+    /// RPCs completed at this client (continuations run).
+    public var rpcsCompleted: UInt64 = 0
+    /// Requests whose handler ran at this server.
+    public var requestsHandled: UInt64 = 0
+    /// Go-back-N rollbacks after a retransmission timeout.
+    public var retransmissions: UInt64 = 0
+    /// Duplicate requests answered again from the response cache.
+    public var responsesResent: UInt64 = 0
+    public var packetsReceived: UInt64 = 0
+    public var packetsSent: UInt64 = 0
+    /// Responses given for a request that was no longer current (ignored).
+    public var staleResponses: UInt64 = 0
+    /// Packets dropped, by reason.
+    public var drops: [DropReason: UInt64] = [:]
+
+    public var totalDrops: UInt64 { drops.values.reduce(0, +) }
+    public func drops(_ reason: DropReason) -> UInt64 { drops[reason] ?? 0 }
+}

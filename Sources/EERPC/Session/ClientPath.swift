@@ -1,0 +1,233 @@
+/// Errors `enqueueRequest` reports synchronously.
+public enum RequestError: Error, Equatable, Sendable {
+    case invalidSession
+    case sessionNotConnected
+    case requestTooLarge
+}
+
+// MARK: - Client side of the client-driven protocol (research/erpc.md §2)
+//
+// A request of N packets and a response of M packets take N + M − 1 round trips, numbered in
+// one space: request packet i (0 ≤ i < N) is answered by a credit return i (i < N − 1) or by
+// response packet 0 (i = N − 1); request-for-response N − 1 + j asks for response packet j.
+// The client accepts only the next packet in that order (`numRx`), and only one it has sent.
+
+extension RpcEndpoint {
+    /// Sends a request on a connected client session. Completes by calling `continuation` on
+    /// this dispatch thread. If all 8 slots are busy, the request waits in the session's backlog.
+    ///
+    /// Ownership: the runtime reads `request` and writes `response` until the continuation
+    /// runs; the caller must not free or touch them before.
+    public func enqueueRequest(
+        session s: Int, type: UInt8, request: MsgBuffer, response: MsgBuffer, tag: UInt64 = 0,
+        continuation: @escaping Continuation
+    ) throws(RequestError) {
+        guard s >= 0 && s < maxSessions, sessions[s].role == .client, sessions[s].state != .free else {
+            throw .invalidSession
+        }
+        guard sessions[s].state == .connected else { throw .sessionNotConnected }
+        guard request.size <= Wire.maxMessageSize else { throw .requestTooLarge }
+        let free = sessions[s].freeSlots
+        if free == 0 {
+            sessions[s].backlog.push(
+                PendingRequest(
+                    requestType: type, request: request, response: response, continuation: continuation, tag: tag))
+            return
+        }
+        let i = free.trailingZeroBitCount
+        sessions[s].freeSlots = free & ~(1 << i)
+        startRequest(
+            slot: s * Wire.sessionRequestWindow + i, type: type, request: request, response: response, tag: tag,
+            continuation: continuation)
+    }
+
+    /// Requests queued in a session's backlog (waiting for a slot).
+    public func backlogCount(session s: Int) -> Int { sessions[s].backlog.count }
+
+    /// RPCs in flight on a client session (slots in use).
+    public func inFlightCount(session s: Int) -> Int {
+        Wire.sessionRequestWindow - sessions[s].freeSlots.nonzeroBitCount
+    }
+
+    func startRequest(
+        slot k: Int, type: UInt8, request: MsgBuffer, response: MsgBuffer, tag: UInt64,
+        continuation: @escaping Continuation
+    ) {
+        let slot = slots + k
+        slot.pointee.requestNumber &+= UInt64(Wire.sessionRequestWindow)
+        slot.pointee.requestType = type
+        slot.pointee.request = request
+        slot.pointee.response = response
+        slot.pointee.continuation = continuation
+        slot.pointee.tag = tag
+        slot.pointee.numTx = 0
+        slot.pointee.numRx = 0
+        slot.pointee.requestPackets = Wire.packetCount(size: request.size, dataPerPacket: dataPerPacket)
+        slot.pointee.responsePackets = 0
+        slot.pointee.responseSize = 0
+        slot.pointee.lastProgress = now
+        kick(slot: k)
+    }
+
+    /// Sends what the slot may send now: request packets, then RFRs once the response size is
+    /// known, each spending a credit. A slot out of credits joins the stall queue.
+    func kick(slot k: Int) {
+        let s = k / Wire.sessionRequestWindow
+        let slot = slots + k
+        guard let request = slot.pointee.request else { return }
+        let n = slot.pointee.requestPackets
+        let total = slot.pointee.responsePackets == 0 ? n : n + slot.pointee.responsePackets - 1
+        let remote = sessions[s].remoteNumber
+        while slot.pointee.numTx < total && sessions[s].credits > 0 {
+            let p = slot.pointee.numTx
+            if p < n {
+                let offset = p * dataPerPacket
+                let header = PacketHeader(
+                    type: .request, destSession: remote, requestType: slot.pointee.requestType,
+                    messageSize: UInt32(request.size), requestNumber: slot.pointee.requestNumber,
+                    packetNumber: UInt16(truncatingIfNeeded: p))
+                queuePacket(
+                    header, data: request.data + offset, length: sliceLength(size: request.size, index: p), session: s)
+            } else {
+                let header = PacketHeader(
+                    type: .requestForResponse, destSession: remote, requestType: slot.pointee.requestType,
+                    messageSize: 0, requestNumber: slot.pointee.requestNumber,
+                    packetNumber: UInt16(truncatingIfNeeded: p))
+                queuePacket(header, data: nil, length: 0, session: s)
+            }
+            slot.pointee.numTx = p + 1
+            sessions[s].credits -= 1
+        }
+        slot.pointee.lastProgress = now
+        if slot.pointee.numTx < total && !slot.pointee.stalled {
+            slot.pointee.stalled = true
+            stallQueue[(stallHead + stallCount) % (maxSessions * Wire.sessionRequestWindow)] = Int32(k)
+            stallCount += 1
+        }
+    }
+
+    /// Re-kicks slots that were out of credits, in FIFO order.
+    func processStallQueue() {
+        let capacity = maxSessions * Wire.sessionRequestWindow
+        var remaining = stallCount
+        while remaining > 0 {
+            remaining -= 1
+            let k = Int(stallQueue[stallHead])
+            stallHead = (stallHead + 1) % capacity
+            stallCount -= 1
+            slots[k].stalled = false
+            if slots[k].request == nil { continue }
+            let s = k / Wire.sessionRequestWindow
+            if sessions[s].credits == 0 {
+                slots[k].stalled = true
+                stallQueue[(stallHead + stallCount) % capacity] = Int32(k)
+                stallCount += 1
+            } else {
+                kick(slot: k)
+            }
+        }
+    }
+
+    /// The in-flight slot a server packet refers to, if it is the next one expected.
+    @inline(__always)
+    private func acceptInOrder(_ header: PacketHeader, session s: Int) -> Int? {
+        let k = s * Wire.sessionRequestWindow + Int(header.requestNumber % UInt64(Wire.sessionRequestWindow))
+        let slot = slots + k
+        guard slot.pointee.request != nil, slot.pointee.requestNumber == header.requestNumber,
+            Int(header.packetNumber) == slot.pointee.numRx, slot.pointee.numRx < slot.pointee.numTx
+        else {
+            drop(.outOfOrder)
+            return nil
+        }
+        return k
+    }
+
+    func clientReceiveCreditReturn(_ header: PacketHeader, session s: Int) {
+        guard let k = acceptInOrder(header, session: s) else { return }
+        guard Int(header.packetNumber) < slots[k].requestPackets - 1 else { return drop(.badPacketNumber) }
+        slots[k].numRx += 1
+        sessions[s].credits += 1
+        kick(slot: k)
+    }
+
+    func clientReceiveResponse(_ header: PacketHeader, payload: UnsafeRawBufferPointer, session s: Int) {
+        guard let k = acceptInOrder(header, session: s) else { return }
+        let slot = slots + k
+        let n = slot.pointee.requestPackets
+        let p = Int(header.packetNumber)
+        guard p >= n - 1 else { return drop(.badPacketNumber) }
+        let j = p - (n - 1)
+        let size = Int(header.messageSize)
+        if j == 0 {
+            slot.pointee.responseSize = size
+            slot.pointee.responsePackets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
+        } else if size != slot.pointee.responseSize {
+            return drop(.badPayloadLength)
+        }
+        guard j < slot.pointee.responsePackets else { return drop(.badPacketNumber) }
+        guard payload.count == (size == 0 ? 0 : sliceLength(size: size, index: j)) else {
+            if j == 0 { slot.pointee.responsePackets = 0 }
+            return drop(.badPayloadLength)
+        }
+        let response = slot.pointee.response.unsafelyUnwrapped
+        if size <= response.capacity, payload.count > 0 {
+            (response.data + j * dataPerPacket).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+        }
+        slot.pointee.numRx += 1
+        sessions[s].credits += 1
+        if slot.pointee.numRx == n + slot.pointee.responsePackets - 1 {
+            complete(slot: k, status: size <= response.capacity ? .ok : .responseTooLarge(size: size))
+        } else {
+            kick(slot: k)
+        }
+    }
+
+    /// Finishes the RPC on slot `k`: frees the slot, runs the continuation, then starts the
+    /// next backlogged request of the session on the freed slot.
+    func complete(slot k: Int, status: RpcStatus) {
+        let s = k / Wire.sessionRequestWindow
+        let slot = slots + k
+        let request = slot.pointee.request.unsafelyUnwrapped
+        var response = slot.pointee.response.unsafelyUnwrapped
+        if status == .ok { response.resize(to: slot.pointee.responseSize) } else { response.resize(to: 0) }
+        let continuation = slot.pointee.continuation.unsafelyUnwrapped
+        let tag = slot.pointee.tag
+        slot.pointee.request = nil
+        slot.pointee.response = nil
+        slot.pointee.continuation = nil
+        sessions[s].freeSlots |= 1 << (k % Wire.sessionRequestWindow)
+        counters.rpcsCompleted &+= 1
+        continuation(
+            Completion(rpc: self, session: s, tag: tag, status: status, request: request, response: response))
+        // The continuation may have enqueued requests itself; the backlog goes first only if
+        // the slot is still free.
+        if sessions[s].state == .connected, sessions[s].freeSlots & (1 << (k % Wire.sessionRequestWindow)) != 0,
+            let next = sessions[s].backlog.pop()
+        {
+            sessions[s].freeSlots &= ~(1 << (k % Wire.sessionRequestWindow))
+            startRequest(
+                slot: k, type: next.requestType, request: next.request, response: next.response, tag: next.tag,
+                continuation: next.continuation)
+        }
+    }
+
+    /// Fails every RPC of a client session (in flight and backlogged) with `.sessionFailed`.
+    func failOutstanding(session s: Int) {
+        for i in 0..<Wire.sessionRequestWindow {
+            let k = s * Wire.sessionRequestWindow + i
+            if slots[k].request != nil {
+                slots[k].responseSize = 0
+                complete(slot: k, status: .sessionFailed)
+            }
+        }
+        while let pending = sessions[s].backlog.pop() {
+            var response = pending.response
+            response.resize(to: 0)
+            counters.rpcsCompleted &+= 1
+            pending.continuation(
+                Completion(
+                    rpc: self, session: s, tag: pending.tag, status: .sessionFailed, request: pending.request,
+                    response: response))
+        }
+    }
+}

@@ -1,0 +1,115 @@
+/// How the runtime runs a request handler.
+public enum HandlerMode: Sendable {
+    /// Inline on the dispatch thread: must be short and must not block.
+    case foreground
+    /// On one of the Nexus's background threads: may block or run long.
+    case background
+}
+
+/// A request handler. Runs once per request (the runtime dedupes retransmissions). It answers
+/// with ``RequestHandle/respond(_:)``, now or later (from a background thread, or from the
+/// dispatch thread for a foreground handler that defers). Prefer closures that capture nothing
+/// and reach their state through ``RequestHandle/context``: a capture costs ARC traffic per call.
+public typealias RequestHandler = @Sendable (RequestHandle) -> Void
+
+struct HandlerEntry {
+    var mode: HandlerMode
+    var handler: RequestHandler
+}
+
+/// Called on the dispatch thread when an RPC completes. The client owns the request and
+/// response buffers again from this point.
+public typealias Continuation = (Completion) -> Void
+
+/// Outcome of an RPC at the client.
+public enum RpcStatus: Sendable, Equatable {
+    case ok
+    /// The response was larger than the response buffer given to `enqueueRequest`.
+    case responseTooLarge(size: Int)
+    /// The session failed or was torn down before the response arrived.
+    case sessionFailed
+}
+
+/// What a continuation receives.
+public struct Completion {
+    /// The endpoint, to enqueue more requests from the continuation.
+    public unowned(unsafe) let rpc: RpcEndpoint
+    public let session: Int
+    public let tag: UInt64
+    public let status: RpcStatus
+    public let request: MsgBuffer
+    /// The response, `size` set to the response's length.
+    public let response: MsgBuffer
+    public var context: UnsafeMutableRawPointer? { rpc.context }
+}
+
+/// A received request, handed to its handler.
+///
+/// Lifetime of `request`: for a single-packet request with a foreground handler it points into
+/// the transport's receive ring (zero-copy) and is valid only while the handler runs; otherwise
+/// it points into a runtime buffer valid until the handler calls `respond`.
+public struct RequestHandle: @unchecked Sendable {
+    // unowned(unsafe): the endpoint outlives every request it dispatched (it waits for
+    // background handlers before it goes away), and this avoids ARC traffic per request.
+    @usableFromInline unowned(unsafe) let endpoint: RpcEndpoint
+    let slotIndex: Int
+    let sessionToken: UInt64
+    let requestNumber: UInt64
+    let assembly: MsgBuffer?
+    public let requestType: UInt8
+    public let request: UnsafeRawBufferPointer
+    public let isBackground: Bool
+    /// A one-packet response buffer reserved for this request's slot (capacity = data per packet).
+    public let preallocatedResponse: MsgBuffer
+
+    /// The session number at the server.
+    public var session: Int { slotIndex / Wire.sessionRequestWindow }
+    /// The Rpc's application context (see ``RpcEndpoint/context``).
+    public var context: UnsafeMutableRawPointer? { endpoint.context }
+
+    /// A response buffer of `size` bytes, for responses larger than `preallocatedResponse`;
+    /// nil beyond ``Wire/maxMessageSize``. The runtime frees it after the response is retired.
+    public func allocateResponse(size: Int) -> MsgBuffer? {
+        isBackground ? endpoint.sharedPool.allocate(size: size) : endpoint.allocate(size: size)
+    }
+
+    /// Sends `response` (its `size` bytes). Call exactly once per request. The runtime owns the
+    /// buffer from here on and keeps it to answer retransmitted requests.
+    public func respond(_ response: MsgBuffer) {
+        let r = ServerResponse(
+            slotIndex: Int32(slotIndex), sessionToken: sessionToken, requestNumber: requestNumber,
+            response: response, assembly: assembly)
+        if isBackground {
+            endpoint.postBackgroundResponse(r)
+        } else {
+            endpoint.enqueueResponse(r)
+        }
+    }
+}
+
+/// A response on its way from a handler to the dispatch thread.
+struct ServerResponse: BitwiseCopyable {
+    var slotIndex: Int32
+    var sessionToken: UInt64
+    var requestNumber: UInt64
+    var response: MsgBuffer
+    var assembly: MsgBuffer?
+}
+
+/// A request on its way from the dispatch thread to a background thread.
+struct BackgroundRequest: BitwiseCopyable {
+    var endpoint: Unmanaged<RpcEndpoint>
+    var slotIndex: Int32
+    var sessionToken: UInt64
+    var requestNumber: UInt64
+    var requestType: UInt8
+    var request: MsgBuffer
+    var preallocated: MsgBuffer
+}
+
+/// Session lifecycle events, delivered on the dispatch thread.
+public enum SessionEvent: Sendable, Equatable {
+    case connected(session: Int)
+    case connectFailed(session: Int, SessionError)
+    case disconnected(session: Int)
+}

@@ -1,0 +1,30 @@
+// MARK: - Client-side loss recovery
+//
+// Only the client keeps timers. A slot that has packets outstanding and has made no progress
+// for one retransmission timeout rolls back to the first unanswered packet (go-back-N): it
+// takes back the credits of the packets presumed lost and sends again from there. Retransmitted
+// packets carry exactly the bytes of the originals.
+
+extension RpcEndpoint {
+    /// Scans a tenth of an RTO apart, as eRPC does, so timeouts fire within 10 % of the RTO.
+    var lossScanInterval: UInt64 { config.retransmitTimeoutNs / 10 }
+
+    func scanForLoss() {
+        lastLossScan = now
+        let rto = config.retransmitTimeoutNs
+        for s in 0..<maxSessions where sessions[s].role == .client && sessions[s].state == .connected {
+            if sessions[s].freeSlots == 0xFF { continue }
+            for i in 0..<Wire.sessionRequestWindow {
+                let k = s * Wire.sessionRequestWindow + i
+                let slot = slots + k
+                guard slot.pointee.request != nil, slot.pointee.numTx > slot.pointee.numRx,
+                    now &- slot.pointee.lastProgress > rto
+                else { continue }
+                sessions[s].credits += slot.pointee.numTx - slot.pointee.numRx
+                slot.pointee.numTx = slot.pointee.numRx
+                counters.retransmissions &+= 1
+                kick(slot: k)
+            }
+        }
+    }
+}

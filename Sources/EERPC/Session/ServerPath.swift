@@ -1,0 +1,196 @@
+import Synchronization
+
+// MARK: - Server side of the client-driven protocol
+//
+// The server keeps no timers and sends nothing unsolicited: every packet it sends answers one
+// it received. Per slot it keeps the current request number and, once the handler has answered,
+// the response, so a retransmitted request is answered from this cache and the handler runs at
+// most once per request.
+
+extension RpcEndpoint {
+    func serverReceiveRequest(_ header: PacketHeader, payload: UnsafeRawBufferPointer, session s: Int) {
+        let k = s * Wire.sessionRequestWindow + Int(header.requestNumber % UInt64(Wire.sessionRequestWindow))
+        let slot = slots + k
+        let p = Int(header.packetNumber)
+        let size = Int(header.messageSize)
+
+        if header.requestNumber > slot.pointee.requestNumber {
+            // A new request. The client sends it only after it has the whole previous response,
+            // so a handler still holding this slot means a misbehaving peer.
+            guard !slot.pointee.handlerActive else { return drop(.outOfOrder) }
+            guard p == 0 else { return drop(.outOfOrder) }  // its first packet was lost or is late
+            guard payload.count == (size == 0 ? 0 : sliceLength(size: size, index: 0)) else {
+                return drop(.badPayloadLength)
+            }
+            let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
+            guard let entry = handlers[Int(header.requestType)] else { return drop(.noHandler) }
+            var assembly: MsgBuffer? = nil
+            if packets > 1 || entry.mode == .background {
+                guard let buffer = pool.allocate(size: size) else { return drop(.noBuffer) }
+                assembly = buffer
+                if payload.count > 0 { buffer.data.copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+            }
+            retireResponse(slot: k)
+            slot.pointee.requestNumber = header.requestNumber
+            slot.pointee.requestType = header.requestType
+            slot.pointee.serverRequestSize = size
+            slot.pointee.serverRequestPackets = packets
+            slot.pointee.serverNumRx = 1
+            slot.pointee.assembly = assembly
+            if packets == 1 {
+                runHandler(entry, slot: k, session: s, zeroCopyRequest: payload)
+            } else {
+                sendCreditReturn(header, session: s)
+            }
+            return
+        }
+
+        guard header.requestNumber == slot.pointee.requestNumber else { return drop(.outOfOrder) }
+        // The current request.
+        let packets = slot.pointee.serverRequestPackets
+        guard p < packets, size == slot.pointee.serverRequestSize, header.requestType == slot.pointee.requestType
+        else { return drop(.badPacketNumber) }
+        guard payload.count == (size == 0 ? 0 : sliceLength(size: size, index: p)) else {
+            return drop(.badPayloadLength)
+        }
+        let received = slot.pointee.serverNumRx
+        if p < received {
+            // A retransmission of a packet we already have.
+            if p < packets - 1 {
+                sendCreditReturn(header, session: s)
+            } else if slot.pointee.responseReady {
+                counters.responsesResent &+= 1
+                sendResponsePacket(slot: k, index: 0)
+            } else {
+                drop(.outOfOrder)  // the handler is still running; the client will ask again
+            }
+            return
+        }
+        guard p == received else { return drop(.outOfOrder) }
+        let assembly = slot.pointee.assembly.unsafelyUnwrapped
+        (assembly.data + p * dataPerPacket).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+        slot.pointee.serverNumRx = received + 1
+        if p < packets - 1 {
+            sendCreditReturn(header, session: s)
+        } else {
+            guard let entry = handlers[Int(slot.pointee.requestType)] else { return drop(.noHandler) }
+            runHandler(entry, slot: k, session: s, zeroCopyRequest: nil)
+        }
+    }
+
+    func serverReceiveRFR(_ header: PacketHeader, session s: Int) {
+        let k = s * Wire.sessionRequestWindow + Int(header.requestNumber % UInt64(Wire.sessionRequestWindow))
+        let slot = slots + k
+        guard header.requestNumber == slot.pointee.requestNumber, slot.pointee.responseReady else {
+            return drop(.outOfOrder)
+        }
+        let j = Int(header.packetNumber) - (slot.pointee.serverRequestPackets - 1)
+        let response = slot.pointee.serverResponse.unsafelyUnwrapped
+        guard j >= 1 && j < Wire.packetCount(size: response.size, dataPerPacket: dataPerPacket) else {
+            return drop(.badPacketNumber)
+        }
+        sendResponsePacket(slot: k, index: j)
+    }
+
+    private func sendCreditReturn(_ request: PacketHeader, session s: Int) {
+        let header = PacketHeader(
+            type: .creditReturn, destSession: sessions[s].remoteNumber, requestType: request.requestType,
+            messageSize: 0, requestNumber: request.requestNumber, packetNumber: request.packetNumber)
+        queuePacket(header, data: nil, length: 0, session: s)
+    }
+
+    private func sendResponsePacket(slot k: Int, index j: Int) {
+        let s = k / Wire.sessionRequestWindow
+        let slot = slots + k
+        let response = slot.pointee.serverResponse.unsafelyUnwrapped
+        let header = PacketHeader(
+            type: .response, destSession: sessions[s].remoteNumber, requestType: slot.pointee.requestType,
+            messageSize: UInt32(response.size), requestNumber: slot.pointee.requestNumber,
+            packetNumber: UInt16(truncatingIfNeeded: slot.pointee.serverRequestPackets - 1 + j))
+        let length = response.size == 0 ? 0 : sliceLength(size: response.size, index: j)
+        queuePacket(header, data: response.data + j * dataPerPacket, length: length, session: s)
+    }
+
+    private func runHandler(
+        _ entry: HandlerEntry, slot k: Int, session s: Int, zeroCopyRequest: UnsafeRawBufferPointer?
+    ) {
+        let slot = slots + k
+        slot.pointee.handlerActive = true
+        counters.requestsHandled &+= 1
+        var prealloc = slot.pointee.preallocated.unsafelyUnwrapped
+        prealloc.resize(to: 0)
+        switch entry.mode {
+        case .foreground:
+            let request: UnsafeRawBufferPointer
+            if let zeroCopyRequest {
+                request = zeroCopyRequest
+            } else {
+                let a = slot.pointee.assembly.unsafelyUnwrapped
+                request = UnsafeRawBufferPointer(start: a.data, count: a.size)
+            }
+            entry.handler(
+                RequestHandle(
+                    endpoint: self, slotIndex: k, sessionToken: sessions[s].token,
+                    requestNumber: slot.pointee.requestNumber, assembly: slot.pointee.assembly,
+                    requestType: slot.pointee.requestType, request: request, isBackground: false,
+                    preallocatedResponse: prealloc))
+        case .background:
+            backgroundOutstanding.add(1, ordering: .relaxed)
+            nexus.submitBackground(
+                BackgroundRequest(
+                    endpoint: Unmanaged.passUnretained(self), slotIndex: Int32(k), sessionToken: sessions[s].token,
+                    requestNumber: slot.pointee.requestNumber, requestType: slot.pointee.requestType,
+                    request: slot.pointee.assembly.unsafelyUnwrapped, preallocated: prealloc))
+        }
+    }
+
+    /// Accepts a handler's response (dispatch thread). Responses for a request that is no longer
+    /// current (its session went away) are freed and counted.
+    func enqueueResponse(_ r: ServerResponse) {
+        let k = Int(r.slotIndex)
+        let s = k / Wire.sessionRequestWindow
+        let slot = slots + k
+        if let assembly = r.assembly { free(assembly) }
+        guard sessions[s].state != .free, sessions[s].token == r.sessionToken,
+            slot.pointee.requestNumber == r.requestNumber, slot.pointee.handlerActive
+        else {
+            counters.staleResponses &+= 1
+            if r.response.data != slot.pointee.preallocated?.data { free(r.response) }
+            return
+        }
+        precondition(r.response.size <= Wire.maxMessageSize, "response larger than Wire.maxMessageSize")
+        slot.pointee.assembly = nil
+        slot.pointee.handlerActive = false
+        slot.pointee.serverResponse = r.response
+        slot.pointee.responseReady = true
+        sendResponsePacket(slot: k, index: 0)
+    }
+
+    /// Frees the cached response of a slot (when the next request arrives or the session ends).
+    func retireResponse(slot k: Int) {
+        let slot = slots + k
+        if let response = slot.pointee.serverResponse, response.data != slot.pointee.preallocated?.data {
+            free(response)
+        }
+        slot.pointee.serverResponse = nil
+        slot.pointee.responseReady = false
+    }
+
+    /// Background thread → dispatch thread. Thread-safe.
+    func postBackgroundResponse(_ r: ServerResponse) {
+        while !backgroundResponses.push(r) {
+            // The queue holds one entry per slot, so it is full only transiently.
+            sched_yield_shim()
+        }
+        backgroundOutstanding.subtract(1, ordering: .releasing)
+    }
+
+    func drainBackgroundResponses() {
+        while let r = backgroundResponses.pop() { enqueueResponse(r) }
+    }
+}
+
+import Glibc
+
+@inline(__always)
+private func sched_yield_shim() { _ = sched_yield() }

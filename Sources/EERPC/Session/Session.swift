@@ -1,0 +1,94 @@
+/// Lifecycle of a session end.
+public enum SessionState: UInt8, Sendable {
+    /// Number not in use.
+    case free
+    /// Client: connect request sent over the session-management channel, no answer yet.
+    case connecting
+    /// Both ends know each other's session number and route; data may flow.
+    case connected
+    /// Client: disconnect request sent, no answer yet.
+    case disconnecting
+    /// Client: connect was refused or failed; `destroySession` releases the number.
+    case failed
+}
+
+public enum SessionRole: UInt8, Sendable {
+    case client
+    case server
+}
+
+/// One end of a session. Lives in the endpoint's session table (indexed by session number);
+/// its 8 slots live in the slot table at `number * 8`.
+struct Session {
+    var state: SessionState = .free
+    var role: SessionRole = .client
+    /// The peer's session number: the `destSession` of every packet we send on this session.
+    var remoteNumber: UInt16 = 0
+    var remoteRpcID: UInt8 = 0
+    /// Random per session; identifies it in session-management messages (dedupe, disconnect).
+    var token: UInt64 = 0
+    /// Client: packets this session may still send before a reply returns a credit.
+    var credits = Wire.sessionCredits
+    /// Client: bit i set = slot i free.
+    var freeSlots: UInt8 = 0xFF
+    /// Client: requests waiting for a free slot.
+    var backlog = Backlog()
+    /// Client: the remote Nexus's session-management address (for disconnect).
+    var remoteSMAddress: UInt32 = 0
+    var remoteSMPort: UInt16 = 0
+    /// Client: why connect failed (when `state == .failed`).
+    var failure: SessionError? = nil
+}
+
+/// Per-slot state. A slot is one outstanding RPC; client and server use different fields.
+struct Slot {
+    /// Client: next request number on this slot is `requestNumber + window`. Server: the request
+    /// number of the request in (or last through) this slot. Starts at the slot index.
+    var requestNumber: UInt64 = 0
+    var requestType: UInt8 = 0
+
+    // MARK: Client
+    /// Non-nil while an RPC is in flight on this slot.
+    var request: MsgBuffer? = nil
+    var response: MsgBuffer? = nil
+    var continuation: Continuation? = nil
+    var tag: UInt64 = 0
+    /// Wire packets sent and received, in the unified index space: request packets 0..<N,
+    /// then RFRs N..<N+M-1 (each answered by the response packet with the same number).
+    var numTx = 0
+    var numRx = 0
+    var requestPackets = 0
+    /// 0 until response packet 0 arrives.
+    var responsePackets = 0
+    var responseSize = 0
+    var lastProgress: UInt64 = 0
+    var stalled = false
+
+    // MARK: Server
+    /// Request being assembled (multi-packet) or copied for a background handler.
+    var assembly: MsgBuffer? = nil
+    /// Request packets received in order for `requestNumber`.
+    var serverNumRx = 0
+    var serverRequestPackets = 0
+    var serverRequestSize = 0
+    /// The response, kept until the next request on this slot so duplicates can be answered.
+    var serverResponse: MsgBuffer? = nil
+    var responseReady = false
+    /// A handler (foreground awaiting a deferred response, or background) owns this request.
+    var handlerActive = false
+    /// One-packet response buffer allocated with the session.
+    var preallocated: MsgBuffer? = nil
+}
+
+/// Why a session could not be set up or used.
+public enum SessionError: Error, Equatable, Sendable {
+    case connectFailed(errno: Int32)
+    case timedOut
+    case protocolError
+    case invalidRemoteRpcID
+    case transportMismatch
+    case mtuMismatch
+    case tooManySessions
+    case unreachableRoute
+    case rejected(code: UInt8)
+}

@@ -1,0 +1,84 @@
+/// The fixed 64-byte message of the session-management (SM) channel. Little-endian:
+/// ```
+/// 0-3   "EESM"          4  version (1)     5  kind        6  error code   7  transport kind
+/// 8-15  session token   16 client Rpc id   17 server Rpc id
+/// 18-19 client session  20-21 server session               22-23 zero
+/// 24-27 sender's MTU    28-31 zero         32-63 sender's routing info
+/// ```
+struct SessionManagementMessage: Equatable, Sendable {
+    static let size = 64
+    static let magic: UInt32 = 0x4D53_4545  // "EESM" read little-endian
+    static let version: UInt8 = 1
+
+    enum Kind: UInt8, Sendable {
+        case connectRequest = 1
+        case connectResponse = 2
+        case disconnectRequest = 3
+        case disconnectResponse = 4
+    }
+
+    /// Error codes in responses. 0 = success.
+    enum ErrorCode: UInt8, Sendable {
+        case ok = 0
+        case invalidRemoteRpcID = 1
+        case transportMismatch = 2
+        case mtuMismatch = 3
+        case tooManySessions = 4
+        case unreachableRoute = 5
+        case unknownSession = 6
+        case malformed = 7
+    }
+
+    var kind: Kind
+    var error: ErrorCode = .ok
+    var transport: TransportKind
+    var token: UInt64
+    var clientRpcID: UInt8
+    var serverRpcID: UInt8
+    var clientSession: UInt16
+    var serverSession: UInt16 = 0
+    var mtu: UInt32
+    var route = RoutingInfo()
+
+    func encode(to p: UnsafeMutableRawPointer) {
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: Self.size)
+        p.storeBytes(of: Self.magic.littleEndian, as: UInt32.self)
+        p.storeBytes(of: Self.version, toByteOffset: 4, as: UInt8.self)
+        p.storeBytes(of: kind.rawValue, toByteOffset: 5, as: UInt8.self)
+        p.storeBytes(of: error.rawValue, toByteOffset: 6, as: UInt8.self)
+        p.storeBytes(of: transport.rawValue, toByteOffset: 7, as: UInt8.self)
+        p.storeBytes(of: token.littleEndian, toByteOffset: 8, as: UInt64.self)
+        p.storeBytes(of: clientRpcID, toByteOffset: 16, as: UInt8.self)
+        p.storeBytes(of: serverRpcID, toByteOffset: 17, as: UInt8.self)
+        p.storeBytes(of: clientSession.littleEndian, toByteOffset: 18, as: UInt16.self)
+        p.storeBytes(of: serverSession.littleEndian, toByteOffset: 20, as: UInt16.self)
+        p.storeBytes(of: mtu.littleEndian, toByteOffset: 24, as: UInt32.self)
+        for (i, w) in [route.w0, route.w1, route.w2, route.w3].enumerated() {
+            p.storeBytes(of: w.littleEndian, toByteOffset: 32 + 8 * i, as: UInt64.self)
+        }
+    }
+
+    /// Parses a message; nil if it is not a well-formed version-1 SM message.
+    static func decode(_ p: UnsafeRawPointer) -> SessionManagementMessage? {
+        guard UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)) == magic,
+            p.load(fromByteOffset: 4, as: UInt8.self) == version,
+            let kind = Kind(rawValue: p.load(fromByteOffset: 5, as: UInt8.self)),
+            let error = ErrorCode(rawValue: p.load(fromByteOffset: 6, as: UInt8.self)),
+            let transport = TransportKind(rawValue: p.load(fromByteOffset: 7, as: UInt8.self))
+        else { return nil }
+        var route = RoutingInfo()
+        route.w0 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
+        route.w1 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 40, as: UInt64.self))
+        route.w2 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 48, as: UInt64.self))
+        route.w3 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 56, as: UInt64.self))
+        return SessionManagementMessage(
+            kind: kind, error: error, transport: transport,
+            token: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+            clientRpcID: p.load(fromByteOffset: 16, as: UInt8.self),
+            serverRpcID: p.load(fromByteOffset: 17, as: UInt8.self),
+            clientSession: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 18, as: UInt16.self)),
+            serverSession: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 20, as: UInt16.self)),
+            mtu: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self)),
+            route: route)
+    }
+}

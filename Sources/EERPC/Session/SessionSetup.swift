@@ -1,0 +1,229 @@
+import Synchronization
+
+import CSystemShims
+import Glibc
+
+/// Work the session-management thread hands to an endpoint, or an answer it brings back.
+enum SessionManagementEvent: Sendable {
+    /// Server: a peer asks to connect or disconnect; answer on `connection`, then close it.
+    case request(SessionManagementMessage, connection: Int32)
+    /// Client: the answer to our connect or disconnect request (nil: no answer; see `error`).
+    case response(SessionManagementMessage?, session: Int, error: SessionError?)
+
+    func closeConnection() {
+        if case .request(_, let fd) = self { close(fd) }
+    }
+}
+
+// MARK: - Session connect and disconnect (dispatch-thread side)
+
+extension RpcEndpoint {
+    /// Starts connecting a client session to Rpc `remoteRpcID` of the Nexus at `host:port`
+    /// (its session-management address). Returns the local session number at once; the session
+    /// becomes `.connected` (or `.failed`) while the event loop runs, and `sessionEventHandler`
+    /// is told.
+    public func createSession(host: String, port: UInt16, remoteRpcID: UInt8) throws(SessionError) -> Int {
+        var ip: UInt32 = 0
+        guard ee_resolve_ipv4(host, &ip) == 0 else { throw .unreachableRoute }
+        guard let s = (0..<maxSessions).first(where: { sessions[$0].state == .free }) else { throw .tooManySessions }
+        sessions[s] = Session()
+        sessions[s].state = .connecting
+        sessions[s].role = .client
+        sessions[s].remoteRpcID = remoteRpcID
+        sessions[s].token = freshToken()
+        sessions[s].remoteSMAddress = ip
+        sessions[s].remoteSMPort = port
+        resetSlots(session: s)
+        let request = SessionManagementMessage(
+            kind: .connectRequest, transport: transportKind, token: sessions[s].token, clientRpcID: id,
+            serverRpcID: remoteRpcID, clientSession: UInt16(s), mtu: UInt32(mtu), route: localRoute)
+        nexus.sendSessionManagement(request, to: ip, port: port, from: self, session: s)
+        return s
+    }
+
+    /// Tears down a client session. With RPCs outstanding it throws; a failed or idle session is
+    /// released locally and, if connected, the server is told (best effort).
+    public func destroySession(_ s: Int) throws(SessionError) {
+        guard s >= 0 && s < maxSessions, sessions[s].role == .client, sessions[s].state != .free else {
+            throw .protocolError
+        }
+        switch sessions[s].state {
+        case .connected:
+            guard sessions[s].freeSlots == 0xFF && sessions[s].backlog.isEmpty else { throw .protocolError }
+            sessions[s].state = .disconnecting
+            let request = SessionManagementMessage(
+                kind: .disconnectRequest, transport: transportKind, token: sessions[s].token, clientRpcID: id,
+                serverRpcID: sessions[s].remoteRpcID, clientSession: UInt16(s),
+                serverSession: sessions[s].remoteNumber, mtu: UInt32(mtu), route: localRoute)
+            nexus.sendSessionManagement(
+                request, to: sessions[s].remoteSMAddress, port: sessions[s].remoteSMPort, from: self, session: s)
+        case .failed:
+            releaseSession(s)
+        case .connecting, .disconnecting, .free:
+            throw .protocolError
+        }
+    }
+
+    /// Session-management thread → dispatch thread. Thread-safe.
+    func postSessionManagement(_ event: SessionManagementEvent) {
+        sessionManagementInbox.withLock { $0.append(event) }
+        sessionManagementPending.add(1, ordering: .releasing)
+    }
+
+    /// Takes the queued session-management events (dispatch thread; the loop calls this only
+    /// when the pending counter says there is something).
+    func takeSessionManagementEvents() -> [SessionManagementEvent] {
+        let events = sessionManagementInbox.withLock { inbox in
+            let taken = inbox
+            inbox.removeAll(keepingCapacity: true)
+            return taken
+        }
+        sessionManagementPending.subtract(events.count, ordering: .relaxed)
+        return events
+    }
+
+    /// Handles one event. `resolve` turns a peer's routing info into a transport route.
+    func handleSessionManagement(_ event: SessionManagementEvent, resolve: (RoutingInfo) -> RoutingInfo?) {
+        switch event {
+        case .request(let message, let fd):
+            var reply = message
+            switch message.kind {
+            case .connectRequest:
+                reply.kind = .connectResponse
+                reply = acceptConnect(message, reply: reply, resolve: resolve)
+            case .disconnectRequest:
+                reply.kind = .disconnectResponse
+                reply.error = acceptDisconnect(message)
+            default:
+                reply.error = .malformed
+            }
+            reply.transport = transportKind
+            reply.mtu = UInt32(mtu)
+            reply.route = localRoute
+            withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
+                reply.encode(to: buffer.baseAddress!)
+                _ = ee_write_all(fd, buffer.baseAddress, SessionManagementMessage.size)
+            }
+            close(fd)
+        case .response(let message, let s, let error):
+            guard sessions[s].role == .client else { return }
+            if sessions[s].state == .connecting {
+                finishConnect(session: s, message: message, error: error, resolve: resolve)
+            } else if sessions[s].state == .disconnecting {
+                // Whatever the server said, this end is done with the session.
+                releaseSession(s)
+                sessionEventHandler?(.disconnected(session: s))
+            }
+        }
+    }
+
+    private func acceptConnect(
+        _ m: SessionManagementMessage, reply: SessionManagementMessage, resolve: (RoutingInfo) -> RoutingInfo?
+    ) -> SessionManagementMessage {
+        var reply = reply
+        // A retried connect request: answer with the session we already made.
+        if let existing = (0..<maxSessions).first(where: {
+            sessions[$0].state == .connected && sessions[$0].role == .server && sessions[$0].token == m.token
+        }) {
+            reply.serverSession = UInt16(existing)
+            return reply
+        }
+        guard m.transport == transportKind else {
+            reply.error = .transportMismatch
+            return reply
+        }
+        guard Int(m.mtu) == mtu else {
+            reply.error = .mtuMismatch
+            return reply
+        }
+        guard let route = resolve(m.route) else {
+            reply.error = .unreachableRoute
+            return reply
+        }
+        guard let s = (0..<maxSessions).first(where: { sessions[$0].state == .free }) else {
+            reply.error = .tooManySessions
+            return reply
+        }
+        sessions[s] = Session()
+        sessions[s].state = .connected
+        sessions[s].role = .server
+        sessions[s].remoteNumber = m.clientSession
+        sessions[s].remoteRpcID = m.clientRpcID
+        sessions[s].token = m.token
+        routes[s] = route
+        resetSlots(session: s)
+        for i in 0..<Wire.sessionRequestWindow {
+            slots[s * Wire.sessionRequestWindow + i].preallocated = pool.allocate(size: dataPerPacket)
+        }
+        reply.serverSession = UInt16(s)
+        return reply
+    }
+
+    private func acceptDisconnect(_ m: SessionManagementMessage) -> SessionManagementMessage.ErrorCode {
+        let s = Int(m.serverSession)
+        guard s < maxSessions, sessions[s].state == .connected, sessions[s].role == .server,
+            sessions[s].token == m.token
+        else { return .unknownSession }
+        releaseSession(s)
+        return .ok
+    }
+
+    private func finishConnect(
+        session s: Int, message: SessionManagementMessage?, error: SessionError?,
+        resolve: (RoutingInfo) -> RoutingInfo?
+    ) {
+        var failure = error
+        if failure == nil, let m = message {
+            switch m.error {
+            case .ok:
+                if m.kind != .connectResponse || m.token != sessions[s].token {
+                    failure = .protocolError
+                } else if let route = resolve(m.route) {
+                    routes[s] = route
+                    sessions[s].remoteNumber = m.serverSession
+                    sessions[s].credits = Wire.sessionCredits
+                    sessions[s].state = .connected
+                    sessionEventHandler?(.connected(session: s))
+                    return
+                } else {
+                    failure = .unreachableRoute
+                }
+            case .invalidRemoteRpcID: failure = .invalidRemoteRpcID
+            case .transportMismatch: failure = .transportMismatch
+            case .mtuMismatch: failure = .mtuMismatch
+            case .tooManySessions: failure = .tooManySessions
+            case .unreachableRoute: failure = .unreachableRoute
+            case .unknownSession, .malformed: failure = .rejected(code: m.error.rawValue)
+            }
+        }
+        sessions[s].state = .failed
+        sessions[s].failure = failure ?? .protocolError
+        sessionEventHandler?(.connectFailed(session: s, sessions[s].failure!))
+    }
+
+    private func resetSlots(session s: Int) {
+        for i in 0..<Wire.sessionRequestWindow {
+            slots[s * Wire.sessionRequestWindow + i] = Slot()
+            slots[s * Wire.sessionRequestWindow + i].requestNumber = UInt64(i)
+        }
+    }
+
+    /// Frees a session number and its buffers. Client RPCs still outstanding fail. Buffers a
+    /// handler still holds come back with its (now stale) response and are freed then.
+    func releaseSession(_ s: Int) {
+        if sessions[s].role == .client {
+            sessions[s].state = .failed
+            failOutstanding(session: s)
+        }
+        for i in 0..<Wire.sessionRequestWindow {
+            let k = s * Wire.sessionRequestWindow + i
+            if slots[k].handlerActive { continue }
+            retireResponse(slot: k)
+            if let a = slots[k].assembly { free(a) }
+            if let p = slots[k].preallocated { free(p) }
+        }
+        sessions[s].backlog.release()
+        sessions[s] = Session()
+        resetSlots(session: s)
+    }
+}

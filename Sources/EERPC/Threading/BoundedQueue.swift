@@ -1,0 +1,85 @@
+import Synchronization
+
+/// A bounded lock-free multi-producer multi-consumer queue of trivial values (Vyukov's design:
+/// one sequence number per cell). Crossing threads on the data path goes through these only:
+/// dispatch thread → background thread (requests), background thread → dispatch thread
+/// (responses). `push` and `pop` never allocate and never take a lock.
+final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
+    // Memory: `sequences` and `values` are allocated in init and freed in deinit; cell i's value
+    // is written only by the thread that won cell i's sequence, then published with a release store.
+    private let capacity: Int
+    private let mask: Int
+    private let sequences: UnsafeMutablePointer<Atomic<Int>>
+    private let values: UnsafeMutablePointer<Element>
+    private let enqueuePosition = Atomic<Int>(0)
+    private let dequeuePosition = Atomic<Int>(0)
+
+    /// - Parameter capacity: rounded up to a power of two.
+    init(capacity: Int) {
+        var c = 2
+        while c < capacity { c <<= 1 }
+        self.capacity = c
+        mask = c - 1
+        sequences = .allocate(capacity: c)
+        for i in 0..<c { (sequences + i).initialize(to: Atomic(i)) }
+        values = .allocate(capacity: c)
+    }
+
+    deinit {
+        sequences.deinitialize(count: capacity)
+        sequences.deallocate()
+        values.deallocate()
+    }
+
+    /// False when the queue is full.
+    func push(_ value: Element) -> Bool {
+        var pos = enqueuePosition.load(ordering: .relaxed)
+        while true {
+            let cell = sequences + (pos & mask)
+            let seq = cell.pointee.load(ordering: .acquiring)
+            let diff = seq - pos
+            if diff == 0 {
+                let (exchanged, current) = enqueuePosition.weakCompareExchange(
+                    expected: pos, desired: pos &+ 1, ordering: .relaxed)
+                if exchanged {
+                    values[pos & mask] = value
+                    cell.pointee.store(pos &+ 1, ordering: .releasing)
+                    return true
+                }
+                pos = current
+            } else if diff < 0 {
+                return false
+            } else {
+                pos = enqueuePosition.load(ordering: .relaxed)
+            }
+        }
+    }
+
+    func pop() -> Element? {
+        var pos = dequeuePosition.load(ordering: .relaxed)
+        while true {
+            let cell = sequences + (pos & mask)
+            let seq = cell.pointee.load(ordering: .acquiring)
+            let diff = seq - (pos &+ 1)
+            if diff == 0 {
+                let (exchanged, current) = dequeuePosition.weakCompareExchange(
+                    expected: pos, desired: pos &+ 1, ordering: .relaxed)
+                if exchanged {
+                    let value = values[pos & mask]
+                    cell.pointee.store(pos &+ mask &+ 1, ordering: .releasing)
+                    return value
+                }
+                pos = current
+            } else if diff < 0 {
+                return nil
+            } else {
+                pos = dequeuePosition.load(ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Cheap emptiness hint for the consumer's poll loop.
+    var isEmpty: Bool {
+        dequeuePosition.load(ordering: .relaxed) == enqueuePosition.load(ordering: .relaxed)
+    }
+}

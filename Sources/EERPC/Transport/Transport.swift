@@ -1,0 +1,81 @@
+/// Transport-specific address of an Rpc endpoint, opaque to the runtime (32 bytes, as carried in
+/// session-management messages). Each transport defines what the words mean.
+@frozen
+public struct RoutingInfo: BitwiseCopyable, Equatable, Sendable {
+    public var w0: UInt64 = 0
+    public var w1: UInt64 = 0
+    public var w2: UInt64 = 0
+    public var w3: UInt64 = 0
+    public init() {}
+    public static let byteCount = 32
+}
+
+/// Which transport an endpoint speaks; both ends of a session must agree.
+public enum TransportKind: UInt8, Sendable {
+    case udp = 1
+    case xdp = 2
+    case verbs = 3
+}
+
+/// One packet to send: its header inline (so retransmissions and control packets need no buffer),
+/// plus a slice of message data. Built by the runtime in its TX queue, read by the transport
+/// during `transmit`; the data slice belongs to a message buffer that stays allocated at least
+/// until `transmit` returns.
+@frozen
+public struct TxItem: BitwiseCopyable {
+    /// The 16 header bytes as two little-endian words (see ``PacketHeader``).
+    public var header0: UInt64
+    public var header1: UInt64
+    public var data: UnsafeRawPointer?
+    public var dataLength: Int
+    /// The destination, resolved by ``Transport/resolve(_:)``; owned by the runtime's session table.
+    public var route: UnsafePointer<RoutingInfo>
+
+    @inlinable
+    public init(header: PacketHeader, data: UnsafeRawPointer?, dataLength: Int, route: UnsafePointer<RoutingInfo>) {
+        let (w0, w1) = header.words
+        header0 = w0.littleEndian
+        header1 = w1.littleEndian
+        self.data = data
+        self.dataLength = dataLength
+        self.route = route
+    }
+}
+
+/// An unreliable datagram transport. The runtime is generic over it (``Rpc``), so each
+/// implementation gets a specialised event loop rather than calls through an existential.
+///
+/// The runtime calls these only from the Rpc's dispatch thread.
+public protocol Transport: ~Copyable {
+    /// Which transport this is (checked at session connect).
+    static var kind: TransportKind { get }
+    /// Largest datagram payload, header included.
+    var mtu: Int { get }
+    /// Largest number of items one `transmit` call takes.
+    var maxBurst: Int { get }
+    /// This endpoint's address, sent to peers at session connect.
+    var localRoute: RoutingInfo { get }
+    /// Turns a peer's ``localRoute`` into the form `transmit` needs, or nil if unreachable.
+    func resolve(_ remote: RoutingInfo) -> RoutingInfo?
+    /// Sends up to `count` (≤ `maxBurst`) packets. Returns how many were consumed: sent, or
+    /// dropped and counted when the device stayed full. Returns 0 only if `count` is 0.
+    mutating func transmit(_ items: UnsafePointer<TxItem>, count: Int) -> Int
+    /// Receives a burst of packets and returns how many. They stay readable through
+    /// ``received(_:)`` until the next call to `receive`.
+    mutating func receive() -> Int
+    /// Packet `index` of the last burst. Valid until the next `receive`.
+    func received(_ index: Int) -> UnsafeRawBufferPointer
+    /// Counters of this transport.
+    var stats: TransportStats { get }
+}
+
+/// Packet counters of a transport.
+public struct TransportStats: Sendable, Equatable {
+    public var txPackets: UInt64 = 0
+    public var rxPackets: UInt64 = 0
+    /// Packets dropped at send because the device stayed full (the protocol recovers them).
+    public var txDropped: UInt64 = 0
+    /// Datagrams longer than the MTU (delivered truncated to the runtime, which drops them).
+    public var rxOversized: UInt64 = 0
+    public init() {}
+}

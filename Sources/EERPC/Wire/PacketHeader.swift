@@ -1,0 +1,94 @@
+/// The 16-byte header at the start of every data-plane packet. All fields little-endian.
+///
+/// ```
+/// byte 0       magic (0xEE)
+/// byte 1       bits 0-1 packet type, bit 7 key phase, bits 2-6 reserved (zero)
+/// bytes 2-3    destination session number (the receiver's)
+/// byte 4       request type (handler id)
+/// bytes 5-7    message size in bytes (24 bits; ≤ Wire.maxMessageSize)
+/// bytes 8-13   request number (48 bits)
+/// bytes 14-15  packet number
+/// ```
+/// The encrypted datapath authenticates these 16 bytes as AAD; the key-phase bit is its.
+@frozen
+public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
+    public var type: PacketType
+    public var keyPhase: Bool
+    public var destSession: UInt16
+    public var requestType: UInt8
+    public var messageSize: UInt32
+    public var requestNumber: UInt64
+    public var packetNumber: UInt16
+
+    public static let maxRequestNumber: UInt64 = (1 << 48) - 1
+
+    @inlinable
+    public init(
+        type: PacketType, keyPhase: Bool = false, destSession: UInt16, requestType: UInt8,
+        messageSize: UInt32, requestNumber: UInt64, packetNumber: UInt16
+    ) {
+        self.type = type
+        self.keyPhase = keyPhase
+        self.destSession = destSession
+        self.requestType = requestType
+        self.messageSize = messageSize
+        self.requestNumber = requestNumber
+        self.packetNumber = packetNumber
+    }
+
+    /// The header as two little-endian words, the form stored in TX descriptors.
+    @inlinable
+    public var words: (UInt64, UInt64) {
+        var w0 = UInt64(Wire.magic)
+        w0 |= UInt64(type.rawValue | (keyPhase ? 0x80 : 0)) << 8
+        w0 |= UInt64(destSession) << 16
+        w0 |= UInt64(requestType) << 32
+        w0 |= UInt64(messageSize & 0xFF_FFFF) << 40
+        let w1 = (requestNumber & Self.maxRequestNumber) | (UInt64(packetNumber) << 48)
+        return (w0, w1)
+    }
+
+    /// Writes the 16 header bytes at `p`.
+    /// - Precondition: `p` has 16 writable bytes; the caller owns them.
+    @inlinable
+    public func encode(to p: UnsafeMutableRawPointer) {
+        let (w0, w1) = words
+        p.storeBytes(of: w0.littleEndian, as: UInt64.self)
+        p.storeBytes(of: w1.littleEndian, toByteOffset: 8, as: UInt64.self)
+    }
+
+    /// Parses a received packet's header, checking everything that can be checked without
+    /// session state: length, magic, reserved bits, size limit and payload presence.
+    /// - Parameters:
+    ///   - p: the packet, valid for `length` bytes for the duration of the call.
+    @inlinable
+    public static func parse(_ p: UnsafeRawPointer, length: Int) -> Result<PacketHeader, DropReason> {
+        guard length >= Wire.headerSize else { return .failure(.truncated) }
+        let w0 = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        let w1 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        guard UInt8(truncatingIfNeeded: w0) == Wire.magic else { return .failure(.badMagic) }
+        let flags = UInt8(truncatingIfNeeded: w0 >> 8)
+        guard flags & 0x7C == 0 else { return .failure(.reservedBits) }
+        let type = PacketType(rawValue: flags & 0x03).unsafelyUnwrapped  // 2 bits: all four values exist
+        let size = UInt32(truncatingIfNeeded: w0 >> 40) & 0xFF_FFFF
+        guard size <= Wire.maxMessageSize else { return .failure(.oversizedMessage) }
+        let payload = length - Wire.headerSize
+        switch type {
+        case .request, .response:
+            guard payload > 0 || size == 0 else { return .failure(.badPayloadLength) }
+        case .requestForResponse, .creditReturn:
+            guard payload == 0 else { return .failure(.badPayloadLength) }
+        }
+        return .success(
+            PacketHeader(
+                type: type,
+                keyPhase: flags & 0x80 != 0,
+                destSession: UInt16(truncatingIfNeeded: w0 >> 16),
+                requestType: UInt8(truncatingIfNeeded: w0 >> 32),
+                messageSize: size,
+                requestNumber: w1 & maxRequestNumber,
+                packetNumber: UInt16(truncatingIfNeeded: w1 >> 48)
+            )
+        )
+    }
+}

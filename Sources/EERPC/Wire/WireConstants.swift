@@ -1,0 +1,33 @@
+/// Protocol constants shared by both ends of a session. Changing one is a wire-format change.
+public enum Wire {
+    /// First byte of every data-plane packet; filters foreign datagrams.
+    public static let magic: UInt8 = 0xEE
+    /// Bytes of eeRPC header at the start of every packet (see ``PacketHeader``).
+    public static let headerSize = 16
+    /// Bytes reserved at the end of every packet for the AEAD tag of the encrypted datapath.
+    /// Plaintext sessions do not send them, but packetization already leaves room, so turning
+    /// encryption on does not change how a message is cut into packets.
+    public static let tagSize = 16
+    /// Largest message (request or response) in bytes: 8 MiB. Fits the 24-bit size field.
+    public static let maxMessageSize = 8 << 20
+    /// Outstanding requests per session (slots). Slot = request number mod window.
+    public static let sessionRequestWindow = 8
+    /// Packets a client may have in flight per session.
+    public static let sessionCredits = 32
+    /// Default UDP payload per packet: a 1500-byte Ethernet MTU less IPv4 and UDP headers.
+    public static let defaultMTU = 1472
+    /// Largest UDP payload (loopback only; real NICs use `defaultMTU`).
+    public static let maxMTU = 65_507
+    /// Smallest MTU: keeps request + response packet numbers of an 8 MiB exchange within 16 bits.
+    public static let minMTU = 512
+
+    /// Application bytes carried per packet at a given MTU.
+    @inlinable
+    public static func dataPerPacket(mtu: Int) -> Int { mtu - headerSize - tagSize }
+
+    /// Packets needed for a message of `size` bytes (a 0-byte message still takes one packet).
+    @inlinable
+    public static func packetCount(size: Int, dataPerPacket: Int) -> Int {
+        size == 0 ? 1 : (size + dataPerPacket - 1) / dataPerPacket
+    }
+}

@@ -1,0 +1,124 @@
+import Glibc
+import EERPC
+import Testing
+
+/// Request types the tests register.
+enum TestRequest {
+    /// Echoes the request.
+    static let echo: UInt8 = 1
+    /// Echoes the request from a background thread.
+    static let backgroundEcho: UInt8 = 2
+    /// Answers with `n` bytes, where `n` is the request's first 4 bytes (little-endian).
+    static let sized: UInt8 = 3
+    /// Echoes and counts how often it ran per request id (first 8 bytes) in the Rpc context.
+    static let countingEcho: UInt8 = 4
+}
+
+/// Responds to `handle` with the request's bytes.
+func echo(_ handle: RequestHandle) {
+    var response =
+        handle.request.count <= handle.preallocatedResponse.capacity
+        ? handle.preallocatedResponse : handle.allocateResponse(size: handle.request.count)!
+    response.assign(handle.request)
+    handle.respond(response)
+}
+
+/// Per-server counts of handler executions, reached through the Rpc context.
+final class ExecutionCounter {
+    var counts: [UInt64: Int] = [:]
+}
+
+/// Registers the test handlers on a Nexus.
+func registerTestHandlers(_ nexus: Nexus) throws {
+    try nexus.register(type: TestRequest.echo) { echo($0) }
+    try nexus.register(type: TestRequest.backgroundEcho, mode: .background) { echo($0) }
+    try nexus.register(type: TestRequest.sized) { handle in
+        let n = Int(handle.request.loadUnaligned(as: UInt32.self))
+        var response = handle.allocateResponse(size: n)!
+        for i in stride(from: 0, to: n, by: 1) { response.data.storeBytes(of: UInt8(truncatingIfNeeded: i &* 7), toByteOffset: i, as: UInt8.self) }
+        response.resize(to: n)
+        handle.respond(response)
+    }
+    try nexus.register(type: TestRequest.countingEcho) { handle in
+        let counter = Unmanaged<ExecutionCounter>.fromOpaque(handle.context!).takeUnretainedValue()
+        let id = handle.request.loadUnaligned(as: UInt64.self)
+        counter.counts[id, default: 0] += 1
+        echo(handle)
+    }
+}
+
+/// A server Rpc and a client Rpc in one Nexus, both driven from the test's thread, so tests
+/// are deterministic and need no extra cores.
+final class Pair<T: Transport & ~Copyable> {
+    let nexus: Nexus
+    let server: Rpc<T>
+    let client: Rpc<T>
+    let counter = ExecutionCounter()
+
+    init(server: consuming T, client: consuming T, config: RpcConfig = RpcConfig(), backgroundThreads: Int = 1) throws {
+        nexus = try Nexus(backgroundThreads: backgroundThreads)
+        try registerTestHandlers(nexus)
+        self.server = try Rpc(nexus: nexus, id: 1, transport: server, config: config)
+        self.client = try Rpc(nexus: nexus, id: 2, transport: client, config: config)
+        self.server.endpoint.context = Unmanaged.passUnretained(counter).toOpaque()
+    }
+
+    deinit { nexus.shutdown() }
+
+    /// Runs both event loops until `condition` holds or the timeout passes.
+    @discardableResult
+    func pump(timeoutNs: UInt64 = 20_000_000_000, until condition: () -> Bool) -> Bool {
+        let start = DispatchTime.nowNs
+        while !condition() {
+            client.runOnce()
+            server.runOnce()
+            if DispatchTime.nowNs - start > timeoutNs { return condition() }
+        }
+        return true
+    }
+
+    func connect() throws -> Int {
+        let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: server.id)
+        pump { client.endpoint.sessionState(s) != .connecting }
+        try #require(client.endpoint.sessionState(s) == .connected)
+        return s
+    }
+}
+
+extension Pair where T == UDPTransport {
+    convenience init(mtu: Int = Wire.defaultMTU, config: RpcConfig = RpcConfig(), backgroundThreads: Int = 1) throws {
+        try self.init(
+            server: try UDPTransport(mtu: mtu), client: try UDPTransport(mtu: mtu), config: config,
+            backgroundThreads: backgroundThreads)
+    }
+}
+
+enum DispatchTime {
+    static var nowNs: UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
+
+/// Collects completions of one test (the continuation's context).
+final class Completions {
+    var ok = 0
+    var failed = 0
+    var mismatched = 0
+    var done = 0
+}
+
+/// Fills `buffer` with a pattern derived from `seed`.
+func fill(_ buffer: inout MsgBuffer, size: Int, seed: UInt64) {
+    buffer.resize(to: size)
+    var x = seed | 1
+    for i in 0..<size {
+        x = x &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        buffer.data.storeBytes(of: UInt8(truncatingIfNeeded: x >> 56), toByteOffset: i, as: UInt8.self)
+    }
+}
+
+func sameBytes(_ a: MsgBuffer, _ b: MsgBuffer) -> Bool {
+    a.size == b.size && memcmp(a.data, b.data, a.size) == 0
+}

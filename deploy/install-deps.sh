@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the Debian packages behind the package's system-library targets.
+# Safe to re-run: apt is only touched when something is missing.
+set -euo pipefail
+
+packages=(pkg-config libnuma-dev libibverbs-dev libssl-dev liblmdb-dev)
+# Intel's multi-buffer crypto library is x86-only.
+if [[ "$(dpkg --print-architecture)" == amd64 ]]; then
+    packages+=(libipsec-mb-dev)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+    if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} > 0)); then
+    sudo=()
+    if ((EUID != 0)); then
+        if command -v sudo >/dev/null; then
+            sudo=(sudo)
+        else
+            echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v swift >/dev/null && [[ ! -x /opt/swift/usr/bin/swift ]]; then
+    echo "install-deps: swift not found on PATH or at /opt/swift/usr/bin; install a Swift 6 toolchain first" >&2
+    exit 1
+fi
+
+if ((${#missing[@]} > 0)); then
+    echo "install-deps: installed ${missing[*]}"
+else
+    echo "install-deps: all ${#packages[@]} packages already installed, nothing to do"
+fi
