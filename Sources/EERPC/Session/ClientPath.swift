@@ -190,7 +190,9 @@ extension RpcEndpoint {
         let request = slot.pointee.request.unsafelyUnwrapped
         var response = slot.pointee.response.unsafelyUnwrapped
         if status == .ok { response.resize(to: slot.pointee.responseSize) } else { response.resize(to: 0) }
-        let continuation = slot.pointee.continuation.unsafelyUnwrapped
+        // Not `.unsafelyUnwrapped`: through that generic accessor the closure is reabstracted,
+        // which allocates a thunk context per call.
+        guard let continuation = slot.pointee.continuation else { preconditionFailure("slot without continuation") }
         let tag = slot.pointee.tag
         slot.pointee.request = nil
         slot.pointee.response = nil

@@ -1,0 +1,87 @@
+import CAllocCounter
+import EERPC
+import Testing
+
+/// State the allocation test's continuation reaches through the Rpc context (so the closure
+/// captures nothing and needs no context allocation of its own).
+final class SteadyStateLoad {
+    var remaining = 0
+    var completed = 0
+    var session = 0
+}
+
+/// Re-issues the request it completes until `remaining` runs out: a closed loop of small RPCs.
+func reissue(_ c: Completion) {
+    let load = Unmanaged<SteadyStateLoad>.fromOpaque(c.context!).takeUnretainedValue()
+    load.completed += 1
+    guard load.remaining > 0 else { return }
+    load.remaining -= 1
+    var response = c.response
+    response.resize(to: response.capacity)
+    try! c.rpc.enqueueRequest(
+        session: c.session, type: TestRequest.echo, request: c.request, response: response, tag: c.tag,
+        continuation: reissue)
+}
+
+/// A heap allocation the optimiser cannot remove or move to the stack.
+@inline(never)
+func makeArray(count: Int) -> [Int] { [Int](repeating: 7, count: count) }
+
+#if DEBUG
+private let releaseOnly = true
+#else
+private let releaseOnly = false
+#endif
+
+@Suite("Allocation-free dispatch")
+struct AllocationTests {
+    /// Guards against a test that cannot fail: if the interposer were not linked in, every
+    /// count would be zero.
+    @Test("the interposer sees Swift allocations on this thread")
+    func interposerWorks() {
+        ee_alloc_counting_start()
+        let array = makeArray(count: 1_000)
+        let counts = ee_alloc_counting_stop()
+        #expect(array.count == 1_000)
+        #expect(counts.mallocs >= 1)
+        #expect(counts.bytes >= 8_000)
+    }
+
+    /// Client and server Rpcs run on this thread, so every malloc either of them makes on the
+    /// data path is counted. Allocation-freedom is a property of optimised code, so the check
+    /// runs in the release pass of `make test` (`swift test -c release --filter AllocationTests`).
+    @Test(
+        "10,000 small RPCs in steady state allocate nothing on the dispatch thread",
+        .disabled(if: releaseOnly, "runs in the release pass of make test"))
+    func steadyStateRPCsDoNotAllocate() throws {
+        let pair = try Pair()
+        let s = try pair.connect()
+        let e = pair.client.endpoint
+        let load = SteadyStateLoad()
+        e.context = Unmanaged.passUnretained(load).toOpaque()
+        // 8 requests in flight keep every slot busy, as a loaded client would.
+        for i in 0..<8 {
+            var request = e.allocate(size: 32)!
+            fill(&request, size: 32, seed: UInt64(i))
+            let response = e.allocate(size: 32)!
+            try e.enqueueRequest(
+                session: s, type: TestRequest.echo, request: request, response: response, tag: UInt64(i),
+                continuation: reissue)
+        }
+        // Warm-up: lazily created metadata, first slab refills, socket buffers.
+        load.remaining = 2_000
+        #expect(pair.pump { load.remaining == 0 })
+
+        load.completed = 0
+        load.remaining = 10_000
+        ee_alloc_counting_start()
+        while load.completed < 10_000 {
+            pair.client.runOnce()
+            pair.server.runOnce()
+        }
+        let counts = ee_alloc_counting_stop()
+        #expect(counts.mallocs == 0, "\(counts.mallocs) mallocs, \(counts.bytes) bytes over 10,000 RPCs")
+        #expect(load.completed >= 10_000)
+        pair.pump { e.inFlightCount(session: s) == 0 }
+    }
+}
