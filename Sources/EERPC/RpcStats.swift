@@ -15,6 +15,8 @@ public struct RpcStats: Sendable, Equatable {
     /// Packets dropped, by reason.
     public var drops: [DropReason: UInt64] = [:]
 
+    public init() {}
+
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
     public func drops(_ reason: DropReason) -> UInt64 { drops[reason] ?? 0 }
 }

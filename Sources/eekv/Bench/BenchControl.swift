@@ -1,0 +1,30 @@
+import CSystemShims
+import EERPC
+import Synchronization
+
+/// Start/stop signalling between the bench's main thread and its pinned worker threads.
+final class BenchControl: Sendable {
+    let serverReady = Atomic<Bool>(false)
+    let stop = Atomic<Bool>(false)
+    let serverPort = Atomic<Int>(0)
+
+    /// Spins (with a short sleep) until the server thread has bound its socket.
+    func waitForServer() -> Int {
+        while !serverReady.load(ordering: .acquiring) { usleepShim(100) }
+        return serverPort.load(ordering: .acquiring)
+    }
+}
+
+/// Where the bench pins its threads: client and server on different cores when there are two.
+enum BenchCPUs {
+    static var client: Int { 0 }
+    static var server: Int { Threads.cpuCount > 1 ? 1 : 0 }
+}
+
+/// Monotonic nanoseconds.
+@inline(__always)
+func nowNs() -> UInt64 { ee_now_ns() }
+
+import Glibc
+
+func usleepShim(_ us: UInt32) { _ = usleep(us) }
