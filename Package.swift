@@ -39,13 +39,19 @@ let package = Package(
         // MARK: C shims
         // GNU-only calls (recvmmsg/sendmmsg, CPU affinity) need _GNU_SOURCE, which Glibc's module lacks.
         .target(name: "CSystemShims", cSettings: [.define("_GNU_SOURCE")]),
+        // ipsec-mb's GCM calls are macros over function pointers, and OpenSSL's GCM sequence uses
+        // control macros: one C call per seal/open for Swift.
+        .target(
+            name: "CCryptoShims", dependencies: ["CIPsecMB", "CLibSSL"], cSettings: [.define("_GNU_SOURCE")],
+            // Modulemap `link` lines only reach Swift importers; a C target names its libraries itself.
+            linkerSettings: [.linkedLibrary("IPSec_MB"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         // Test-only malloc interposer with per-thread counters (research/swift-style.md §1.6).
         .target(name: "CAllocCounter", path: "Tests/CAllocCounter", cSettings: [.define("_GNU_SOURCE")]),
 
         // MARK: The runtime
         .target(
             name: "EERPC",
-            dependencies: ["CSystemShims", "CNuma"],
+            dependencies: ["CSystemShims", "CNuma", "CCryptoShims", "CLibSSL"],
             swiftSettings: dataPathSettings
         ),
 

@@ -28,9 +28,9 @@ func reissue(_ c: Completion) {
 func makeArray(count: Int) -> [Int] { [Int](repeating: 7, count: count) }
 
 #if DEBUG
-private let releaseOnly = true
+let releaseOnly = true
 #else
-private let releaseOnly = false
+let releaseOnly = false
 #endif
 
 @Suite("Allocation-free dispatch")

@@ -76,7 +76,7 @@ enum RPCBenchRunner {
                 state.end = state.measureStart &+ measureNs
                 for s in sessionNumbers {
                     for i in 0..<window {
-                        var request = rpc.endpoint.allocate(size: size)!
+                        let request = rpc.endpoint.allocate(size: size)!
                         request.data.initializeMemory(as: UInt8.self, repeating: UInt8(truncatingIfNeeded: i), count: size)
                         let response = rpc.endpoint.allocate(size: size)!
                         buffers += [request, response]

@@ -1,0 +1,236 @@
+import CCryptoShims
+
+/// AES-GCM key sizes. AES-128-GCM is the default.
+public enum AEADAlgorithm: UInt8, Sendable, CaseIterable {
+    case aes128GCM = 16
+    case aes256GCM = 32
+    public var keyLength: Int { Int(rawValue) }
+    public var name: String { self == .aes128GCM ? "AES-128-GCM" : "AES-256-GCM" }
+}
+
+/// Which library seals and opens.
+public enum AEADBackendKind: UInt8, Sendable, CaseIterable {
+    /// Intel ipsec-mb, direct GCM API: the default on x86-64.
+    case ipsecMB
+    /// OpenSSL 3 libcrypto EVP: the fallback elsewhere.
+    case openSSL
+
+    /// ipsec-mb where it runs, else OpenSSL.
+    public static var preferred: AEADBackendKind { IPsecMBBackend.isAvailable ? .ipsecMB : .openSSL }
+
+    public var name: String { self == .ipsecMB ? "ipsec-mb \(String(cString: ee_imb_arch_name()))" : "openssl" }
+}
+
+public enum CryptoError: Error, Equatable, Sendable {
+    case backendUnavailable
+    case badKeyLength(Int)
+    case keySetupFailed
+    case handshake(String)
+    case certificate(String)
+}
+
+/// One AEAD library behind the runtime: stateless functions over per-key state the caller owns.
+/// Seal and open take raw pointers and never allocate. Tags are 16 bytes, nonces 12.
+public protocol AEADBackend {
+    static var kind: AEADBackendKind { get }
+    static var isAvailable: Bool { get }
+    static var stateSize: Int { get }
+    static var stateAlignment: Int { get }
+    /// Expands `key` into `state` (`stateSize` bytes, `stateAlignment`-aligned).
+    static func initialize(_ state: UnsafeMutableRawPointer, key: UnsafeRawBufferPointer) -> Bool
+    static func deinitialize(_ state: UnsafeMutableRawPointer)
+    /// Encrypts `count` bytes of `source` into `destination` (they may be the same) and writes the tag.
+    static func seal(
+        _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
+        aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeMutableRawPointer)
+    /// Decrypts and verifies. On false, `destination` holds garbage the caller must ignore.
+    static func open(
+        _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
+        aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeRawPointer) -> Bool
+}
+
+/// Intel ipsec-mb. The expanded key is read-only during seal and open, so one key serves any
+/// number of threads at once (the AES pool relies on this).
+public enum IPsecMBBackend: AEADBackend {
+    public static var kind: AEADBackendKind { .ipsecMB }
+    public static var isAvailable: Bool { ee_imb_available() != 0 }
+    public static var stateSize: Int { ee_imb_key_size() }
+    public static var stateAlignment: Int { ee_imb_key_alignment() }
+
+    public static func initialize(_ state: UnsafeMutableRawPointer, key: UnsafeRawBufferPointer) -> Bool {
+        ee_imb_gcm_key_init(state, key.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(key.count)) == 0
+    }
+
+    public static func deinitialize(_ state: UnsafeMutableRawPointer) {
+        state.initializeMemory(as: UInt8.self, repeating: 0, count: stateSize)  // wipe round keys
+    }
+
+    @inline(__always)
+    public static func seal(
+        _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
+        aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeMutableRawPointer
+    ) {
+        ee_imb_gcm_seal(
+            state, Int32(keyLength), destination.assumingMemoryBound(to: UInt8.self),
+            source.assumingMemoryBound(to: UInt8.self), UInt64(count), nonce.assumingMemoryBound(to: UInt8.self),
+            aad.assumingMemoryBound(to: UInt8.self), UInt64(aadCount), tag.assumingMemoryBound(to: UInt8.self))
+    }
+
+    @inline(__always)
+    public static func open(
+        _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
+        aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeRawPointer
+    ) -> Bool {
+        ee_imb_gcm_open(
+            state, Int32(keyLength), destination.assumingMemoryBound(to: UInt8.self),
+            source.assumingMemoryBound(to: UInt8.self), UInt64(count), nonce.assumingMemoryBound(to: UInt8.self),
+            aad.assumingMemoryBound(to: UInt8.self), UInt64(aadCount), tag.assumingMemoryBound(to: UInt8.self)) != 0
+    }
+}
+
+/// OpenSSL 3 EVP: the cipher is fetched once per process and each key keeps one sealing and one
+/// opening context, so a message changes only the IV. A context is not thread-safe: a key's
+/// state belongs to one thread (AES pool workers key contexts of their own).
+public enum OpenSSLBackend: AEADBackend {
+    public static var kind: AEADBackendKind { .openSSL }
+    public static var isAvailable: Bool { true }
+    public static var stateSize: Int { 2 * MemoryLayout<UnsafeMutableRawPointer>.size }
+    public static var stateAlignment: Int { MemoryLayout<UnsafeMutableRawPointer>.alignment }
+
+    public static func initialize(_ state: UnsafeMutableRawPointer, key: UnsafeRawBufferPointer) -> Bool {
+        let k = key.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        guard let sealing = ee_evp_gcm_new(k, Int32(key.count), 1) else { return false }
+        guard let opening = ee_evp_gcm_new(k, Int32(key.count), 0) else {
+            ee_evp_gcm_free(sealing)
+            return false
+        }
+        state.storeBytes(of: sealing, as: UnsafeMutableRawPointer.self)
+        state.storeBytes(of: opening, toByteOffset: 8, as: UnsafeMutableRawPointer.self)
+        return true
+    }
+
+    public static func deinitialize(_ state: UnsafeMutableRawPointer) {
+        ee_evp_gcm_free(state.load(as: UnsafeMutableRawPointer.self))
+        ee_evp_gcm_free(state.load(fromByteOffset: 8, as: UnsafeMutableRawPointer.self))
+    }
+
+    @inline(__always)
+    public static func seal(
+        _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
+        aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeMutableRawPointer
+    ) {
+        let ok = ee_evp_gcm_seal(
+            state.load(as: UnsafeMutableRawPointer.self), destination.assumingMemoryBound(to: UInt8.self),
+            source.assumingMemoryBound(to: UInt8.self), Int32(count), nonce.assumingMemoryBound(to: UInt8.self),
+            aad.assumingMemoryBound(to: UInt8.self), Int32(aadCount), tag.assumingMemoryBound(to: UInt8.self))
+        precondition(ok == 1, "OpenSSL AES-GCM seal failed")
+    }
+
+    @inline(__always)
+    public static func open(
+        _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
+        aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeRawPointer
+    ) -> Bool {
+        ee_evp_gcm_open(
+            state.load(fromByteOffset: 8, as: UnsafeMutableRawPointer.self),
+            destination.assumingMemoryBound(to: UInt8.self), source.assumingMemoryBound(to: UInt8.self),
+            Int32(count), nonce.assumingMemoryBound(to: UInt8.self), aad.assumingMemoryBound(to: UInt8.self),
+            Int32(aadCount), tag.assumingMemoryBound(to: UInt8.self)) == 1
+    }
+}
+
+/// One AES-GCM key with its expanded state, owned: the state is allocated at init and wiped and
+/// freed in deinit. Seal and open dispatch on the backend with a switch (no existential).
+public struct AEADKey: ~Copyable {
+    public let backend: AEADBackendKind
+    public let algorithm: AEADAlgorithm
+    @usableFromInline let state: UnsafeMutableRawPointer
+    /// The raw key, kept so another thread can key a context of its own (OpenSSL in the AES pool).
+    @usableFromInline let rawKey: UnsafeMutableRawPointer
+
+    public init(backend: AEADBackendKind, key: UnsafeRawBufferPointer) throws(CryptoError) {
+        guard let algorithm = AEADAlgorithm(rawValue: UInt8(truncatingIfNeeded: key.count)), key.count <= 32 else {
+            throw .badKeyLength(key.count)
+        }
+        let size: Int
+        let alignment: Int
+        switch backend {
+        case .ipsecMB:
+            guard IPsecMBBackend.isAvailable else { throw .backendUnavailable }
+            size = IPsecMBBackend.stateSize
+            alignment = IPsecMBBackend.stateAlignment
+        case .openSSL:
+            size = OpenSSLBackend.stateSize
+            alignment = OpenSSLBackend.stateAlignment
+        }
+        let state = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: alignment)
+        let ok =
+            switch backend {
+            case .ipsecMB: IPsecMBBackend.initialize(state, key: key)
+            case .openSSL: OpenSSLBackend.initialize(state, key: key)
+            }
+        guard ok else {
+            state.deallocate()
+            throw .keySetupFailed
+        }
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 32, alignment: 16)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: 32)
+        raw.copyMemory(from: key.baseAddress!, byteCount: key.count)
+        self.backend = backend
+        self.algorithm = algorithm
+        self.state = state
+        self.rawKey = raw
+    }
+
+    deinit {
+        switch backend {
+        case .ipsecMB: IPsecMBBackend.deinitialize(state)
+        case .openSSL: OpenSSLBackend.deinitialize(state)
+        }
+        state.deallocate()
+        rawKey.initializeMemory(as: UInt8.self, repeating: 0, count: 32)
+        rawKey.deallocate()
+    }
+
+    /// Seals `count` bytes. `destination` may equal `source`. Never allocates.
+    @inline(__always)
+    public func seal(
+        nonce: UnsafeRawPointer, aad: UnsafeRawPointer, aadCount: Int, source: UnsafeRawPointer,
+        destination: UnsafeMutableRawPointer, count: Int, tag: UnsafeMutableRawPointer
+    ) {
+        switch backend {
+        case .ipsecMB:
+            IPsecMBBackend.seal(
+                state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+        case .openSSL:
+            OpenSSLBackend.seal(
+                state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+        }
+    }
+
+    /// Opens `count` bytes and verifies the tag. Never allocates.
+    @inline(__always)
+    public func open(
+        nonce: UnsafeRawPointer, aad: UnsafeRawPointer, aadCount: Int, source: UnsafeRawPointer,
+        destination: UnsafeMutableRawPointer, count: Int, tag: UnsafeRawPointer
+    ) -> Bool {
+        switch backend {
+        case .ipsecMB:
+            IPsecMBBackend.open(
+                state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+        case .openSSL:
+            OpenSSLBackend.open(
+                state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+        }
+    }
+}
