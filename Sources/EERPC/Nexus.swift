@@ -8,6 +8,8 @@ public enum NexusError: Error, Equatable, Sendable {
     case unresolvableHost(String)
     case handlersFrozen
     case duplicateRpcID(UInt8)
+    /// A background handler needs a Nexus started with at least one background thread.
+    case noBackgroundThreads
 }
 
 /// One per process: the request-handler table, the session-management (SM) thread that
@@ -77,6 +79,7 @@ public final class Nexus: @unchecked Sendable {
     public func register(type: UInt8, mode: HandlerMode = .foreground, _ handler: @escaping RequestHandler)
         throws(NexusError)
     {
+        if mode == .background && backgroundThreads.isEmpty { throw .noBackgroundThreads }
         let ok = state.withLock { s -> Bool in
             guard !s.frozen else { return false }
             s.handlers[Int(type)] = HandlerEntry(mode: mode, handler: handler)
@@ -109,56 +112,81 @@ public final class Nexus: @unchecked Sendable {
 
     // MARK: Background handlers
 
-    func submitBackground(_ request: BackgroundRequest) {
-        precondition(!backgroundThreads.isEmpty, "a background handler needs a Nexus with background threads")
+    /// Hands a request to a background thread; false once the Nexus is shutting down.
+    func submitBackground(_ request: BackgroundRequest) -> Bool {
         let i = nextBackground.wrappingAdd(1, ordering: .relaxed).oldValue % backgroundThreads.count
-        backgroundThreads[i].submit(request)
+        return backgroundThreads[i].submit(request)
     }
+
+    /// Posts a session-management event to Rpc `id` under the registry lock, so the endpoint
+    /// cannot be released (and deinitialised on this foreign thread) while we post. False if no
+    /// such Rpc exists; the caller still owns any connection in the event.
+    @discardableResult
+    func post(_ event: SessionManagementEvent, to id: UInt8) -> Bool {
+        state.withLock { s -> Bool in
+            guard let endpoint = s.endpoints[id] else { return false }
+            endpoint.postSessionManagement(event)
+            return true
+        }
+    }
+
+    private var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 
     // MARK: Session management
 
-    /// Server side: accepts SM connections and hands each request to the target Rpc, which
-    /// answers on the same connection from its event loop.
+    /// Server side: accepts SM connections; each is read on a short-lived thread of its own (so
+    /// a slow or silent peer delays nobody) and handed to the target Rpc, which answers on the
+    /// same connection from its event loop.
     private func acceptLoop() {
         while true {
             let fd = ee_tcp_accept(listenFD)
             if fd < 0 {
-                if fd == -EINTR || fd == -ECONNABORTED { continue }
-                return  // shut down
-            }
-            _ = ee_set_io_timeout(fd, smTimeoutMs)
-            var message: SessionManagementMessage? = nil
-            withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
-                if ee_read_exact(fd, buffer.baseAddress, SessionManagementMessage.size) == 0 {
-                    message = SessionManagementMessage.decode(buffer.baseAddress!)
-                }
-            }
-            guard let m = message, m.kind == .connectRequest || m.kind == .disconnectRequest else {
-                close(fd)
+                if isShuttingDown { return }
+                // EMFILE, ENOBUFS and the like pass; back off instead of spinning or giving up.
+                if fd != -EINTR && fd != -ECONNABORTED { usleep(1_000) }
                 continue
             }
-            let endpoint = state.withLock { $0.endpoints[m.serverRpcID] }
-            guard let endpoint else {
-                var reply = m
-                reply.kind = m.kind == .connectRequest ? .connectResponse : .disconnectResponse
-                reply.error = .invalidRemoteRpcID
-                withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
-                    reply.encode(to: buffer.baseAddress!)
-                    _ = ee_write_all(fd, buffer.baseAddress, SessionManagementMessage.size)
-                }
-                close(fd)
-                continue
+            let timeout = smTimeoutMs
+            // Strong: the Nexus must outlive the reader (at most one timeout).
+            let worker = Threads.spawn(name: "eerpc-sm-conn") {
+                self.readRequest(fd: fd, timeoutMs: timeout)
             }
-            endpoint.postSessionManagement(.request(m, connection: fd))
+            _ = pthread_detach(worker.tid)
         }
+    }
+
+    private func readRequest(fd: Int32, timeoutMs: Int32) {
+        _ = ee_set_io_timeout(fd, timeoutMs)
+        var message: SessionManagementMessage? = nil
+        withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
+            if ee_read_exact(fd, buffer.baseAddress, SessionManagementMessage.size) == 0 {
+                message = SessionManagementMessage.decode(buffer.baseAddress!)
+            }
+        }
+        guard let m = message, m.kind == .connectRequest || m.kind == .disconnectRequest else {
+            close(fd)
+            return
+        }
+        if post(.request(m, connection: fd), to: m.serverRpcID) { return }
+        var reply = m
+        reply.kind = m.kind == .connectRequest ? .connectResponse : .disconnectResponse
+        reply.error = .invalidRemoteRpcID
+        withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
+            reply.encode(to: buffer.baseAddress!)
+            _ = ee_write_all(fd, buffer.baseAddress, SessionManagementMessage.size)
+        }
+        close(fd)
     }
 
     /// Client side: sends `message` to the remote Nexus on a short-lived thread and posts the
     /// answer (or the failure) to `endpoint`'s inbox. Control plane only.
+    /// With `session` nil the answer is not wanted (best-effort disconnects).
     func sendSessionManagement(
-        _ message: SessionManagementMessage, to ip: UInt32, port: UInt16, from endpoint: RpcEndpoint, session: Int
+        _ message: SessionManagementMessage, to ip: UInt32, port: UInt16, from endpoint: RpcEndpoint, session: Int?
     ) {
         let timeout = Int32(endpoint.config.sessionManagementTimeoutMs)
+        let rpcID = endpoint.id
+        // Strong: the Nexus must outlive the exchange (at most one timeout).
         let worker = Threads.spawn(name: "eerpc-sm-client") {
             var reply: SessionManagementMessage? = nil
             var error: SessionError? = nil
@@ -185,7 +213,9 @@ public final class Nexus: @unchecked Sendable {
                 }
                 close(fd)
             }
-            endpoint.postSessionManagement(.response(reply, session: session, error: error))
+            if let session {
+                self.post(.response(reply, session: session, token: message.token, error: error), to: rpcID)
+            }
         }
         _ = pthread_detach(worker.tid)
     }

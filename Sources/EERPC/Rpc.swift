@@ -75,8 +75,7 @@ public final class Rpc<T: Transport & ~Copyable> {
         while sent < e.txCount {
             sent += transport.transmit(e.txQueue + sent, count: min(e.txCount - sent, transport.maxBurst))
         }
-        e.counters.packetsSent &+= UInt64(e.txCount)
-        e.txCount = 0
+        e.didFlush()
     }
 
     private func handleSessionManagement() {

@@ -7,6 +7,9 @@ public struct RpcConfig: Sendable {
     public var maxSessions = 256
     /// Client retransmission timeout.
     public var retransmitTimeoutNs: UInt64 = 5_000_000
+    /// Timeouts in a row without progress after which a client session is declared failed
+    /// (its RPCs complete with `.sessionFailed`): 400 × 5 ms = 2 s of silence by default.
+    public var maxRetransmissionsWithoutProgress = 400
     /// How long a client waits for a session-management answer.
     public var sessionManagementTimeoutMs = 2_000
     public init() {}
@@ -48,6 +51,8 @@ public final class RpcEndpoint: @unchecked Sendable {
     let txCapacity: Int
     let txQueue: UnsafeMutablePointer<TxItem>
     var txCount = 0
+    /// Incremented at every flush; a slot that queued packets since the last flush carries it.
+    var flushEpoch: UInt64 = 1
 
     // MARK: Client slots waiting for credits (global slot indices, FIFO ring)
     let stallQueue: UnsafeMutablePointer<Int32>
@@ -83,6 +88,7 @@ public final class RpcEndpoint: @unchecked Sendable {
         self.numaNode = numaNode
         self.config = config
         self.sharedPool = nexus.sharedPool
+        precondition(config.maxSessions > 0 && config.maxSessions < Int(SessionManagementMessage.unknownSession))
         maxSessions = config.maxSessions
         sessions = .allocate(capacity: maxSessions)
         sessions.initialize(repeating: Session(), count: maxSessions)
@@ -110,8 +116,10 @@ public final class RpcEndpoint: @unchecked Sendable {
     }
 
     deinit {
-        // Background handlers hold pointers into our slots and buffers; wait for them.
-        while backgroundOutstanding.load(ordering: .acquiring) > 0 {
+        // Background handlers hold pointers into our slots and buffers; wait for them, but not
+        // forever (a handler that never answers, or a Nexus already shut down).
+        let deadline = ee_now_ns() &+ 2_000_000_000
+        while backgroundOutstanding.load(ordering: .acquiring) > 0 && ee_now_ns() < deadline {
             drainBackgroundResponses()
         }
         drainBackgroundResponses()
@@ -149,6 +157,9 @@ public final class RpcEndpoint: @unchecked Sendable {
         return s
     }
 
+    /// Bytes this endpoint's buffer pool has mapped (it grows on demand, never shrinks).
+    public var pooledBytes: Int { pool.mappedBytes }
+
     public func sessionState(_ session: Int) -> SessionState {
         guard session >= 0 && session < maxSessions else { return .free }
         return sessions[session].state
@@ -175,14 +186,39 @@ public final class RpcEndpoint: @unchecked Sendable {
     /// operation; if it ever does, the packet is dropped and counted, and the client's
     /// retransmission recovers it.
     @inline(__always)
-    func queuePacket(_ header: PacketHeader, data: UnsafeRawPointer?, length: Int, session: Int) {
+    func queuePacket(_ header: PacketHeader, data: UnsafeRawPointer?, length: Int, slot k: Int) {
         guard txCount < txCapacity else {
             drop(.noBuffer)
             return
         }
+        let session = k / Wire.sessionRequestWindow
         (txQueue + txCount).initialize(
-            to: TxItem(header: header, data: data, dataLength: length, route: UnsafePointer(routes + session)))
+            to: TxItem(
+                header: header, data: data, dataLength: length, route: UnsafePointer(routes + session),
+                owner: Int32(k)))
         txCount &+= 1
+        slots[k].queuedEpoch = flushEpoch
+    }
+
+    /// Removes the slot's packets that are queued but not yet sent, before the buffers they point
+    /// into go back to a pool (or back to the application, which may refill them: sending them
+    /// later would put different bytes under a packet number already used).
+    func withdrawQueuedPackets(slot k: Int) {
+        guard slots[k].queuedEpoch == flushEpoch else { return }
+        var kept = 0
+        for i in 0..<txCount where txQueue[i].owner != Int32(k) {
+            txQueue[kept] = txQueue[i]
+            kept += 1
+        }
+        txCount = kept
+    }
+
+    /// Called by ``Rpc`` once the TX queue has gone out.
+    @inline(__always)
+    func didFlush() {
+        counters.packetsSent &+= UInt64(txCount)
+        txCount = 0
+        flushEpoch &+= 1
     }
 
     /// Byte count of packet `index` of a message of `size` bytes.
@@ -200,7 +236,7 @@ public final class RpcEndpoint: @unchecked Sendable {
 
     /// Handles one received packet. The bytes are valid for the duration of the call.
     @inline(__always)
-    func process(_ packet: UnsafeRawBufferPointer) {
+    func process(_ packet: UnsafeMutableRawBufferPointer) {
         counters.packetsReceived &+= 1
         guard let base = packet.baseAddress else { return drop(.truncated) }
         if packet.count > mtu { return drop(.badPayloadLength) }

@@ -88,9 +88,13 @@ struct FaultToleranceTests {
         // A request whose payload length does not match its message size.
         send(header(PacketHeader(type: .request, destSession: 0, requestType: 1, messageSize: 100, requestNumber: 8, packetNumber: 0), payload: 50))
         sent[.badPayloadLength] = 1
-        // A request for a type nobody registered.
-        send(header(PacketHeader(type: .request, destSession: 0, requestType: 200, messageSize: 8, requestNumber: 8, packetNumber: 0), payload: 8))
-        sent[.noHandler] = 1
+        // A request packet beyond the end of its message.
+        send(header(PacketHeader(type: .request, destSession: 0, requestType: 1, messageSize: 8, requestNumber: 8, packetNumber: 1), payload: 8))
+        sent[.badPacketNumber] = 1
+        // A well-formed request whose number is neither the next nor the current one on its slot
+        // (stale, or forged by someone who has not seen the session's traffic).
+        send(header(PacketHeader(type: .request, destSession: 0, requestType: 1, messageSize: 8, requestNumber: 8, packetNumber: 0), payload: 8))
+        sent[.outOfOrder] = 1
         // A datagram longer than the MTU.
         send([UInt8](repeating: Wire.magic, count: Wire.defaultMTU + 100))
         sent[.badPayloadLength, default: 0] += 1

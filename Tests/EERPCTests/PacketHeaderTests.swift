@@ -18,13 +18,14 @@ struct PacketHeaderTests {
         var rng = SplitMix64(seed: 7)
         for _ in 0..<10_000 {
             let type = PacketType(rawValue: UInt8(rng.next() % 4))!
+            let rejected = type == .response && rng.next() % 4 == 0
             let h = PacketHeader(
-                type: type, keyPhase: rng.next() & 1 == 1, destSession: UInt16(truncatingIfNeeded: rng.next()),
+                type: type, keyPhase: rng.next() & 1 == 1, rejected: rejected, destSession: UInt16(truncatingIfNeeded: rng.next()),
                 requestType: UInt8(truncatingIfNeeded: rng.next()),
-                messageSize: UInt32(rng.next() % UInt64(Wire.maxMessageSize + 1)),
+                messageSize: rejected ? 0 : UInt32(rng.next() % UInt64(Wire.maxMessageSize + 1)),
                 requestNumber: rng.next() & PacketHeader.maxRequestNumber,
                 packetNumber: UInt16(truncatingIfNeeded: rng.next()))
-            let payload = type == .request || type == .response ? 1 : 0
+            let payload = (type == .request || type == .response) && !rejected ? 1 : 0
             #expect(try parse(encode(h, payload: payload)).get() == h)
         }
     }
@@ -53,11 +54,21 @@ struct PacketHeaderTests {
         #expect(parse(bytes) == .failure(.badMagic))
     }
 
-    @Test("reserved flag bits must be zero", arguments: 2...6)
+    @Test("reserved flag bits must be zero", arguments: 3...6)
     func reservedBits(bit: Int) {
         var bytes = encode(PacketHeader(type: .request, destSession: 1, requestType: 1, messageSize: 1, requestNumber: 8, packetNumber: 0), payload: 1)
         bytes[1] |= UInt8(1 << bit)
         #expect(parse(bytes) == .failure(.reservedBits))
+    }
+
+    @Test("the rejected flag is valid only on an empty response", arguments: [PacketType.request, .requestForResponse, .creditReturn])
+    func rejectedFlag(type: PacketType) {
+        var bytes = encode(PacketHeader(type: type, destSession: 1, requestType: 1, messageSize: 0, requestNumber: 8, packetNumber: 0), payload: type == .request ? 0 : 0)
+        bytes[1] |= 0x04
+        #expect(parse(bytes) == .failure(.reservedBits))
+        let rejection = PacketHeader(type: .response, rejected: true, destSession: 1, requestType: 1, messageSize: 0, requestNumber: 8, packetNumber: 0)
+        #expect((try? parse(encode(rejection)).get()) == rejection)
+        #expect(parse(encode(rejection, payload: 4)) == .failure(.badPayloadLength))
     }
 
     @Test("a message size above 8 MiB is rejected", arguments: [Wire.maxMessageSize + 1, 0xFF_FFFF])

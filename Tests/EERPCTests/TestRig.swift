@@ -1,4 +1,5 @@
 import Glibc
+import CSystemShims
 import EERPC
 import Testing
 
@@ -121,4 +122,61 @@ func fill(_ buffer: inout MsgBuffer, size: Int, seed: UInt64) {
 
 func sameBytes(_ a: MsgBuffer, _ b: MsgBuffer) -> Bool {
     a.size == b.size && memcmp(a.data, b.data, a.size) == 0
+}
+
+/// A transport wrapper that keeps a copy of every packet sent (header and payload, as on the
+/// wire), like a packet capture: replay tests re-inject them. Test-only (it allocates).
+struct TapTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
+    static var kind: TransportKind { Base.kind }
+    var base: Base
+    var captured: [[UInt8]] = []
+    init(_ base: consuming Base) { self.base = base }
+    var mtu: Int { base.mtu }
+    var maxBurst: Int { base.maxBurst }
+    var localRoute: RoutingInfo { base.localRoute }
+    var stats: TransportStats { base.stats }
+    func resolve(_ remote: RoutingInfo) -> RoutingInfo? { base.resolve(remote) }
+    mutating func transmit(_ items: UnsafePointer<TxItem>, count: Int) -> Int {
+        let n = base.transmit(items, count: count)
+        for i in 0..<n {
+            var bytes = withUnsafeBytes(of: items[i].header0) { Array($0) } + withUnsafeBytes(of: items[i].header1) { Array($0) }
+            if let data = items[i].data, items[i].dataLength > 0 {
+                bytes += UnsafeRawBufferPointer(start: data, count: items[i].dataLength)
+            }
+            captured.append(bytes)
+        }
+        return n
+    }
+    mutating func receive() -> Int { base.receive() }
+    func received(_ index: Int) -> UnsafeMutableRawBufferPointer { base.received(index) }
+}
+
+/// Sends raw datagrams to a UDP port on loopback (a late copy of a real packet, or an attacker).
+final class RawSender {
+    let fd: Int32
+    var address = sockaddr_in()
+    init(port: UInt16) {
+        fd = ee_udp_open(0x7F00_0001, 0, 0)
+        withUnsafeMutableBytes(of: &address) { ee_make_sockaddr_in($0.baseAddress, 0x7F00_0001, port) }
+    }
+    deinit { close(fd) }
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { b in
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        }
+    }
+    func send(_ h: PacketHeader, payload: Int, fill: UInt8 = 0xAB) {
+        var bytes = [UInt8](repeating: fill, count: Wire.headerSize + payload)
+        bytes.withUnsafeMutableBytes { h.encode(to: $0.baseAddress!) }
+        send(bytes)
+    }
+}
+
+/// The header of a captured packet.
+func header(of packet: [UInt8]) -> PacketHeader? {
+    packet.withUnsafeBytes { try? PacketHeader.parse($0.baseAddress!, length: packet.count).get() }
 }

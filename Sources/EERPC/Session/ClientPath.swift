@@ -66,6 +66,7 @@ extension RpcEndpoint {
         slot.pointee.responsePackets = 0
         slot.pointee.responseSize = 0
         slot.pointee.lastProgress = now
+        slot.pointee.retriesWithoutProgress = 0
         kick(slot: k)
     }
 
@@ -87,13 +88,13 @@ extension RpcEndpoint {
                     messageSize: UInt32(request.size), requestNumber: slot.pointee.requestNumber,
                     packetNumber: UInt16(truncatingIfNeeded: p))
                 queuePacket(
-                    header, data: request.data + offset, length: sliceLength(size: request.size, index: p), session: s)
+                    header, data: request.data + offset, length: sliceLength(size: request.size, index: p), slot: k)
             } else {
                 let header = PacketHeader(
                     type: .requestForResponse, destSession: remote, requestType: slot.pointee.requestType,
                     messageSize: 0, requestNumber: slot.pointee.requestNumber,
                     packetNumber: UInt16(truncatingIfNeeded: p))
-                queuePacket(header, data: nil, length: 0, session: s)
+                queuePacket(header, data: nil, length: 0, slot: k)
             }
             slot.pointee.numTx = p + 1
             sessions[s].credits -= 1
@@ -145,12 +146,14 @@ extension RpcEndpoint {
     func clientReceiveCreditReturn(_ header: PacketHeader, session s: Int) {
         guard let k = acceptInOrder(header, session: s) else { return }
         guard Int(header.packetNumber) < slots[k].requestPackets - 1 else { return drop(.badPacketNumber) }
+        slots[k].retriesWithoutProgress = 0
         slots[k].numRx += 1
         sessions[s].credits += 1
         kick(slot: k)
     }
 
     func clientReceiveResponse(_ header: PacketHeader, payload: UnsafeRawBufferPointer, session s: Int) {
+        if header.rejected { return clientReceiveRejection(header, session: s) }
         guard let k = acceptInOrder(header, session: s) else { return }
         let slot = slots + k
         let n = slot.pointee.requestPackets
@@ -174,6 +177,7 @@ extension RpcEndpoint {
             (response.data + j * dataPerPacket).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
         }
         slot.pointee.numRx += 1
+        slot.pointee.retriesWithoutProgress = 0
         sessions[s].credits += 1
         if slot.pointee.numRx == n + slot.pointee.responsePackets - 1 {
             complete(slot: k, status: size <= response.capacity ? .ok : .responseTooLarge(size: size))
@@ -182,11 +186,26 @@ extension RpcEndpoint {
         }
     }
 
+    /// The server refused the request (no handler for its type). A refusal answers whichever
+    /// packet of the request the server saw, so it is accepted for any sent packet number.
+    private func clientReceiveRejection(_ header: PacketHeader, session s: Int) {
+        let k = s * Wire.sessionRequestWindow + Int(header.requestNumber % UInt64(Wire.sessionRequestWindow))
+        let slot = slots + k
+        guard slot.pointee.request != nil, slot.pointee.requestNumber == header.requestNumber,
+            Int(header.packetNumber) < slot.pointee.numTx, Int(header.packetNumber) < slot.pointee.requestPackets
+        else { return drop(.outOfOrder) }
+        // Every packet still outstanding is answered or lost; either way its credit comes back.
+        sessions[s].credits += slot.pointee.numTx - slot.pointee.numRx
+        slot.pointee.numRx = slot.pointee.numTx
+        complete(slot: k, status: .rejected)
+    }
+
     /// Finishes the RPC on slot `k`: frees the slot, runs the continuation, then starts the
     /// next backlogged request of the session on the freed slot.
     func complete(slot k: Int, status: RpcStatus) {
         let s = k / Wire.sessionRequestWindow
         let slot = slots + k
+        withdrawQueuedPackets(slot: k)
         let request = slot.pointee.request.unsafelyUnwrapped
         var response = slot.pointee.response.unsafelyUnwrapped
         if status == .ok { response.resize(to: slot.pointee.responseSize) } else { response.resize(to: 0) }

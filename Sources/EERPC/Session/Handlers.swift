@@ -28,6 +28,8 @@ public enum RpcStatus: Sendable, Equatable {
     case responseTooLarge(size: Int)
     /// The session failed or was torn down before the response arrived.
     case sessionFailed
+    /// The server has no handler for the request type.
+    case rejected
 }
 
 /// What a continuation receives.
@@ -78,7 +80,7 @@ public struct RequestHandle: @unchecked Sendable {
     public func respond(_ response: MsgBuffer) {
         let r = ServerResponse(
             slotIndex: Int32(slotIndex), sessionToken: sessionToken, requestNumber: requestNumber,
-            response: response, assembly: assembly)
+            response: response, assembly: assembly, preallocated: preallocatedResponse)
         if isBackground {
             endpoint.postBackgroundResponse(r)
         } else {
@@ -94,6 +96,9 @@ struct ServerResponse: BitwiseCopyable {
     var requestNumber: UInt64
     var response: MsgBuffer
     var assembly: MsgBuffer?
+    /// The slot's preallocated buffer at dispatch time: if the session is gone by the time the
+    /// response arrives, it is freed with the response.
+    var preallocated: MsgBuffer
 }
 
 /// A request on its way from the dispatch thread to a background thread.

@@ -20,11 +20,29 @@ extension RpcEndpoint {
                 guard slot.pointee.request != nil, slot.pointee.numTx > slot.pointee.numRx,
                     now &- slot.pointee.lastProgress > rto
                 else { continue }
+                slot.pointee.retriesWithoutProgress += 1
+                if slot.pointee.retriesWithoutProgress > config.maxRetransmissionsWithoutProgress {
+                    failSession(s, reason: .timedOut)
+                    break
+                }
+                // Packets of the previous attempt still queued are superseded by this one.
+                withdrawQueuedPackets(slot: k)
                 sessions[s].credits += slot.pointee.numTx - slot.pointee.numRx
                 slot.pointee.numTx = slot.pointee.numRx
                 counters.retransmissions &+= 1
                 kick(slot: k)
             }
         }
+    }
+
+    /// Declares a client session dead: its RPCs complete with `.sessionFailed`, the server is
+    /// told (best effort), and the application sees `.connectFailed`-style state `.failed`.
+    func failSession(_ s: Int, reason: SessionError) {
+        sessions[s].state = .failed
+        sessions[s].failure = reason
+        for i in 0..<Wire.sessionRequestWindow { withdrawQueuedPackets(slot: s * Wire.sessionRequestWindow + i) }
+        failOutstanding(session: s)
+        sendBestEffortDisconnect(session: s)
+        sessionEventHandler?(.connectFailed(session: s, reason))
     }
 }

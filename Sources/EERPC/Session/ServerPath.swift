@@ -13,17 +13,21 @@ extension RpcEndpoint {
         let slot = slots + k
         let p = Int(header.packetNumber)
         let size = Int(header.messageSize)
+        // What the header alone can prove wrong is dropped before any slot state is looked at.
+        guard p < Wire.packetCount(size: size, dataPerPacket: dataPerPacket) else { return drop(.badPacketNumber) }
+        guard payload.count == (size == 0 ? 0 : sliceLength(size: size, index: p)) else {
+            return drop(.badPayloadLength)
+        }
 
-        if header.requestNumber > slot.pointee.requestNumber {
-            // A new request. The client sends it only after it has the whole previous response,
-            // so a handler still holding this slot means a misbehaving peer.
+        if header.requestNumber == slot.pointee.requestNumber &+ UInt64(Wire.sessionRequestWindow) {
+            // The next request on this slot. The client sends it only after it has the whole
+            // previous response, so a handler still holding this slot means a misbehaving peer.
             guard !slot.pointee.handlerActive else { return drop(.outOfOrder) }
-            guard p == 0 else { return drop(.outOfOrder) }  // its first packet was lost or is late
-            guard payload.count == (size == 0 ? 0 : sliceLength(size: size, index: 0)) else {
-                return drop(.badPayloadLength)
+            guard let entry = handlers[Int(header.requestType)] else {
+                return rejectRequest(header, slot: k)
             }
+            guard p == 0 else { return drop(.outOfOrder) }  // its first packet was lost or is late
             let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
-            guard let entry = handlers[Int(header.requestType)] else { return drop(.noHandler) }
             var assembly: MsgBuffer? = nil
             if packets > 1 || entry.mode == .background {
                 guard let buffer = pool.allocate(size: size) else { return drop(.noBuffer) }
@@ -31,6 +35,7 @@ extension RpcEndpoint {
                 if payload.count > 0 { buffer.data.copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
             }
             retireResponse(slot: k)
+            if let partial = slot.pointee.assembly { free(partial) }  // an abandoned multi-packet request
             slot.pointee.requestNumber = header.requestNumber
             slot.pointee.requestType = header.requestType
             slot.pointee.serverRequestSize = size
@@ -40,24 +45,24 @@ extension RpcEndpoint {
             if packets == 1 {
                 runHandler(entry, slot: k, session: s, zeroCopyRequest: payload)
             } else {
-                sendCreditReturn(header, session: s)
+                sendCreditReturn(header, slot: k)
             }
             return
         }
 
+        // Anything but the next or the current request is stale (or forged): drop it.
         guard header.requestNumber == slot.pointee.requestNumber else { return drop(.outOfOrder) }
         // The current request.
+        if slot.pointee.rejected { return sendRejection(header, slot: k) }
         let packets = slot.pointee.serverRequestPackets
-        guard p < packets, size == slot.pointee.serverRequestSize, header.requestType == slot.pointee.requestType
-        else { return drop(.badPacketNumber) }
-        guard payload.count == (size == 0 ? 0 : sliceLength(size: size, index: p)) else {
-            return drop(.badPayloadLength)
+        guard size == slot.pointee.serverRequestSize, header.requestType == slot.pointee.requestType else {
+            return drop(.badPacketNumber)
         }
         let received = slot.pointee.serverNumRx
         if p < received {
             // A retransmission of a packet we already have.
             if p < packets - 1 {
-                sendCreditReturn(header, session: s)
+                sendCreditReturn(header, slot: k)
             } else if slot.pointee.responseReady {
                 counters.responsesResent &+= 1
                 sendResponsePacket(slot: k, index: 0)
@@ -71,9 +76,10 @@ extension RpcEndpoint {
         (assembly.data + p * dataPerPacket).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
         slot.pointee.serverNumRx = received + 1
         if p < packets - 1 {
-            sendCreditReturn(header, session: s)
+            sendCreditReturn(header, slot: k)
         } else {
-            guard let entry = handlers[Int(slot.pointee.requestType)] else { return drop(.noHandler) }
+            // The type had a handler at packet 0 and the table never changes.
+            let entry = handlers[Int(slot.pointee.requestType)].unsafelyUnwrapped
             runHandler(entry, slot: k, session: s, zeroCopyRequest: nil)
         }
     }
@@ -81,7 +87,9 @@ extension RpcEndpoint {
     func serverReceiveRFR(_ header: PacketHeader, session s: Int) {
         let k = s * Wire.sessionRequestWindow + Int(header.requestNumber % UInt64(Wire.sessionRequestWindow))
         let slot = slots + k
-        guard header.requestNumber == slot.pointee.requestNumber, slot.pointee.responseReady else {
+        guard header.requestNumber == slot.pointee.requestNumber, slot.pointee.responseReady,
+            !slot.pointee.rejected
+        else {
             return drop(.outOfOrder)
         }
         let j = Int(header.packetNumber) - (slot.pointee.serverRequestPackets - 1)
@@ -92,11 +100,41 @@ extension RpcEndpoint {
         sendResponsePacket(slot: k, index: j)
     }
 
-    private func sendCreditReturn(_ request: PacketHeader, session s: Int) {
+    private func sendCreditReturn(_ request: PacketHeader, slot k: Int) {
+        let s = k / Wire.sessionRequestWindow
         let header = PacketHeader(
             type: .creditReturn, destSession: sessions[s].remoteNumber, requestType: request.requestType,
             messageSize: 0, requestNumber: request.requestNumber, packetNumber: request.packetNumber)
-        queuePacket(header, data: nil, length: 0, session: s)
+        queuePacket(header, data: nil, length: 0, slot: k)
+    }
+
+    /// Refuses a request whose type has no handler: the slot moves to it (so duplicates are
+    /// refused again) and the client completes it with `.rejected` instead of retrying forever.
+    private func rejectRequest(_ request: PacketHeader, slot k: Int) {
+        drop(.noHandler)
+        retireResponse(slot: k)
+        let slot = slots + k
+        if let partial = slot.pointee.assembly {
+            free(partial)
+            slot.pointee.assembly = nil
+        }
+        slot.pointee.requestNumber = request.requestNumber
+        slot.pointee.requestType = request.requestType
+        slot.pointee.serverRequestSize = Int(request.messageSize)
+        slot.pointee.serverRequestPackets = Wire.packetCount(
+            size: Int(request.messageSize), dataPerPacket: dataPerPacket)
+        slot.pointee.serverNumRx = 0
+        slot.pointee.rejected = true
+        sendRejection(request, slot: k)
+    }
+
+    private func sendRejection(_ request: PacketHeader, slot k: Int) {
+        let s = k / Wire.sessionRequestWindow
+        let header = PacketHeader(
+            type: .response, rejected: true, destSession: sessions[s].remoteNumber,
+            requestType: request.requestType, messageSize: 0, requestNumber: request.requestNumber,
+            packetNumber: request.packetNumber)
+        queuePacket(header, data: nil, length: 0, slot: k)
     }
 
     private func sendResponsePacket(slot k: Int, index j: Int) {
@@ -108,7 +146,7 @@ extension RpcEndpoint {
             messageSize: UInt32(response.size), requestNumber: slot.pointee.requestNumber,
             packetNumber: UInt16(truncatingIfNeeded: slot.pointee.serverRequestPackets - 1 + j))
         let length = response.size == 0 ? 0 : sliceLength(size: response.size, index: j)
-        queuePacket(header, data: response.data + j * dataPerPacket, length: length, session: s)
+        queuePacket(header, data: response.data + j * dataPerPacket, length: length, slot: k)
     }
 
     private func runHandler(
@@ -136,11 +174,18 @@ extension RpcEndpoint {
                     preallocatedResponse: prealloc))
         case .background:
             backgroundOutstanding.add(1, ordering: .relaxed)
-            nexus.submitBackground(
+            let submitted = nexus.submitBackground(
                 BackgroundRequest(
                     endpoint: Unmanaged.passUnretained(self), slotIndex: Int32(k), sessionToken: sessions[s].token,
                     requestNumber: slot.pointee.requestNumber, requestType: slot.pointee.requestType,
                     request: slot.pointee.assembly.unsafelyUnwrapped, preallocated: prealloc))
+            if !submitted {
+                // The Nexus is shutting down: nobody will run it, so the client will time out.
+                backgroundOutstanding.subtract(1, ordering: .relaxed)
+                counters.requestsHandled &-= 1
+                slot.pointee.handlerActive = false
+                drop(.noHandler)
+            }
         }
     }
 
@@ -151,9 +196,14 @@ extension RpcEndpoint {
         let s = k / Wire.sessionRequestWindow
         let slot = slots + k
         if let assembly = r.assembly { free(assembly) }
-        guard sessions[s].state != .free, sessions[s].token == r.sessionToken,
-            slot.pointee.requestNumber == r.requestNumber, slot.pointee.handlerActive
-        else {
+        guard sessions[s].state != .free, sessions[s].token == r.sessionToken else {
+            // The session went away while the handler ran: its buffers come home with the response.
+            counters.staleResponses &+= 1
+            if r.response.data != r.preallocated.data { free(r.response) }
+            free(r.preallocated)
+            return
+        }
+        guard slot.pointee.requestNumber == r.requestNumber, slot.pointee.handlerActive else {
             counters.staleResponses &+= 1
             if r.response.data != slot.pointee.preallocated?.data { free(r.response) }
             return
@@ -169,6 +219,8 @@ extension RpcEndpoint {
     /// Frees the cached response of a slot (when the next request arrives or the session ends).
     func retireResponse(slot k: Int) {
         let slot = slots + k
+        withdrawQueuedPackets(slot: k)
+        slot.pointee.rejected = false
         if let response = slot.pointee.serverResponse, response.data != slot.pointee.preallocated?.data {
             free(response)
         }

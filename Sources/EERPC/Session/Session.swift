@@ -38,6 +38,10 @@ struct Session {
     var remoteSMPort: UInt16 = 0
     /// Client: why connect failed (when `state == .failed`).
     var failure: SessionError? = nil
+
+    /// First request number of slot 0: random per session (from its token), so packets of an
+    /// earlier session that had the same number can never look current to this one.
+    static func requestBase(token: UInt64) -> UInt64 { token & 0x0000_00FF_FFFF_FFF8 }
 }
 
 /// Per-slot state. A slot is one outstanding RPC; client and server use different fields.
@@ -63,6 +67,10 @@ struct Slot {
     var responseSize = 0
     var lastProgress: UInt64 = 0
     var stalled = false
+    /// Retransmission timeouts since the last accepted packet.
+    var retriesWithoutProgress = 0
+    /// The flush epoch in which this slot last queued a packet (see `withdrawQueuedPackets`).
+    var queuedEpoch: UInt64 = 0
 
     // MARK: Server
     /// Request being assembled (multi-packet) or copied for a background handler.
@@ -76,6 +84,8 @@ struct Slot {
     var responseReady = false
     /// A handler (foreground awaiting a deferred response, or background) owns this request.
     var handlerActive = false
+    /// The current request was refused (no handler for its type); duplicates get the refusal again.
+    var rejected = false
     /// One-packet response buffer allocated with the session.
     var preallocated: MsgBuffer? = nil
 }

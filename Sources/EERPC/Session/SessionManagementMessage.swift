@@ -9,6 +9,8 @@ struct SessionManagementMessage: Equatable, Sendable {
     static let size = 64
     static let magic: UInt32 = 0x4D53_4545  // "EESM" read little-endian
     static let version: UInt8 = 1
+    /// `serverSession` of a disconnect from a client that never learnt the number.
+    static let unknownSession: UInt16 = 0xFFFF
 
     enum Kind: UInt8, Sendable {
         case connectRequest = 1

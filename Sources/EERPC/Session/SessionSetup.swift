@@ -8,7 +8,9 @@ enum SessionManagementEvent: Sendable {
     /// Server: a peer asks to connect or disconnect; answer on `connection`, then close it.
     case request(SessionManagementMessage, connection: Int32)
     /// Client: the answer to our connect or disconnect request (nil: no answer; see `error`).
-    case response(SessionManagementMessage?, session: Int, error: SessionError?)
+    /// `token` is the token of the session the request was sent for: an answer that arrives after
+    /// that session is gone (and its number reused) is recognised and ignored.
+    case response(SessionManagementMessage?, session: Int, token: UInt64, error: SessionError?)
 
     func closeConnection() {
         if case .request(_, let fd) = self { close(fd) }
@@ -39,6 +41,18 @@ extension RpcEndpoint {
             serverRpcID: remoteRpcID, clientSession: UInt16(s), mtu: UInt32(mtu), route: localRoute)
         nexus.sendSessionManagement(request, to: ip, port: port, from: self, session: s)
         return s
+    }
+
+    /// Tells the server to drop a session this client has given up on (connect timed out, or the
+    /// session failed), identified by its token. Nobody waits for the answer.
+    func sendBestEffortDisconnect(session s: Int) {
+        guard sessions[s].remoteSMPort != 0 else { return }
+        let request = SessionManagementMessage(
+            kind: .disconnectRequest, transport: transportKind, token: sessions[s].token, clientRpcID: id,
+            serverRpcID: sessions[s].remoteRpcID, clientSession: UInt16(s),
+            serverSession: SessionManagementMessage.unknownSession, mtu: UInt32(mtu), route: localRoute)
+        nexus.sendSessionManagement(
+            request, to: sessions[s].remoteSMAddress, port: sessions[s].remoteSMPort, from: self, session: nil)
     }
 
     /// Tears down a client session. With RPCs outstanding it throws; a failed or idle session is
@@ -105,8 +119,8 @@ extension RpcEndpoint {
                 _ = ee_write_all(fd, buffer.baseAddress, SessionManagementMessage.size)
             }
             close(fd)
-        case .response(let message, let s, let error):
-            guard sessions[s].role == .client else { return }
+        case .response(let message, let s, let token, let error):
+            guard sessions[s].role == .client, sessions[s].token == token else { return }
             if sessions[s].state == .connecting {
                 finishConnect(session: s, message: message, error: error, resolve: resolve)
             } else if sessions[s].state == .disconnecting {
@@ -153,15 +167,24 @@ extension RpcEndpoint {
         routes[s] = route
         resetSlots(session: s)
         for i in 0..<Wire.sessionRequestWindow {
-            slots[s * Wire.sessionRequestWindow + i].preallocated = pool.allocate(size: dataPerPacket)
+            guard let buffer = pool.allocate(size: dataPerPacket) else {
+                releaseSession(s)
+                reply.error = .tooManySessions
+                return reply
+            }
+            slots[s * Wire.sessionRequestWindow + i].preallocated = buffer
         }
         reply.serverSession = UInt16(s)
         return reply
     }
 
     private func acceptDisconnect(_ m: SessionManagementMessage) -> SessionManagementMessage.ErrorCode {
-        let s = Int(m.serverSession)
-        guard s < maxSessions, sessions[s].state == .connected, sessions[s].role == .server,
+        // A client that gave up before learning our session number names it by token alone.
+        let candidate =
+            m.serverSession == SessionManagementMessage.unknownSession
+            ? (0..<maxSessions).first { sessions[$0].role == .server && sessions[$0].token == m.token }
+            : Int(m.serverSession)
+        guard let s = candidate, s < maxSessions, sessions[s].state == .connected, sessions[s].role == .server,
             sessions[s].token == m.token
         else { return .unknownSession }
         releaseSession(s)
@@ -198,13 +221,16 @@ extension RpcEndpoint {
         }
         sessions[s].state = .failed
         sessions[s].failure = failure ?? .protocolError
+        // Without an answer the server may still have made the session: ask it to drop it.
+        if message == nil { sendBestEffortDisconnect(session: s) }
         sessionEventHandler?(.connectFailed(session: s, sessions[s].failure!))
     }
 
     private func resetSlots(session s: Int) {
+        let base = Session.requestBase(token: sessions[s].token)
         for i in 0..<Wire.sessionRequestWindow {
             slots[s * Wire.sessionRequestWindow + i] = Slot()
-            slots[s * Wire.sessionRequestWindow + i].requestNumber = UInt64(i)
+            slots[s * Wire.sessionRequestWindow + i].requestNumber = base + UInt64(i)
         }
     }
 
@@ -226,4 +252,5 @@ extension RpcEndpoint {
         sessions[s] = Session()
         resetSlots(session: s)
     }
+
 }

@@ -27,9 +27,12 @@ final class BackgroundThread: @unchecked Sendable {
         semaphore.deallocate()
     }
 
-    func submit(_ request: BackgroundRequest) {
+    /// False once the thread has been stopped (nobody would run the request).
+    func submit(_ request: BackgroundRequest) -> Bool {
+        guard running.load(ordering: .acquiring) else { return false }
         while !queue.push(request) { _ = sched_yield() }
         sem_post(semaphore)
+        return true
     }
 
     func stop() {

@@ -69,7 +69,7 @@ public struct FaultInjectingTransport<Base: Transport & ~Copyable>: Transport, ~
         count = 0
         let n = base.receive()
         for i in 0..<n {
-            let packet = base.received(i)
+            let packet = UnsafeRawBufferPointer(base.received(i))
             if rng.chance(plan.drop) {
                 faults.dropped += 1
                 continue
@@ -99,8 +99,8 @@ public struct FaultInjectingTransport<Base: Transport & ~Copyable>: Transport, ~
         return count
     }
 
-    public func received(_ index: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: slots + index * slotSize, count: lengths[index])
+    public func received(_ index: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: slots + index * slotSize, count: lengths[index])
     }
 
     private mutating func deliver(_ packet: UnsafeRawBufferPointer) {

@@ -30,15 +30,22 @@ public struct TxItem: BitwiseCopyable {
     public var dataLength: Int
     /// The destination, resolved by ``Transport/resolve(_:)``; owned by the runtime's session table.
     public var route: UnsafePointer<RoutingInfo>
+    /// The runtime's slot index this packet belongs to (transports ignore it): lets the runtime
+    /// withdraw a queued packet whose message buffer it is about to give back.
+    public var owner: Int32
 
     @inlinable
-    public init(header: PacketHeader, data: UnsafeRawPointer?, dataLength: Int, route: UnsafePointer<RoutingInfo>) {
+    public init(
+        header: PacketHeader, data: UnsafeRawPointer?, dataLength: Int, route: UnsafePointer<RoutingInfo>,
+        owner: Int32 = -1
+    ) {
         let (w0, w1) = header.words
         header0 = w0.littleEndian
         header1 = w1.littleEndian
         self.data = data
         self.dataLength = dataLength
         self.route = route
+        self.owner = owner
     }
 }
 
@@ -63,8 +70,9 @@ public protocol Transport: ~Copyable {
     /// Receives a burst of packets and returns how many. They stay readable through
     /// ``received(_:)`` until the next call to `receive`.
     mutating func receive() -> Int
-    /// Packet `index` of the last burst. Valid until the next `receive`.
-    func received(_ index: Int) -> UnsafeRawBufferPointer
+    /// Packet `index` of the last burst, writable (the encrypted datapath opens packets in
+    /// place). Valid until the next `receive`.
+    func received(_ index: Int) -> UnsafeMutableRawBufferPointer
     /// Counters of this transport.
     var stats: TransportStats { get }
 }

@@ -144,7 +144,7 @@ public struct UDPTransport: Transport, ~Copyable {
         return n
     }
 
-    public func received(_ index: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: rxBuffer + index * rxSlotSize, count: rxLengths[index])
+    public func received(_ index: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: rxBuffer + index * rxSlotSize, count: rxLengths[index])
     }
 }

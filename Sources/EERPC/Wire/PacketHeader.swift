@@ -2,7 +2,8 @@
 ///
 /// ```
 /// byte 0       magic (0xEE)
-/// byte 1       bits 0-1 packet type, bit 7 key phase, bits 2-6 reserved (zero)
+/// byte 1       bits 0-1 packet type, bit 2 rejected (responses only), bit 7 key phase,
+///              bits 3-6 reserved (zero)
 /// bytes 2-3    destination session number (the receiver's)
 /// byte 4       request type (handler id)
 /// bytes 5-7    message size in bytes (24 bits; ≤ Wire.maxMessageSize)
@@ -14,6 +15,8 @@
 public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
     public var type: PacketType
     public var keyPhase: Bool
+    /// On a response: the server refused the request (no handler for its type); no payload.
+    public var rejected: Bool
     public var destSession: UInt16
     public var requestType: UInt8
     public var messageSize: UInt32
@@ -24,11 +27,12 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
 
     @inlinable
     public init(
-        type: PacketType, keyPhase: Bool = false, destSession: UInt16, requestType: UInt8,
+        type: PacketType, keyPhase: Bool = false, rejected: Bool = false, destSession: UInt16, requestType: UInt8,
         messageSize: UInt32, requestNumber: UInt64, packetNumber: UInt16
     ) {
         self.type = type
         self.keyPhase = keyPhase
+        self.rejected = rejected
         self.destSession = destSession
         self.requestType = requestType
         self.messageSize = messageSize
@@ -40,7 +44,7 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
     @inlinable
     public var words: (UInt64, UInt64) {
         var w0 = UInt64(Wire.magic)
-        w0 |= UInt64(type.rawValue | (keyPhase ? 0x80 : 0)) << 8
+        w0 |= UInt64(type.rawValue | (rejected ? 0x04 : 0) | (keyPhase ? 0x80 : 0)) << 8
         w0 |= UInt64(destSession) << 16
         w0 |= UInt64(requestType) << 32
         w0 |= UInt64(messageSize & 0xFF_FFFF) << 40
@@ -68,14 +72,17 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
         let w1 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         guard UInt8(truncatingIfNeeded: w0) == Wire.magic else { return .failure(.badMagic) }
         let flags = UInt8(truncatingIfNeeded: w0 >> 8)
-        guard flags & 0x7C == 0 else { return .failure(.reservedBits) }
+        guard flags & 0x78 == 0 else { return .failure(.reservedBits) }
         let type = PacketType(rawValue: flags & 0x03).unsafelyUnwrapped  // 2 bits: all four values exist
+        let rejected = flags & 0x04 != 0
+        guard !rejected || type == .response else { return .failure(.reservedBits) }
         let size = UInt32(truncatingIfNeeded: w0 >> 40) & 0xFF_FFFF
         guard size <= Wire.maxMessageSize else { return .failure(.oversizedMessage) }
         let payload = length - Wire.headerSize
         switch type {
         case .request, .response:
             guard payload > 0 || size == 0 else { return .failure(.badPayloadLength) }
+            guard !rejected || (payload == 0 && size == 0) else { return .failure(.badPayloadLength) }
         case .requestForResponse, .creditReturn:
             guard payload == 0 else { return .failure(.badPayloadLength) }
         }
@@ -83,6 +90,7 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
             PacketHeader(
                 type: type,
                 keyPhase: flags & 0x80 != 0,
+                rejected: rejected,
                 destSession: UInt16(truncatingIfNeeded: w0 >> 16),
                 requestType: UInt8(truncatingIfNeeded: w0 >> 32),
                 messageSize: size,

@@ -1,0 +1,155 @@
+import EERPC
+import Testing
+
+/// Echoes `bytes` once with the counting handler and returns the status and response bytes.
+func echoOnce<T: Transport & ~Copyable>(_ pair: Pair<T>, session s: Int, bytes: [UInt8], timeoutNs: UInt64 = 5_000_000_000)
+    throws -> (RpcStatus, [UInt8])?
+{
+    let e = pair.client.endpoint
+    var request = e.allocate(size: bytes.count)!
+    bytes.withUnsafeBytes { request.assign($0) }
+    let response = e.allocate(size: max(bytes.count, 1))!
+    var result: (RpcStatus, [UInt8])? = nil
+    try e.enqueueRequest(session: s, type: TestRequest.countingEcho, request: request, response: response) { c in
+        result = (c.status, Array(UnsafeRawBufferPointer(start: c.response.data, count: c.response.size)))
+    }
+    pair.pump(timeoutNs: timeoutNs) { result != nil }
+    e.free(request)
+    e.free(response)
+    return result
+}
+
+@Suite("Robustness: stale packets, abandoned requests, dead peers")
+struct RobustnessTests {
+    /// A late copy of a request from an earlier session that had the same session number must
+    /// not run again, nor be mistaken for the new session's request with the same slot.
+    @Test("a request captured from a previous session is not executed by its successor")
+    func staleRequestAcrossReconnect() throws {
+        let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
+        let s1 = try pair.connect()
+        let a: [UInt8] = [0x41, 0, 0, 0, 0, 0, 0, 0]
+        #expect(try echoOnce(pair, session: s1, bytes: a)?.1 == a)
+        let capturedA = try #require(pair.client.transport.captured.last { header(of: $0)?.type == .request })
+        try pair.client.endpoint.destroySession(s1)
+        pair.pump { pair.client.endpoint.sessionState(s1) == .free && pair.server.endpoint.sessionCount(role: .server) == 0 }
+        let s2 = try pair.connect()
+        #expect(s2 == s1)
+        RawSender(port: pair.server.transport.base.port).send(capturedA)
+        pair.pump(timeoutNs: 300_000_000) { false }
+        let b: [UInt8] = [0x42, 0, 0, 0, 0, 0, 0, 0]
+        let r = try echoOnce(pair, session: s2, bytes: b)
+        #expect(r?.0 == .ok)
+        #expect(r?.1 == b)
+        #expect(pair.counter.counts[0x41] == 1)
+        #expect(pair.counter.counts[0x42] == 1)
+        #expect(pair.server.stats.drops(.outOfOrder) >= 1)
+    }
+
+    @Test("a request number far ahead of the slot is dropped and does not wedge it")
+    func farFutureRequestNumber() throws {
+        var config = RpcConfig()
+        config.retransmitTimeoutNs = 1_000_000
+        let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()), config: config)
+        let s = try pair.connect()
+        #expect(try echoOnce(pair, session: s, bytes: [1, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
+        let real = try #require(pair.client.transport.captured.last.flatMap(header(of:)))
+        var forged = real
+        forged.requestNumber = real.requestNumber + 8 * 50
+        RawSender(port: pair.server.transport.base.port).send(forged, payload: 8)
+        pair.pump(timeoutNs: 100_000_000) { false }
+        for i in 0..<16 {
+            #expect(try echoOnce(pair, session: s, bytes: [UInt8(i + 2), 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
+        }
+        #expect(pair.server.stats.requestsHandled == 17)
+    }
+
+    /// Each datagram opens an 8 MiB request and abandons the previous one: the abandoned buffers
+    /// must go back to the pool, or a few kilobytes of traffic would map gigabytes.
+    @Test("abandoned multi-packet requests do not leak their buffers")
+    func abandonedAssemblies() throws {
+        let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
+        let s = try pair.connect()
+        #expect(try echoOnce(pair, session: s, bytes: [1, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
+        let real = try #require(pair.client.transport.captured.last.flatMap(header(of:)))
+        let attacker = RawSender(port: pair.server.transport.base.port)
+        let before = pair.server.endpoint.pooledBytes
+        let dpp = Wire.dataPerPacket(mtu: Wire.defaultMTU)
+        for i in 1...40 {
+            var h = real
+            h.requestNumber = real.requestNumber + UInt64(8 * i)
+            h.messageSize = UInt32(Wire.maxMessageSize)
+            attacker.send(h, payload: dpp)
+            pair.pump(timeoutNs: 20_000_000) { false }
+        }
+        let grown = pair.server.endpoint.pooledBytes - before
+        #expect(grown <= 2 * (Wire.maxMessageSize + 4 << 20), "pool grew by \(grown >> 20) MiB")
+    }
+
+    @Test("a client that gave up on a slow connect leaves no session behind at the server")
+    func halfOpenSession() throws {
+        var config = RpcConfig()
+        config.sessionManagementTimeoutMs = 200
+        let pair = try Pair(config: config)
+        let e = pair.client.endpoint
+        let s = try e.createSession(host: "127.0.0.1", port: pair.nexus.port, remoteRpcID: 1)
+        // The server's loop does not run while the client waits (a long handler, say).
+        let start = DispatchTime.nowNs
+        while e.sessionState(s) == .connecting && DispatchTime.nowNs - start < 5_000_000_000 { pair.client.runOnce() }
+        #expect(e.sessionFailure(s) == .timedOut)
+        try e.destroySession(s)
+        pair.pump(timeoutNs: 3_000_000_000) { pair.server.endpoint.sessionCount(role: .server) == 0 }
+        #expect(pair.server.endpoint.sessionCount(role: .server) == 0)
+    }
+
+    @Test("a request type without a handler is refused, not retried forever", arguments: [8, 5_000])
+    func unknownRequestType(size: Int) throws {
+        let pair = try Pair()
+        let s = try pair.connect()
+        let e = pair.client.endpoint
+        let request = e.allocate(size: size)!
+        let response = e.allocate(size: 8)!
+        var status: RpcStatus? = nil
+        try e.enqueueRequest(session: s, type: 250, request: request, response: response) { status = $0.status }
+        #expect(pair.pump { status != nil })
+        #expect(status == .rejected)
+        #expect(pair.server.stats.drops(.noHandler) >= 1)
+        #expect(try echoOnce(pair, session: s, bytes: [9, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
+    }
+
+    @Test("when the server goes silent, the client session fails and its RPCs complete with an error")
+    func deadServer() throws {
+        var config = RpcConfig()
+        config.retransmitTimeoutNs = 1_000_000
+        config.maxRetransmissionsWithoutProgress = 30
+        let pair = try Pair(config: config)
+        let s = try pair.connect()
+        let e = pair.client.endpoint
+        var statuses: [RpcStatus] = []
+        var buffers: [MsgBuffer] = []
+        for _ in 0..<12 {  // 8 in flight, 4 in the backlog
+            let request = e.allocate(size: 64)!
+            let response = e.allocate(size: 64)!
+            buffers += [request, response]
+            try e.enqueueRequest(session: s, type: TestRequest.echo, request: request, response: response) {
+                statuses.append($0.status)
+            }
+        }
+        // Only the client runs: the server is "dead".
+        let start = DispatchTime.nowNs
+        while statuses.count < 12 && DispatchTime.nowNs - start < 5_000_000_000 { pair.client.runOnce() }
+        #expect(statuses.count == 12)
+        #expect(statuses.allSatisfy { $0 == .sessionFailed })
+        #expect(e.sessionState(s) == .failed)
+        #expect(e.sessionFailure(s) == .timedOut)
+        try e.destroySession(s)
+        #expect(e.sessionState(s) == .free)
+        for b in buffers { e.free(b) }
+    }
+
+    @Test("a background handler needs background threads")
+    func backgroundWithoutThreads() throws {
+        let nexus = try Nexus(backgroundThreads: 0)
+        defer { nexus.shutdown() }
+        #expect(throws: NexusError.noBackgroundThreads) { try nexus.register(type: 1, mode: .background) { _ in } }
+    }
+}
