@@ -42,7 +42,7 @@ let package = Package(
         // ipsec-mb's GCM calls are macros over function pointers, and OpenSSL's GCM sequence uses
         // control macros: one C call per seal/open for Swift.
         .target(
-            name: "CCryptoShims", dependencies: ["CIPsecMB", "CLibSSL"], cSettings: [.define("_GNU_SOURCE")],
+            name: "CCryptoShims", dependencies: ["CIPsecMB", "CLibSSL", "CSystemShims"], cSettings: [.define("_GNU_SOURCE")],
             // Modulemap `link` lines only reach Swift importers; a C target names its libraries itself.
             linkerSettings: [.linkedLibrary("IPSec_MB"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         // Test-only malloc interposer with per-thread counters (research/swift-style.md §1.6).
@@ -70,7 +70,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "EERPCTests",
-            dependencies: ["EERPC", "CAllocCounter", "CSystemShims"],
+            dependencies: ["EERPC", "CAllocCounter", "CSystemShims", "CCryptoShims"],
             swiftSettings: strictSettings
         ),
         .testTarget(

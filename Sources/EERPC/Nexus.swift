@@ -6,6 +6,10 @@ import Synchronization
 public enum NexusError: Error, Equatable, Sendable {
     case listen(errno: Int32)
     case unresolvableHost(String)
+    /// The TLS credentials could not be loaded.
+    case credentials(String)
+    /// An encrypting Rpc needs a Nexus with TLS credentials (the keys come from its handshakes).
+    case encryptionNeedsTLS
     case handlersFrozen
     case duplicateRpcID(UInt8)
     /// A background handler needs a Nexus started with at least one background thread.
@@ -32,6 +36,14 @@ public final class Nexus: @unchecked Sendable {
         var shuttingDown = false
     }
 
+    /// TLS contexts for the SM channel; nil runs it over plain TCP (plaintext data plane only).
+    let tls: TLSContexts?
+    /// SM handshakes refused at this Nexus (bad, missing or foreign certificates), and the last
+    /// reason, so operators and tests can see what happened.
+    private let refusals = Mutex<(count: Int, last: String?)>((0, nil))
+    public var handshakeRefusals: Int { refusals.withLock { $0.count } }
+    public var lastHandshakeRefusal: String? { refusals.withLock { $0.last } }
+
     private let listenFD: Int32
     private var listener: JoinableThread?
     private var backgroundThreads: [BackgroundThread] = []
@@ -40,11 +52,21 @@ public final class Nexus: @unchecked Sendable {
 
     /// Starts the SM listener on `host:port` (port 0 picks a free one) and `backgroundThreads`
     /// background handler threads.
-    public init(host: String = "127.0.0.1", port: UInt16 = 0, backgroundThreads: Int = 1, numaNode: Int = 0)
-        throws(NexusError)
-    {
+    ///
+    /// With `tls`, every session-management exchange runs over TLS 1.3 with mutual certificate
+    /// authentication against the cluster CA, and encrypted sessions take their keys from it.
+    public init(
+        host: String = "127.0.0.1", port: UInt16 = 0, backgroundThreads: Int = 1, numaNode: Int = 0,
+        tls: TLSConfig? = nil
+    ) throws(NexusError) {
         var ip: UInt32 = 0
         guard ee_resolve_ipv4(host, &ip) == 0 else { throw .unresolvableHost(host) }
+        do {
+            self.tls = try tls.map { config throws(CryptoError) in try TLSContexts(config) }
+        } catch {
+            if case .certificate(let message) = error { throw .credentials(message) }
+            throw .credentials("\(error)")
+        }
         let fd = ee_tcp_listen(ip, port)
         guard fd >= 0 else { throw .listen(errno: -fd) }
         let bound = ee_socket_port(fd)
@@ -57,7 +79,9 @@ public final class Nexus: @unchecked Sendable {
         listenFD = fd
         sharedPool = SharedBufferPool(numaNode: numaNode)
         for i in 0..<backgroundThreads { self.backgroundThreads.append(BackgroundThread(index: i, nexus: self)) }
-        listener = Threads.spawn(name: "eerpc-sm") { [unowned self] in self.acceptLoop() }
+        // unowned(unsafe): shutdown() joins this thread, at the latest from deinit, so the memory
+        // outlives it; plain `unowned` would trap when the loop notices shutdown during deinit.
+        listener = Threads.spawn(name: "eerpc-sm") { [unowned(unsafe) self] in self.acceptLoop() }
     }
 
     deinit { shutdown() }
@@ -157,25 +181,27 @@ public final class Nexus: @unchecked Sendable {
 
     private func readRequest(fd: Int32, timeoutMs: Int32) {
         _ = ee_set_io_timeout(fd, timeoutMs)
-        var message: SessionManagementMessage? = nil
-        withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
-            if ee_read_exact(fd, buffer.baseAddress, SessionManagementMessage.size) == 0 {
-                message = SessionManagementMessage.decode(buffer.baseAddress!)
+        let connection: SessionManagementConnection
+        switch SessionManagementConnection.accept(fd: fd, contexts: tls) {
+        case .success(let c): connection = c
+        case .failure(let error):
+            let reason = if case .handshakeFailed(let why) = error { why } else { "\(error)" }
+            refusals.withLock {
+                $0.count += 1
+                $0.last = reason
             }
-        }
-        guard let m = message, m.kind == .connectRequest || m.kind == .disconnectRequest else {
-            close(fd)
             return
         }
-        if post(.request(m, connection: fd), to: m.serverRpcID) { return }
+        guard let m = connection.receive(), m.kind == .connectRequest || m.kind == .disconnectRequest else {
+            connection.close()
+            return
+        }
+        if post(.request(m, connection: connection), to: m.serverRpcID) { return }
         var reply = m
         reply.kind = m.kind == .connectRequest ? .connectResponse : .disconnectResponse
         reply.error = .invalidRemoteRpcID
-        withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
-            reply.encode(to: buffer.baseAddress!)
-            _ = ee_write_all(fd, buffer.baseAddress, SessionManagementMessage.size)
-        }
-        close(fd)
+        _ = connection.send(reply)
+        connection.close()
     }
 
     /// Client side: sends `message` to the remote Nexus on a short-lived thread and posts the
@@ -190,31 +216,38 @@ public final class Nexus: @unchecked Sendable {
         let worker = Threads.spawn(name: "eerpc-sm-client") {
             var reply: SessionManagementMessage? = nil
             var error: SessionError? = nil
-            let fd = ee_tcp_connect(ip, port, timeout)
-            if fd < 0 {
-                error = fd == -ETIMEDOUT ? .timedOut : .connectFailed(errno: -fd)
-            } else {
-                withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
-                    message.encode(to: buffer.baseAddress!)
-                    if ee_write_all(fd, buffer.baseAddress, SessionManagementMessage.size) != 0 {
-                        error = .protocolError
+            var secrets: SessionSecrets? = nil
+            switch SessionManagementConnection.connect(ip: ip, port: port, timeoutMs: timeout, contexts: self.tls) {
+            case .failure(let e): error = e
+            case .success(let connection):
+                if !connection.send(message) {
+                    // The server may have refused our certificate and closed already: its alert
+                    // is still there to be read, and says why.
+                    if connection.tls != nil, case .failure(let e) = connection.receiveOrExplain(),
+                        case .handshakeFailed = e
+                    {
+                        error = e
                     } else {
-                        let r = ee_read_exact(fd, buffer.baseAddress, SessionManagementMessage.size)
-                        if r == -EAGAIN || r == -ETIMEDOUT {
-                            error = .timedOut
-                        } else if r != 0 {
-                            error = .protocolError
-                        } else if let m = SessionManagementMessage.decode(buffer.baseAddress!) {
-                            reply = m
-                        } else {
-                            error = .protocolError
+                        error = connection.tls != nil ? .handshakeFailed("connection closed by the server") : .protocolError
+                    }
+                } else {
+                    switch connection.receiveOrExplain() {
+                    case .success(let m):
+                        reply = m
+                        if m.kind == .connectResponse && m.error == .ok {
+                            secrets = connection.exportSecrets(
+                                clientSession: message.clientSession, serverSession: m.serverSession,
+                                token: message.token, clientRpcID: message.clientRpcID,
+                                serverRpcID: message.serverRpcID)
                         }
+                    case .failure(let e): error = e
                     }
                 }
-                close(fd)
+                connection.close()
             }
             if let session {
-                self.post(.response(reply, session: session, token: message.token, error: error), to: rpcID)
+                self.post(
+                    .response(reply, session: session, token: message.token, error: error, secrets: secrets), to: rpcID)
             }
         }
         _ = pthread_detach(worker.tid)

@@ -1,6 +1,7 @@
 import Synchronization
 
 import CSystemShims
+import Glibc
 
 /// An Rpc endpoint bound to one dispatch thread and one transport: eRPC's `Rpc<Transport>`.
 ///
@@ -10,6 +11,17 @@ import CSystemShims
 /// control-plane queues.
 ///
 /// The class is generic over the transport, so the event loop is specialised per transport.
+/// Prints a warning to standard error once per process and message.
+func warnOnce(_ message: String) {
+    let first = warnedMessages.withLock { $0.insert(message).inserted }
+    if first {
+        let line = message + "\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+}
+
+private let warnedMessages = Mutex<Set<String>>([])
+
 public final class Rpc<T: Transport & ~Copyable> {
     public let endpoint: RpcEndpoint
     public private(set) var transport: T
@@ -21,10 +33,16 @@ public final class Rpc<T: Transport & ~Copyable> {
     public init(nexus: Nexus, id: UInt8, transport: consuming T, cpu: Int? = nil, config: RpcConfig = RpcConfig())
         throws(NexusError)
     {
+        if config.crypto.encrypts && nexus.tls == nil { throw .encryptionNeedsTLS }
+        if !config.crypto.encrypts {
+            warnOnce(
+                "eeRPC WARNING: Rpc \(id) runs with crypto mode none: its data-plane packets are neither encrypted "
+                    + "nor authenticated.")
+        }
         let node = cpu.map { Threads.pinCurrentThread(to: $0) } ?? 0
         let endpoint = RpcEndpoint(
             id: id, nexus: nexus, transportKind: T.kind, localRoute: transport.localRoute, mtu: transport.mtu,
-            numaNode: node, config: config)
+            burst: transport.maxBurst, numaNode: node, config: config)
         try nexus.add(endpoint)
         self.endpoint = endpoint
         self.transport = transport
@@ -73,7 +91,14 @@ public final class Rpc<T: Transport & ~Copyable> {
         let e = endpoint
         var sent = 0
         while sent < e.txCount {
-            sent += transport.transmit(e.txQueue + sent, count: min(e.txCount - sent, transport.maxBurst))
+            let n = min(e.txCount - sent, e.txBurst)
+            if e.encrypts {
+                for i in 0..<n { e.sealIfNeeded(e.txQueue + sent + i, staging: e.txStaging + i * e.txStagingSlot) }
+            }
+            // The whole burst goes out before its staging slots are reused.
+            var done = 0
+            while done < n { done += transport.transmit(e.txQueue + sent + done, count: n - done) }
+            sent += n
         }
         e.didFlush()
     }

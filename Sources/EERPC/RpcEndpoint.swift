@@ -12,7 +12,23 @@ public struct RpcConfig: Sendable {
     public var maxRetransmissionsWithoutProgress = 400
     /// How long a client waits for a session-management answer.
     public var sessionManagementTimeoutMs = 2_000
+    /// Data-plane protection. Anything but `.none` needs a Nexus with TLS credentials.
+    public var crypto: CryptoMode = .inline
+    public var algorithm: AEADAlgorithm = .aes128GCM
+    public var backend: AEADBackendKind = .preferred
+    /// A client starts a key update after sealing this many packets under one key (AES-GCM's
+    /// limit per key is 2^23 packets of this size class, RFC 9001 §6.6)...
+    public var keyUpdatePackets: UInt64 = 1 << 23
+    /// ...or after this much time under one key.
+    public var keyUpdateIntervalNs: UInt64 = 120_000_000_000
     public init() {}
+
+    /// Plaintext, for tests and benchmarks that measure the runtime without crypto.
+    public static var plaintext: RpcConfig {
+        var c = RpcConfig()
+        c.crypto = .none
+        return c
+    }
 }
 
 /// The transport-independent part of an Rpc: sessions, slots, credits, buffers, the TX queue
@@ -27,6 +43,8 @@ public final class RpcEndpoint: @unchecked Sendable {
     public let dataPerPacket: Int
     public let config: RpcConfig
     public let numaNode: Int
+    /// Whether this endpoint's sessions are encrypted (all of them or none: the mode is per Rpc).
+    let encrypts: Bool
     let transportKind: TransportKind
     let localRoute: RoutingInfo
     let nexus: Nexus
@@ -46,11 +64,20 @@ public final class RpcEndpoint: @unchecked Sendable {
     let slots: UnsafeMutablePointer<Slot>
     let handlers: [HandlerEntry?]
     var pool: BufferPool
+    /// Data-plane keys per session (all disabled when the crypto mode is `.none`).
+    let crypto: UnsafeMutablePointer<SessionCrypto>
+    /// One MTU of scratch space: a packet is copied here before trying a second key on it.
+    let scratch: UnsafeMutableRawPointer
 
     // MARK: TX queue: filled by the protocol, drained by ``Rpc`` through its transport.
     let txCapacity: Int
     let txQueue: UnsafeMutablePointer<TxItem>
     var txCount = 0
+    /// Where sealed packets are built: one slot per item of a transport burst, each an MTU plus
+    /// tag and nonce room. Reused every burst (the transport copies or sends before returning).
+    let txStaging: UnsafeMutableRawPointer
+    let txStagingSlot: Int
+    let txBurst: Int
     /// Incremented at every flush; a slot that queued packets since the last flush carries it.
     var flushEpoch: UInt64 = 1
 
@@ -76,7 +103,7 @@ public final class RpcEndpoint: @unchecked Sendable {
     var nextToken: UInt64
 
     init(
-        id: UInt8, nexus: Nexus, transportKind: TransportKind, localRoute: RoutingInfo, mtu: Int,
+        id: UInt8, nexus: Nexus, transportKind: TransportKind, localRoute: RoutingInfo, mtu: Int, burst: Int,
         numaNode: Int, config: RpcConfig
     ) {
         self.id = id
@@ -87,6 +114,10 @@ public final class RpcEndpoint: @unchecked Sendable {
         self.dataPerPacket = Wire.dataPerPacket(mtu: mtu)
         self.numaNode = numaNode
         self.config = config
+        encrypts = config.crypto.encrypts
+        txBurst = burst
+        txStagingSlot = (mtu + 2 * Wire.tagSize + 63) & ~63
+        txStaging = .allocate(byteCount: txStagingSlot * burst, alignment: 64)
         self.sharedPool = nexus.sharedPool
         precondition(config.maxSessions > 0 && config.maxSessions < Int(SessionManagementMessage.unknownSession))
         maxSessions = config.maxSessions
@@ -94,6 +125,9 @@ public final class RpcEndpoint: @unchecked Sendable {
         sessions.initialize(repeating: Session(), count: maxSessions)
         routes = .allocate(capacity: maxSessions)
         routes.initialize(repeating: RoutingInfo(), count: maxSessions)
+        crypto = .allocate(capacity: maxSessions)
+        crypto.initialize(repeating: SessionCrypto(), count: maxSessions)
+        scratch = .allocate(byteCount: mtu + 64, alignment: 64)
         let slotCount = maxSessions * Wire.sessionRequestWindow
         slots = .allocate(capacity: slotCount)
         slots.initialize(repeating: Slot(), count: slotCount)
@@ -128,9 +162,12 @@ public final class RpcEndpoint: @unchecked Sendable {
         sessions.deinitialize(count: maxSessions)
         sessions.deallocate()
         routes.deallocate()
+        crypto.deallocate()
+        scratch.deallocate()
         slots.deinitialize(count: maxSessions * Wire.sessionRequestWindow)
         slots.deallocate()
         txQueue.deallocate()
+        txStaging.deallocate()
         stallQueue.deallocate()
         dropCounts.deallocate()
     }
@@ -241,7 +278,7 @@ public final class RpcEndpoint: @unchecked Sendable {
         guard let base = packet.baseAddress else { return drop(.truncated) }
         if packet.count > mtu { return drop(.badPayloadLength) }
         let header: PacketHeader
-        switch PacketHeader.parse(base, length: packet.count) {
+        switch PacketHeader.parse(base, length: packet.count, trailer: encrypts ? Wire.tagSize : 0) {
         case .success(let h): header = h
         case .failure(let reason): return drop(reason)
         }
@@ -249,7 +286,13 @@ public final class RpcEndpoint: @unchecked Sendable {
         guard s < maxSessions, sessions[s].state == .connected || sessions[s].state == .disconnecting else {
             return drop(.unknownSession)
         }
-        let payload = UnsafeRawBufferPointer(start: base + Wire.headerSize, count: packet.count - Wire.headerSize)
+        var payloadCount = packet.count - Wire.headerSize
+        if encrypts {
+            // Verify before acting: nothing below runs for a packet that does not authenticate.
+            guard let n = openPacket(base, length: packet.count, header: header, session: s) else { return }
+            payloadCount = n
+        }
+        let payload = UnsafeRawBufferPointer(start: base + Wire.headerSize, count: payloadCount)
         switch (sessions[s].role, header.type) {
         case (.server, .request): serverReceiveRequest(header, payload: payload, session: s)
         case (.server, .requestForResponse): serverReceiveRFR(header, session: s)

@@ -54,7 +54,18 @@ struct AllocationTests {
         "10,000 small RPCs in steady state allocate nothing on the dispatch thread",
         .disabled(if: releaseOnly, "runs in the release pass of make test"))
     func steadyStateRPCsDoNotAllocate() throws {
-        let pair = try Pair()
+        try measureSteadyState(try Pair())
+    }
+
+    @Test(
+        "10,000 small encrypted RPCs (inline AES-GCM) allocate nothing either",
+        .disabled(if: releaseOnly, "runs in the release pass of make test"))
+    func steadyStateEncryptedRPCsDoNotAllocate() throws {
+        let credentials = try TestCredentials()
+        try measureSteadyState(try Pair(config: .encrypted(), tls: credentials.config("node-0")))
+    }
+
+    private func measureSteadyState(_ pair: Pair<UDPTransport>) throws {
         let s = try pair.connect()
         let e = pair.client.endpoint
         let load = SteadyStateLoad()

@@ -10,7 +10,7 @@ struct FaultToleranceTests {
     @Test("every RPC completes and every handler runs exactly once despite 5 % faults each way")
     func faultyNetwork() throws {
         let plan = FaultPlan(drop: 0.05, duplicate: 0.05, reorder: 0.05)
-        var config = RpcConfig()
+        var config = RpcConfig.plaintext
         config.retransmitTimeoutNs = 2_000_000  // loopback round trips are ~10 µs
         let pair = try Pair(
             server: FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 1),
@@ -116,7 +116,7 @@ struct FaultToleranceTests {
         let fd = ee_tcp_listen(0x7F00_0001, 0)
         defer { close(fd) }
         let port = UInt16(ee_socket_port(fd))
-        var config = RpcConfig()
+        var config = RpcConfig.plaintext
         config.sessionManagementTimeoutMs = 200
         let pair = try Pair(config: config)
         let s = try pair.client.endpoint.createSession(host: "127.0.0.1", port: port, remoteRpcID: 1)

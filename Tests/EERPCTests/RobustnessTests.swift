@@ -47,12 +47,12 @@ struct RobustnessTests {
 
     @Test("a request number far ahead of the slot is dropped and does not wedge it")
     func farFutureRequestNumber() throws {
-        var config = RpcConfig()
+        var config = RpcConfig.plaintext
         config.retransmitTimeoutNs = 1_000_000
         let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()), config: config)
         let s = try pair.connect()
         #expect(try echoOnce(pair, session: s, bytes: [1, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
-        let real = try #require(pair.client.transport.captured.last.flatMap(header(of:)))
+        let real = try #require(pair.client.transport.captured.last.flatMap { header(of: $0) })
         var forged = real
         forged.requestNumber = real.requestNumber + 8 * 50
         RawSender(port: pair.server.transport.base.port).send(forged, payload: 8)
@@ -70,7 +70,7 @@ struct RobustnessTests {
         let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
         let s = try pair.connect()
         #expect(try echoOnce(pair, session: s, bytes: [1, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
-        let real = try #require(pair.client.transport.captured.last.flatMap(header(of:)))
+        let real = try #require(pair.client.transport.captured.last.flatMap { header(of: $0) })
         let attacker = RawSender(port: pair.server.transport.base.port)
         let before = pair.server.endpoint.pooledBytes
         let dpp = Wire.dataPerPacket(mtu: Wire.defaultMTU)
@@ -87,7 +87,7 @@ struct RobustnessTests {
 
     @Test("a client that gave up on a slow connect leaves no session behind at the server")
     func halfOpenSession() throws {
-        var config = RpcConfig()
+        var config = RpcConfig.plaintext
         config.sessionManagementTimeoutMs = 200
         let pair = try Pair(config: config)
         let e = pair.client.endpoint
@@ -118,7 +118,7 @@ struct RobustnessTests {
 
     @Test("when the server goes silent, the client session fails and its RPCs complete with an error")
     func deadServer() throws {
-        var config = RpcConfig()
+        var config = RpcConfig.plaintext
         config.retransmitTimeoutNs = 1_000_000
         config.maxRetransmissionsWithoutProgress = 30
         let pair = try Pair(config: config)

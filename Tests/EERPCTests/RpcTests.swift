@@ -247,7 +247,7 @@ struct RpcTests {
         let pair = try Pair()
         #expect(throws: NexusError.handlersFrozen) { try pair.nexus.register(type: 77) { _ in } }
         #expect(throws: NexusError.duplicateRpcID(1)) {
-            _ = try Rpc(nexus: pair.nexus, id: 1, transport: try UDPTransport())
+            _ = try Rpc(nexus: pair.nexus, id: 1, transport: try UDPTransport(), config: .plaintext)
         }
     }
 }

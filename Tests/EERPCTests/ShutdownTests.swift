@@ -15,8 +15,8 @@ struct ShutdownTests {
             let nexus = try Nexus(port: nexusPort, backgroundThreads: 2)
             try registerTestHandlers(nexus)
             do {
-                let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(port: serverPort))
-                let client = try Rpc(nexus: nexus, id: 2, transport: try UDPTransport(port: clientPort))
+                let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(port: serverPort), config: .plaintext)
+                let client = try Rpc(nexus: nexus, id: 2, transport: try UDPTransport(port: clientPort), config: .plaintext)
                 serverPort = server.transport.port
                 clientPort = client.transport.port
                 let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1)

@@ -56,8 +56,11 @@ final class Pair<T: Transport & ~Copyable> {
     let client: Rpc<T>
     let counter = ExecutionCounter()
 
-    init(server: consuming T, client: consuming T, config: RpcConfig = RpcConfig(), backgroundThreads: Int = 1) throws {
-        nexus = try Nexus(backgroundThreads: backgroundThreads)
+    init(
+        server: consuming T, client: consuming T, config: RpcConfig = .plaintext, backgroundThreads: Int = 1,
+        tls: TLSConfig? = nil
+    ) throws {
+        nexus = try Nexus(backgroundThreads: backgroundThreads, tls: tls)
         try registerTestHandlers(nexus)
         self.server = try Rpc(nexus: nexus, id: 1, transport: server, config: config)
         self.client = try Rpc(nexus: nexus, id: 2, transport: client, config: config)
@@ -87,10 +90,12 @@ final class Pair<T: Transport & ~Copyable> {
 }
 
 extension Pair where T == UDPTransport {
-    convenience init(mtu: Int = Wire.defaultMTU, config: RpcConfig = RpcConfig(), backgroundThreads: Int = 1) throws {
+    convenience init(
+        mtu: Int = Wire.defaultMTU, config: RpcConfig = .plaintext, backgroundThreads: Int = 1, tls: TLSConfig? = nil
+    ) throws {
         try self.init(
             server: try UDPTransport(mtu: mtu), client: try UDPTransport(mtu: mtu), config: config,
-            backgroundThreads: backgroundThreads)
+            backgroundThreads: backgroundThreads, tls: tls)
     }
 }
 
@@ -176,7 +181,42 @@ final class RawSender {
     }
 }
 
-/// The header of a captured packet.
-func header(of packet: [UInt8]) -> PacketHeader? {
-    packet.withUnsafeBytes { try? PacketHeader.parse($0.baseAddress!, length: packet.count).get() }
+/// The header of a captured packet (`sealed`: the packet ends in an AEAD tag).
+func header(of packet: [UInt8], sealed: Bool = false) -> PacketHeader? {
+    packet.withUnsafeBytes {
+        try? PacketHeader.parse($0.baseAddress!, length: packet.count, trailer: sealed ? Wire.tagSize : 0).get()
+    }
+}
+
+/// A cluster's credentials in a fresh temporary directory, removed on deinit.
+final class TestCredentials {
+    let directory: String
+    init(nodes: Int = 2, clients: Int = 1) throws {
+        var template = Array("/tmp/eerpc-certs-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw CryptoError.certificate("mkdtemp failed") }
+        directory = String(cString: made)
+        try ClusterCertificates.initialize(directory: directory, nodes: nodes, clients: clients)
+    }
+    deinit {
+        if let dir = opendir(directory) {
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+                if name != "." && name != ".." { unlink(directory + "/" + name) }
+            }
+            closedir(dir)
+        }
+        rmdir(directory)
+    }
+    func config(_ name: String) -> TLSConfig { TLSConfig(directory: directory, name: name) }
+}
+
+extension RpcConfig {
+    /// Inline encryption with the given backend.
+    static func encrypted(_ backend: AEADBackendKind = .preferred, algorithm: AEADAlgorithm = .aes128GCM) -> RpcConfig {
+        var c = RpcConfig()
+        c.crypto = .inline
+        c.backend = backend
+        c.algorithm = algorithm
+        return c
+    }
 }

@@ -50,3 +50,46 @@ int ee_ct_equal(const void *a, const void *b, size_t len);
 int ee_random_bytes(void *out, size_t len);
 
 #endif
+
+// MARK: X.509 certificates (ECDSA P-256), for `eekv certs init`
+
+/// Writes a self-signed CA certificate and its key (PEM; the key file is mode 0600).
+/// Returns 0, or -1 with a message in `err`.
+int ee_cert_write_ca(const char *cert_path, const char *key_path, const char *common_name, int days,
+                     char *err, size_t err_len);
+/// Writes a certificate signed by the CA, and its key. `server` 1 adds the serverAuth usage (nodes
+/// are servers and clients), 0 gives clientAuth only. Validity runs from now + `not_before_s` to
+/// now + `not_after_s` (negative values make certificates that are not yet or no longer valid,
+/// for tests). Returns 0, or -1 with a message in `err`.
+int ee_cert_write_signed(const char *ca_cert_path, const char *ca_key_path, const char *cert_path,
+                         const char *key_path, const char *common_name, int server, long not_before_s,
+                         long not_after_s, char *err, size_t err_len);
+
+// MARK: TLS 1.3 with mutual authentication, for the session-management channel
+
+/// A TLS 1.3-only context that presents `cert`/`key` and requires the peer to present a
+/// certificate issued by `ca`. NULL on failure, with a message in `err`.
+void *ee_tls_context_new(int server, const char *ca_path, const char *cert_path, const char *key_path,
+                         char *err, size_t err_len);
+void ee_tls_context_free(void *ctx);
+/// Runs the handshake on a connected blocking socket (its timeouts apply). Returns the
+/// connection, or NULL with the reason in `err` (the socket is left open for the caller).
+void *ee_tls_handshake(void *ctx, int fd, int server, char *err, size_t err_len);
+int ee_tls_write_all(void *ssl, const void *buf, size_t len);
+/// Reads exactly `len` bytes. Returns 0; -2 if the peer ended the connection with a TLS alert
+/// (its refusal, described in `err`); -1 on timeout or another error.
+int ee_tls_read_exact(void *ssl, void *buf, size_t len, char *err, size_t err_len);
+/// RFC 8446 exporter. Returns 1 on success.
+int ee_tls_export(void *ssl, const char *label, const uint8_t *context, size_t context_len, uint8_t *out,
+                  size_t out_len);
+/// The peer certificate's subject common name; 1 on success.
+int ee_tls_peer_name(void *ssl, char *out, size_t out_len);
+/// Sends close_notify (best effort) and frees the connection; the socket stays open.
+void ee_tls_free(void *ssl);
+
+/// A bare TLS 1.3 client for tests and diagnostics: connects to `ip:port`, trusts `ca_path`,
+/// presents `cert_path`/`key_path` if given (NULL: no certificate, like `openssl s_client`), sends
+/// `len` bytes and reads `len` back. Returns 1 only if the handshake and that exchange completed;
+/// otherwise 0 with the reason in `err`.
+int ee_tls_probe(uint32_t ip, uint16_t port, const char *ca_path, const char *cert_path, const char *key_path,
+                 const void *request, void *response, size_t len, char *err, size_t err_len);

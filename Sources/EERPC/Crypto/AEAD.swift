@@ -1,7 +1,7 @@
 import CCryptoShims
 
 /// AES-GCM key sizes. AES-128-GCM is the default.
-public enum AEADAlgorithm: UInt8, Sendable, CaseIterable {
+public enum AEADAlgorithm: UInt8, Sendable, CaseIterable, BitwiseCopyable {
     case aes128GCM = 16
     case aes256GCM = 32
     public var keyLength: Int { Int(rawValue) }
@@ -9,7 +9,7 @@ public enum AEADAlgorithm: UInt8, Sendable, CaseIterable {
 }
 
 /// Which library seals and opens.
-public enum AEADBackendKind: UInt8, Sendable, CaseIterable {
+public enum AEADBackendKind: UInt8, Sendable, CaseIterable, BitwiseCopyable {
     /// Intel ipsec-mb, direct GCM API: the default on x86-64.
     case ipsecMB
     /// OpenSSL 3 libcrypto EVP: the fallback elsewhere.
@@ -145,16 +145,19 @@ public enum OpenSSLBackend: AEADBackend {
     }
 }
 
-/// One AES-GCM key with its expanded state, owned: the state is allocated at init and wiped and
-/// freed in deinit. Seal and open dispatch on the backend with a switch (no existential).
-public struct AEADKey: ~Copyable {
-    public let backend: AEADBackendKind
-    public let algorithm: AEADAlgorithm
-    @usableFromInline let state: UnsafeMutableRawPointer
-    /// The raw key, kept so another thread can key a context of its own (OpenSSL in the AES pool).
-    @usableFromInline let rawKey: UnsafeMutableRawPointer
+/// An expanded AES-GCM key: a trivial handle whose owner destroys it exactly once. The runtime's
+/// session tables hold these (their lifetime follows the session's key epochs); applications use
+/// the owning ``AEADKey``.
+@usableFromInline
+struct KeyHandle: BitwiseCopyable {
+    let backend: AEADBackendKind
+    let algorithm: AEADAlgorithm
+    /// Backend state, allocated by `make`, wiped and freed by `destroy`.
+    let state: UnsafeMutableRawPointer
+    /// The raw key (32 bytes, zero-padded), so another thread can key a context of its own.
+    let rawKey: UnsafeMutableRawPointer
 
-    public init(backend: AEADBackendKind, key: UnsafeRawBufferPointer) throws(CryptoError) {
+    static func make(backend: AEADBackendKind, key: UnsafeRawBufferPointer) throws(CryptoError) -> KeyHandle {
         guard let algorithm = AEADAlgorithm(rawValue: UInt8(truncatingIfNeeded: key.count)), key.count <= 32 else {
             throw .badKeyLength(key.count)
         }
@@ -182,13 +185,10 @@ public struct AEADKey: ~Copyable {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: 32, alignment: 16)
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: 32)
         raw.copyMemory(from: key.baseAddress!, byteCount: key.count)
-        self.backend = backend
-        self.algorithm = algorithm
-        self.state = state
-        self.rawKey = raw
+        return KeyHandle(backend: backend, algorithm: algorithm, state: state, rawKey: raw)
     }
 
-    deinit {
+    func destroy() {
         switch backend {
         case .ipsecMB: IPsecMBBackend.deinitialize(state)
         case .openSSL: OpenSSLBackend.deinitialize(state)
@@ -198,9 +198,8 @@ public struct AEADKey: ~Copyable {
         rawKey.deallocate()
     }
 
-    /// Seals `count` bytes. `destination` may equal `source`. Never allocates.
     @inline(__always)
-    public func seal(
+    func seal(
         nonce: UnsafeRawPointer, aad: UnsafeRawPointer, aadCount: Int, source: UnsafeRawPointer,
         destination: UnsafeMutableRawPointer, count: Int, tag: UnsafeMutableRawPointer
     ) {
@@ -216,9 +215,8 @@ public struct AEADKey: ~Copyable {
         }
     }
 
-    /// Opens `count` bytes and verifies the tag. Never allocates.
     @inline(__always)
-    public func open(
+    func open(
         nonce: UnsafeRawPointer, aad: UnsafeRawPointer, aadCount: Int, source: UnsafeRawPointer,
         destination: UnsafeMutableRawPointer, count: Int, tag: UnsafeRawPointer
     ) -> Bool {
@@ -232,5 +230,41 @@ public struct AEADKey: ~Copyable {
                 state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
                 destination: destination, count: count, tag: tag)
         }
+    }
+}
+
+/// One AES-GCM key with its expanded state, owned: the state is allocated at init and wiped and
+/// freed in deinit. Seal and open dispatch on the backend with a switch (no existential).
+public struct AEADKey: ~Copyable {
+    @usableFromInline let handle: KeyHandle
+    public var backend: AEADBackendKind { handle.backend }
+    public var algorithm: AEADAlgorithm { handle.algorithm }
+
+    public init(backend: AEADBackendKind, key: UnsafeRawBufferPointer) throws(CryptoError) {
+        handle = try KeyHandle.make(backend: backend, key: key)
+    }
+
+    deinit { handle.destroy() }
+
+    /// Seals `count` bytes. `destination` may equal `source`. Never allocates.
+    @inline(__always)
+    public func seal(
+        nonce: UnsafeRawPointer, aad: UnsafeRawPointer, aadCount: Int, source: UnsafeRawPointer,
+        destination: UnsafeMutableRawPointer, count: Int, tag: UnsafeMutableRawPointer
+    ) {
+        handle.seal(
+            nonce: nonce, aad: aad, aadCount: aadCount, source: source, destination: destination, count: count,
+            tag: tag)
+    }
+
+    /// Opens `count` bytes and verifies the tag. Never allocates.
+    @inline(__always)
+    public func open(
+        nonce: UnsafeRawPointer, aad: UnsafeRawPointer, aadCount: Int, source: UnsafeRawPointer,
+        destination: UnsafeMutableRawPointer, count: Int, tag: UnsafeRawPointer
+    ) -> Bool {
+        handle.open(
+            nonce: nonce, aad: aad, aadCount: aadCount, source: source, destination: destination, count: count,
+            tag: tag)
     }
 }

@@ -101,4 +101,9 @@ public enum SessionError: Error, Equatable, Sendable {
     case tooManySessions
     case unreachableRoute
     case rejected(code: UInt8)
+    /// The TLS handshake on the session-management channel failed (no, expired or foreign
+    /// certificate, or no TLS at the other end).
+    case handshakeFailed(String)
+    /// One end encrypts the data plane and the other does not, or they use different key sizes.
+    case cryptoMismatch
 }

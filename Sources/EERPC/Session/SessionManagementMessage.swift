@@ -3,7 +3,8 @@
 /// 0-3   "EESM"          4  version (1)     5  kind        6  error code   7  transport kind
 /// 8-15  session token   16 client Rpc id   17 server Rpc id
 /// 18-19 client session  20-21 server session               22-23 zero
-/// 24-27 sender's MTU    28-31 zero         32-63 sender's routing info
+/// 24-27 sender's MTU    28 data-plane key length (0 = plaintext)   29-31 zero
+/// 32-63 sender's routing info
 /// ```
 struct SessionManagementMessage: Equatable, Sendable {
     static let size = 64
@@ -29,6 +30,7 @@ struct SessionManagementMessage: Equatable, Sendable {
         case unreachableRoute = 5
         case unknownSession = 6
         case malformed = 7
+        case cryptoMismatch = 8
     }
 
     var kind: Kind
@@ -40,6 +42,8 @@ struct SessionManagementMessage: Equatable, Sendable {
     var clientSession: UInt16
     var serverSession: UInt16 = 0
     var mtu: UInt32
+    /// Key length of the data-plane AEAD (16 or 32), 0 for a plaintext data plane.
+    var cryptoKeyLength: UInt8 = 0
     var route = RoutingInfo()
 
     func encode(to p: UnsafeMutableRawPointer) {
@@ -55,6 +59,7 @@ struct SessionManagementMessage: Equatable, Sendable {
         p.storeBytes(of: clientSession.littleEndian, toByteOffset: 18, as: UInt16.self)
         p.storeBytes(of: serverSession.littleEndian, toByteOffset: 20, as: UInt16.self)
         p.storeBytes(of: mtu.littleEndian, toByteOffset: 24, as: UInt32.self)
+        p.storeBytes(of: cryptoKeyLength, toByteOffset: 28, as: UInt8.self)
         for (i, w) in [route.w0, route.w1, route.w2, route.w3].enumerated() {
             p.storeBytes(of: w.littleEndian, toByteOffset: 32 + 8 * i, as: UInt64.self)
         }
@@ -81,6 +86,7 @@ struct SessionManagementMessage: Equatable, Sendable {
             clientSession: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 18, as: UInt16.self)),
             serverSession: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 20, as: UInt16.self)),
             mtu: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self)),
+            cryptoKeyLength: p.load(fromByteOffset: 28, as: UInt8.self),
             route: route)
     }
 }

@@ -6,14 +6,16 @@ import Glibc
 /// Work the session-management thread hands to an endpoint, or an answer it brings back.
 enum SessionManagementEvent: Sendable {
     /// Server: a peer asks to connect or disconnect; answer on `connection`, then close it.
-    case request(SessionManagementMessage, connection: Int32)
+    case request(SessionManagementMessage, connection: SessionManagementConnection)
     /// Client: the answer to our connect or disconnect request (nil: no answer; see `error`).
     /// `token` is the token of the session the request was sent for: an answer that arrives after
     /// that session is gone (and its number reused) is recognised and ignored.
-    case response(SessionManagementMessage?, session: Int, token: UInt64, error: SessionError?)
+    /// `secrets` are the data-plane secrets exported from the TLS handshake (nil without TLS).
+    case response(
+        SessionManagementMessage?, session: Int, token: UInt64, error: SessionError?, secrets: SessionSecrets?)
 
     func closeConnection() {
-        if case .request(_, let fd) = self { close(fd) }
+        if case .request(_, let connection) = self { connection.close() }
     }
 }
 
@@ -38,7 +40,8 @@ extension RpcEndpoint {
         resetSlots(session: s)
         let request = SessionManagementMessage(
             kind: .connectRequest, transport: transportKind, token: sessions[s].token, clientRpcID: id,
-            serverRpcID: remoteRpcID, clientSession: UInt16(s), mtu: UInt32(mtu), route: localRoute)
+            serverRpcID: remoteRpcID, clientSession: UInt16(s), mtu: UInt32(mtu),
+            cryptoKeyLength: config.crypto.encrypts ? UInt8(config.algorithm.keyLength) : 0, route: localRoute)
         nexus.sendSessionManagement(request, to: ip, port: port, from: self, session: s)
         return s
     }
@@ -99,12 +102,12 @@ extension RpcEndpoint {
     /// Handles one event. `resolve` turns a peer's routing info into a transport route.
     func handleSessionManagement(_ event: SessionManagementEvent, resolve: (RoutingInfo) -> RoutingInfo?) {
         switch event {
-        case .request(let message, let fd):
+        case .request(let message, let connection):
             var reply = message
             switch message.kind {
             case .connectRequest:
                 reply.kind = .connectResponse
-                reply = acceptConnect(message, reply: reply, resolve: resolve)
+                reply = acceptConnect(message, reply: reply, connection: connection, resolve: resolve)
             case .disconnectRequest:
                 reply.kind = .disconnectResponse
                 reply.error = acceptDisconnect(message)
@@ -113,16 +116,14 @@ extension RpcEndpoint {
             }
             reply.transport = transportKind
             reply.mtu = UInt32(mtu)
+            reply.cryptoKeyLength = config.crypto.encrypts ? UInt8(config.algorithm.keyLength) : 0
             reply.route = localRoute
-            withUnsafeTemporaryAllocation(byteCount: SessionManagementMessage.size, alignment: 8) { buffer in
-                reply.encode(to: buffer.baseAddress!)
-                _ = ee_write_all(fd, buffer.baseAddress, SessionManagementMessage.size)
-            }
-            close(fd)
-        case .response(let message, let s, let token, let error):
+            _ = connection.send(reply)
+            connection.close()
+        case .response(let message, let s, let token, let error, let secrets):
             guard sessions[s].role == .client, sessions[s].token == token else { return }
             if sessions[s].state == .connecting {
-                finishConnect(session: s, message: message, error: error, resolve: resolve)
+                finishConnect(session: s, message: message, error: error, secrets: secrets, resolve: resolve)
             } else if sessions[s].state == .disconnecting {
                 // Whatever the server said, this end is done with the session.
                 releaseSession(s)
@@ -132,7 +133,8 @@ extension RpcEndpoint {
     }
 
     private func acceptConnect(
-        _ m: SessionManagementMessage, reply: SessionManagementMessage, resolve: (RoutingInfo) -> RoutingInfo?
+        _ m: SessionManagementMessage, reply: SessionManagementMessage, connection: SessionManagementConnection,
+        resolve: (RoutingInfo) -> RoutingInfo?
     ) -> SessionManagementMessage {
         var reply = reply
         // A retried connect request: answer with the session we already made.
@@ -148,6 +150,13 @@ extension RpcEndpoint {
         }
         guard Int(m.mtu) == mtu else {
             reply.error = .mtuMismatch
+            return reply
+        }
+        let encrypts = config.crypto.encrypts
+        guard m.cryptoKeyLength == (encrypts ? UInt8(config.algorithm.keyLength) : 0),
+            !encrypts || connection.tls != nil
+        else {
+            reply.error = .cryptoMismatch
             return reply
         }
         guard let route = resolve(m.route) else {
@@ -174,6 +183,20 @@ extension RpcEndpoint {
             }
             slots[s * Wire.sessionRequestWindow + i].preallocated = buffer
         }
+        if encrypts {
+            // Keys come from this very handshake: only the holder of a cluster certificate who
+            // asked for this session can speak on it.
+            guard
+                let secrets = connection.exportSecrets(
+                    clientSession: m.clientSession, serverSession: UInt16(s), token: m.token, clientRpcID: m.clientRpcID,
+                    serverRpcID: id),
+                installKeys(session: s, transmit: secrets.serverToClient, receive: secrets.clientToServer)
+            else {
+                releaseSession(s)
+                reply.error = .cryptoMismatch
+                return reply
+            }
+        }
         reply.serverSession = UInt16(s)
         return reply
     }
@@ -192,7 +215,7 @@ extension RpcEndpoint {
     }
 
     private func finishConnect(
-        session s: Int, message: SessionManagementMessage?, error: SessionError?,
+        session s: Int, message: SessionManagementMessage?, error: SessionError?, secrets: SessionSecrets?,
         resolve: (RoutingInfo) -> RoutingInfo?
     ) {
         var failure = error
@@ -201,6 +224,11 @@ extension RpcEndpoint {
             case .ok:
                 if m.kind != .connectResponse || m.token != sessions[s].token {
                     failure = .protocolError
+                } else if config.crypto.encrypts
+                    && (secrets == nil
+                        || !installKeys(session: s, transmit: secrets!.clientToServer, receive: secrets!.serverToClient))
+                {
+                    failure = .cryptoMismatch
                 } else if let route = resolve(m.route) {
                     routes[s] = route
                     sessions[s].remoteNumber = m.serverSession
@@ -216,6 +244,7 @@ extension RpcEndpoint {
             case .mtuMismatch: failure = .mtuMismatch
             case .tooManySessions: failure = .tooManySessions
             case .unreachableRoute: failure = .unreachableRoute
+            case .cryptoMismatch: failure = .cryptoMismatch
             case .unknownSession, .malformed: failure = .rejected(code: m.error.rawValue)
             }
         }
@@ -249,6 +278,7 @@ extension RpcEndpoint {
             if let p = slots[k].preallocated { free(p) }
         }
         sessions[s].backlog.release()
+        crypto[s].release()
         sessions[s] = Session()
         resetSlots(session: s)
     }

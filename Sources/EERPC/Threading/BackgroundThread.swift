@@ -10,7 +10,8 @@ final class BackgroundThread: @unchecked Sendable {
     private let semaphore: UnsafeMutablePointer<sem_t>
     private let running = Atomic<Bool>(true)
     private var thread: JoinableThread?
-    private unowned let nexus: Nexus
+    // unowned(unsafe): the Nexus joins this thread in shutdown (at the latest from its deinit).
+    private unowned(unsafe) let nexus: Nexus
     /// The Nexus's handler table, copied on this thread at its first request (the table is
     /// frozen by then: requests exist only once an Rpc does), so execution takes no lock.
     private var handlers: [HandlerEntry?]? = nil

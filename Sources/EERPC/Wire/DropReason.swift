@@ -22,6 +22,9 @@ public enum DropReason: Int, Error, CaseIterable, Sendable {
     case noBuffer
     /// Request type with no registered handler.
     case noHandler
+    /// An encrypted session's packet that no key of the session authenticates (tampered, forged,
+    /// or from an older session with the same number).
+    case authenticationFailed
 
     public var name: String {
         switch self {
@@ -36,6 +39,7 @@ public enum DropReason: Int, Error, CaseIterable, Sendable {
         case .outOfOrder: "out_of_order"
         case .noBuffer: "no_buffer"
         case .noHandler: "no_handler"
+        case .authenticationFailed: "authentication_failed"
         }
     }
 }

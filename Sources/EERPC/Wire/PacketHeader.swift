@@ -65,9 +65,10 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
     /// session state: length, magic, reserved bits, size limit and payload presence.
     /// - Parameters:
     ///   - p: the packet, valid for `length` bytes for the duration of the call.
+    ///   - trailer: bytes at the end that are not payload (the AEAD tag of an encrypted session).
     @inlinable
-    public static func parse(_ p: UnsafeRawPointer, length: Int) -> Result<PacketHeader, DropReason> {
-        guard length >= Wire.headerSize else { return .failure(.truncated) }
+    public static func parse(_ p: UnsafeRawPointer, length: Int, trailer: Int = 0) -> Result<PacketHeader, DropReason> {
+        guard length >= Wire.headerSize + trailer else { return .failure(.truncated) }
         let w0 = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
         let w1 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         guard UInt8(truncatingIfNeeded: w0) == Wire.magic else { return .failure(.badMagic) }
@@ -78,7 +79,7 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
         guard !rejected || type == .response else { return .failure(.reservedBits) }
         let size = UInt32(truncatingIfNeeded: w0 >> 40) & 0xFF_FFFF
         guard size <= Wire.maxMessageSize else { return .failure(.oversizedMessage) }
-        let payload = length - Wire.headerSize
+        let payload = length - Wire.headerSize - trailer
         switch type {
         case .request, .response:
             guard payload > 0 || size == 0 else { return .failure(.badPayloadLength) }

@@ -45,7 +45,8 @@ enum RPCBenchRunner {
         let server = Threads.spawn(name: "rpc-server") {
             do {
                 let rpc = try Rpc(
-                    nexus: nexus, id: 1, transport: try UDPTransport(mtu: mtu), cpu: BenchCPUs.server)
+                    nexus: nexus, id: 1, transport: try UDPTransport(mtu: mtu), cpu: BenchCPUs.server,
+                    config: .plaintext)
                 control.serverReady.store(true, ordering: .releasing)
                 while !control.stop.load(ordering: .relaxed) {
                     // Check the stop flag once per 256 iterations: an atomic load per loop is cheap,
@@ -63,7 +64,9 @@ enum RPCBenchRunner {
         _ = control.waitForServer()
         let client = Threads.spawn(name: "rpc-client") {
             do {
-                let rpc = try Rpc(nexus: nexus, id: 2, transport: try UDPTransport(mtu: mtu), cpu: BenchCPUs.client)
+                let rpc = try Rpc(
+                    nexus: nexus, id: 2, transport: try UDPTransport(mtu: mtu), cpu: BenchCPUs.client,
+                    config: .plaintext)
                 let state = ClientState()
                 rpc.endpoint.context = Unmanaged.passUnretained(state).toOpaque()
                 var sessionNumbers: [Int] = []

@@ -1,0 +1,146 @@
+// MARK: - Per-packet AEAD on the data path
+//
+// Every packet of an encrypted session is `header ‖ ciphertext ‖ 16-byte tag`. The header stays
+// in the clear (the receiver needs it to find the session) and is authenticated as AAD, so control
+// packets (credit returns, requests-for-response) cannot be forged either. The nonce is the
+// direction's IV XOR (request number ‖ packet number): unique for every packet a key seals, and a
+// retransmission re-seals the same bytes under the same nonce into the same ciphertext.
+//
+// Key updates are driven by the client, like everything else in this protocol: after
+// `keyUpdatePackets` packets or `keyUpdateIntervalNs` under one key it flips the key-phase bit of
+// what it sends. The server, on the first packet that opens under its next receive key, moves
+// both its directions to the next phase, and the client's receive side follows when the first
+// reply in the new phase opens. The client starts another update only after that, so the two ends
+// are never more than one phase apart; the previous key stays to open packets still in flight.
+
+extension RpcEndpoint {
+    /// Derives and installs a session's keys. False if a derivation failed.
+    func installKeys(session s: Int, transmit: Secret, receive: Secret) -> Bool {
+        crypto[s].release()
+        guard
+            let tx = DirectionKeys(secret: transmit, backend: config.backend, algorithm: config.algorithm, now: now),
+            let rx = DirectionKeys(secret: receive, backend: config.backend, algorithm: config.algorithm, now: now)
+        else { return false }
+        crypto[s].tx = tx
+        crypto[s].rx = rx
+        return true
+    }
+
+    /// Key updates both directions of session `s` have completed.
+    public func keyUpdates(session s: Int) -> UInt64 { crypto[s].updates }
+
+    /// The current key phase of session `s`'s sending direction.
+    public func transmitKeyPhase(session s: Int) -> Bool? { crypto[s].tx?.phase }
+
+    /// Seals one queued packet of an encrypted session into `staging` (at least
+    /// `dataLength + 16` bytes), sets its key-phase bit, and points the item at the sealed bytes.
+    /// Items of plaintext sessions are left alone.
+    @inline(__always)
+    func sealIfNeeded(_ item: UnsafeMutablePointer<TxItem>, staging: UnsafeMutableRawPointer) {
+        let s = Int(item.pointee.owner) / Wire.sessionRequestWindow
+        guard crypto[s].tx != nil else { return }
+        if sessions[s].role == .client { maybeStartKeyUpdate(session: s) }
+        let keys = crypto[s].tx.unsafelyUnwrapped
+        if keys.phase { item.pointee.header0 |= UInt64(0x80 << 8).littleEndian }
+        let header1 = UInt64(littleEndian: item.pointee.header1)
+        let length = item.pointee.dataLength
+        // The nonce goes in the 16 bytes after the tag room; the staging slot has them.
+        let nonce = staging + length + Wire.tagSize
+        keys.current.writeNonce(
+            requestNumber: header1 & PacketHeader.maxRequestNumber,
+            packetNumber: UInt16(truncatingIfNeeded: header1 >> 48), to: nonce)
+        keys.current.key.seal(
+            nonce: nonce, aad: UnsafeRawPointer(item), aadCount: Wire.headerSize,
+            source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
+            tag: staging + length)
+        item.pointee.data = UnsafeRawPointer(staging)
+        item.pointee.dataLength = length + Wire.tagSize
+        crypto[s].tx!.sealed &+= 1
+    }
+
+    /// Client: starts a key update when the current key has sealed enough or lived long enough,
+    /// unless the previous update is still unanswered.
+    @inline(__always)
+    private func maybeStartKeyUpdate(session s: Int) {
+        let keys = crypto[s].tx.unsafelyUnwrapped
+        guard !crypto[s].updatePending,
+            keys.sealed >= config.keyUpdatePackets || now &- keys.phaseStarted >= config.keyUpdateIntervalNs
+        else { return }
+        if crypto[s].tx!.advance(now: now) { crypto[s].updatePending = true }
+    }
+
+    /// Opens a received packet of an encrypted session in place. Returns the plaintext payload
+    /// length, or nil (counted) if no key of the session authenticates it: nothing about the
+    /// session changes before this has succeeded.
+    @inline(__always)
+    func openPacket(_ base: UnsafeMutableRawPointer, length: Int, header: PacketHeader, session s: Int) -> Int? {
+        guard length >= Wire.headerSize + Wire.tagSize else {
+            drop(.authenticationFailed)
+            return nil
+        }
+        let count = length - Wire.headerSize - Wire.tagSize
+        let body = base + Wire.headerSize
+        let tag = body + count
+        let nonce = scratch + mtu  // 16 spare bytes after the scratch copy room
+        let rx = crypto[s].rx.unsafelyUnwrapped
+        if header.keyPhase == rx.phase {
+            rx.current.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+            if rx.current.key.open(
+                nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count,
+                tag: tag)
+            {
+                return count
+            }
+            drop(.authenticationFailed)
+            return nil
+        }
+        return openOtherPhase(base, count: count, header: header, session: s)
+    }
+
+    /// The packet's phase bit is not the current one: it is either the first of the next phase,
+    /// or a late one from the previous phase. Opening in place overwrites the bytes, so the
+    /// packet is kept in scratch for the second try.
+    @inline(never)
+    private func openOtherPhase(_ base: UnsafeMutableRawPointer, count: Int, header: PacketHeader, session s: Int)
+        -> Int?
+    {
+        let body = base + Wire.headerSize
+        let tag = body + count
+        let nonce = scratch + mtu
+        scratch.copyMemory(from: body, byteCount: count + Wire.tagSize)
+        let rx = crypto[s].rx.unsafelyUnwrapped
+        rx.next.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+        if rx.next.key.open(
+            nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count, tag: tag)
+        {
+            advanceReceivePhase(session: s)
+            return count
+        }
+        if let previous = rx.previous {
+            body.copyMemory(from: scratch, byteCount: count + Wire.tagSize)
+            previous.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+            if previous.key.open(
+                nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count,
+                tag: tag)
+            {
+                return count
+            }
+        }
+        drop(.authenticationFailed)
+        return nil
+    }
+
+    /// The peer sent its first authenticated packet in the next phase.
+    private func advanceReceivePhase(session s: Int) {
+        guard crypto[s].rx!.advance(now: now) else { return }
+        switch sessions[s].role {
+        case .server:
+            // Follow the client: answer in the new phase from now on.
+            _ = crypto[s].tx!.advance(now: now)
+        case .client:
+            // The server has moved both directions: the update is complete.
+            crypto[s].updatePending = false
+            crypto[s].updates &+= 1
+        }
+    }
+}

@@ -1,0 +1,326 @@
+import CCryptoShims
+import CSystemShims
+import EERPC
+import Glibc
+import Testing
+
+/// An encrypted pair: one Nexus with node-0's credentials, both Rpcs in it.
+func securePair(_ credentials: TestCredentials, config: RpcConfig = .encrypted()) throws -> Pair<TapTransport<UDPTransport>> {
+    try Pair(
+        server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()), config: config,
+        tls: credentials.config("node-0"))
+}
+
+@Suite("Encrypted datapath")
+struct SecurityTests {
+    @Test(
+        "encrypted RPCs round-trip with every backend pairing and key size",
+        arguments: [(AEADBackendKind.ipsecMB, AEADAlgorithm.aes128GCM), (.openSSL, .aes128GCM), (.ipsecMB, .aes256GCM), (.openSSL, .aes256GCM)])
+    func roundTrip(backend: AEADBackendKind, algorithm: AEADAlgorithm) throws {
+        let credentials = try TestCredentials()
+        let pair = try securePair(credentials, config: .encrypted(backend, algorithm: algorithm))
+        let s = try pair.connect()
+        let results = try runEchoLoad(pair, sessions: [s], total: 300, window: 8, sizes: [0, 8, 1_440, 5_000, 100_000])
+        #expect(results.ok == 300)
+        #expect(pair.server.stats.drops(.authenticationFailed) == 0)
+        #expect(pair.client.stats.drops(.authenticationFailed) == 0)
+    }
+
+    @Test("ipsec-mb at one end and OpenSSL at the other interoperate on the wire")
+    func mixedBackends() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"))
+        try registerTestHandlers(nexus)
+        defer { nexus.shutdown() }
+        let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted(.openSSL))
+        let client = try Rpc(nexus: nexus, id: 2, transport: try UDPTransport(), config: .encrypted(.ipsecMB))
+        let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1)
+        var done = false
+        let e = client.endpoint
+        var request = e.allocate(size: 3_000)!
+        fill(&request, size: 3_000, seed: 3)
+        let response = e.allocate(size: 3_000)!
+        var result: Completion? = nil
+        let start = DispatchTime.nowNs
+        while !done && DispatchTime.nowNs - start < 10_000_000_000 {
+            client.runOnce()
+            server.runOnce()
+            if e.sessionState(s) == .connected && result == nil && !done {
+                done = true
+                try e.enqueueRequest(session: s, type: TestRequest.echo, request: request, response: response) { result = $0 }
+            }
+        }
+        while result == nil && DispatchTime.nowNs - start < 10_000_000_000 {
+            client.runOnce()
+            server.runOnce()
+        }
+        #expect(result?.status == .ok)
+        #expect(result.map { sameBytes($0.response, request) } == true)
+    }
+
+    @Test("packets on the wire are header ‖ ciphertext ‖ tag, and no plaintext shows")
+    func wireFormat() throws {
+        let credentials = try TestCredentials()
+        let pair = try securePair(credentials)
+        let s = try pair.connect()
+        let e = pair.client.endpoint
+        let marker = Array("EERPC-PLAINTEXT-MARKER-0123456789".utf8)
+        var request = e.allocate(size: 3_000)!
+        for i in 0..<3_000 { request.data.storeBytes(of: marker[i % marker.count], toByteOffset: i, as: UInt8.self) }
+        request.resize(to: 3_000)
+        let response = e.allocate(size: 3_000)!
+        var status: RpcStatus? = nil
+        try e.enqueueRequest(session: s, type: TestRequest.echo, request: request, response: response) { status = $0.status }
+        #expect(pair.pump { status != nil })
+        #expect(status == .ok)
+        let all = pair.client.transport.captured + pair.server.transport.captured
+        #expect(all.count >= 6)  // 3 request packets, 2 credit returns, 3 response packets, 2 RFRs
+        let needle = Array(marker.prefix(16))
+        for packet in all {
+            let h = try #require(header(of: packet, sealed: true))
+            // Data packets carry their slice of the 3,000 bytes (1,440 per packet) plus the tag;
+            // control packets carry the tag alone.
+            let index = h.type == .request ? Int(h.packetNumber) : h.type == .response ? Int(h.packetNumber) - 2 : -1
+            let slice = index >= 0 ? min(1_440, 3_000 - index * 1_440) : 0
+            #expect(packet.count == Wire.headerSize + slice + Wire.tagSize, "\(h)")
+            #expect(!packet.indices.dropLast(needle.count).contains { Array(packet[$0..<$0 + needle.count]) == needle })
+        }
+    }
+
+    /// Flip every bit of a sealed request (header, ciphertext and tag) and inject each variant:
+    /// every one is dropped and counted, none runs a handler or changes anything.
+    @Test("tampering with any bit of a sealed packet is rejected and counted, with no state change")
+    func tampering() throws {
+        let credentials = try TestCredentials()
+        let pair = try securePair(credentials)
+        let s = try pair.connect()
+        #expect(try echoOnce(pair, session: s, bytes: Array(repeating: 0x61, count: 40))?.0 == .ok)
+        let sealed = try #require(pair.client.transport.captured.last { header(of: $0, sealed: true)?.type == .request })
+        #expect(sealed.count == Wire.headerSize + 40 + Wire.tagSize)
+        let handled = pair.server.stats.requestsHandled
+        let dropsBefore = pair.server.stats.totalDrops
+        let attacker = RawSender(port: pair.server.transport.base.port)
+        var injected: UInt64 = 0
+        for bit in 0..<(sealed.count * 8) {
+            var variant = sealed
+            variant[bit / 8] ^= 1 << (bit % 8)
+            attacker.send(variant)
+            injected += 1
+            if injected % 64 == 0 { pair.pump(timeoutNs: 5_000_000_000) { pair.server.stats.totalDrops - dropsBefore >= injected } }
+        }
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { pair.server.stats.totalDrops - dropsBefore >= injected })
+        #expect(pair.server.stats.totalDrops - dropsBefore == injected)
+        // Body and tag bits all fail authentication; header bits fail parsing or authentication.
+        #expect(pair.server.stats.drops(.authenticationFailed) >= UInt64((40 + Wire.tagSize) * 8))
+        #expect(pair.server.stats.requestsHandled == handled)
+        #expect(try echoOnce(pair, session: s, bytes: Array(repeating: 0x62, count: 40))?.0 == .ok)
+    }
+
+    /// Replays every packet the client ever sent, after the RPCs completed: nothing runs again.
+    /// Then replays them into a new session that got the same session number: all fail to
+    /// authenticate (different keys).
+    @Test("replayed packets never run a handler again, also across a new session")
+    func replay() throws {
+        let credentials = try TestCredentials()
+        let pair = try securePair(credentials)
+        let s = try pair.connect()
+        let results = try runEchoLoad(
+            pair, sessions: [s], total: 50, window: 8, sizes: [8, 3_000], type: TestRequest.countingEcho)
+        #expect(results.ok == 50)
+        let capture = pair.client.transport.captured.filter { header(of: $0, sealed: true) != nil }
+        #expect(capture.contains { header(of: $0, sealed: true)?.type == .requestForResponse })
+        let attacker = RawSender(port: pair.server.transport.base.port)
+        let handled = pair.server.stats.requestsHandled
+        for packet in capture { attacker.send(packet) }
+        pair.pump(timeoutNs: 500_000_000) { false }
+        #expect(pair.server.stats.requestsHandled == handled)
+        #expect(pair.counter.counts.values.allSatisfy { $0 == 1 })
+        // A new session with the same number: the old packets do not even authenticate.
+        try pair.client.endpoint.destroySession(s)
+        pair.pump { pair.client.endpoint.sessionState(s) == .free && pair.server.endpoint.sessionCount(role: .server) == 0 }
+        let s2 = try pair.connect()
+        #expect(s2 == s)
+        let authBefore = pair.server.stats.drops(.authenticationFailed)
+        for packet in capture { attacker.send(packet) }
+        pair.pump(timeoutNs: 500_000_000) { pair.server.stats.drops(.authenticationFailed) - authBefore >= UInt64(capture.count) }
+        #expect(pair.server.stats.drops(.authenticationFailed) - authBefore == UInt64(capture.count))
+        #expect(pair.server.stats.requestsHandled == handled)
+        #expect(try echoOnce(pair, session: s2, bytes: [0x77, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
+    }
+
+    @Test("keys roll over under load and through loss, and no RPC fails or runs twice")
+    func keyUpdateUnderLoad() throws {
+        let credentials = try TestCredentials()
+        var config = RpcConfig.encrypted()
+        config.keyUpdatePackets = 64
+        config.retransmitTimeoutNs = 2_000_000
+        let plan = FaultPlan(drop: 0.03, duplicate: 0.03, reorder: 0.03)
+        let pair = try Pair(
+            server: TapTransport(FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 11)),
+            client: TapTransport(FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 12)), config: config,
+            tls: credentials.config("node-0"))
+        let s = try pair.connect()
+        let total = 2_000
+        let results = try runEchoLoad(
+            pair, sessions: [s], total: total, window: 12, sizes: [8, 700, 4_000], type: TestRequest.countingEcho)
+        #expect(results.ok == total)
+        #expect(pair.counter.counts.count == total && pair.counter.counts.values.allSatisfy { $0 == 1 })
+        #expect(pair.client.endpoint.keyUpdates(session: s) >= 20)
+        // Nonce uniqueness: within one direction and key epoch, a (request, packet) number always
+        // carries the same bytes, retransmissions included. Epochs are counted from phase flips in
+        // each sender's own order.
+        for capture in [pair.client.transport.captured, pair.server.transport.captured] {
+            var epoch = 0
+            var phase = false
+            var seen: [String: [UInt8]] = [:]
+            var repeats = 0
+            for packet in capture {
+                guard let h = header(of: packet, sealed: true) else { continue }
+                if h.keyPhase != phase {
+                    phase = h.keyPhase
+                    epoch += 1
+                }
+                let id = "\(h.destSession)/\(epoch)/\(h.requestNumber)/\(h.packetNumber)"
+                if let earlier = seen[id] {
+                    repeats += 1
+                    #expect(earlier == packet, "nonce \(id) sealed two different packets")
+                } else {
+                    seen[id] = packet
+                }
+            }
+            #expect(epoch >= 20)
+            #expect(repeats > 0)  // there were retransmissions, and they were byte-identical
+        }
+    }
+
+    @Test("a plaintext client and an encrypting server refuse each other")
+    func cryptoMismatch() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"))
+        try registerTestHandlers(nexus)
+        defer { nexus.shutdown() }
+        let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        let client = try Rpc(nexus: nexus, id: 2, transport: try UDPTransport(), config: .plaintext)
+        let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1)
+        let start = DispatchTime.nowNs
+        while client.endpoint.sessionState(s) == .connecting && DispatchTime.nowNs - start < 5_000_000_000 {
+            client.runOnce()
+            server.runOnce()
+        }
+        #expect(client.endpoint.sessionFailure(s) == .cryptoMismatch)
+        #expect(server.endpoint.sessionCount(role: .server) == 0)
+    }
+
+    @Test("an encrypting Rpc needs TLS credentials")
+    func encryptionNeedsTLS() throws {
+        let nexus = try Nexus()
+        defer { nexus.shutdown() }
+        #expect(throws: NexusError.encryptionNeedsTLS) {
+            _ = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        }
+    }
+}
+
+@Suite("Handshake refusal")
+struct HandshakeRefusalTests {
+    /// Tries to connect from a client Nexus with `clientTLS` to a server Nexus with node-0's
+    /// credentials; returns the client's session failure and the server's refusal count.
+    func attempt(serverCredentials: TestCredentials, clientTLS: TLSConfig?) throws -> (SessionError?, Int, String?) {
+        let serverNexus = try Nexus(tls: serverCredentials.config("node-0"))
+        try registerTestHandlers(serverNexus)
+        defer { serverNexus.shutdown() }
+        let clientNexus = try Nexus(tls: clientTLS)
+        defer { clientNexus.shutdown() }
+        let server = try Rpc(nexus: serverNexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        let client = try Rpc(
+            nexus: clientNexus, id: 2, transport: try UDPTransport(), config: clientTLS == nil ? .plaintext : .encrypted())
+        let s = try client.endpoint.createSession(host: "127.0.0.1", port: serverNexus.port, remoteRpcID: 1)
+        let start = DispatchTime.nowNs
+        while client.endpoint.sessionState(s) == .connecting && DispatchTime.nowNs - start < 10_000_000_000 {
+            client.runOnce()
+            server.runOnce()
+        }
+        #expect(client.endpoint.sessionState(s) == .failed)
+        #expect(server.endpoint.sessionCount(role: .server) == 0)
+        // The server's reader thread records the refusal right after the handshake fails.
+        let deadline = DispatchTime.nowNs + 2_000_000_000
+        while serverNexus.handshakeRefusals == 0 && DispatchTime.nowNs < deadline { usleep(1_000) }
+        return (client.endpoint.sessionFailure(s), serverNexus.handshakeRefusals, serverNexus.lastHandshakeRefusal)
+    }
+
+    @Test("a certificate from the cluster CA is accepted (client certificate)")
+    func validClient() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"))
+        try registerTestHandlers(nexus)
+        defer { nexus.shutdown() }
+        let clientNexus = try Nexus(tls: credentials.config("client-0"))
+        defer { clientNexus.shutdown() }
+        let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        let client = try Rpc(nexus: clientNexus, id: 2, transport: try UDPTransport(), config: .encrypted())
+        let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1)
+        let start = DispatchTime.nowNs
+        while client.endpoint.sessionState(s) == .connecting && DispatchTime.nowNs - start < 10_000_000_000 {
+            client.runOnce()
+            server.runOnce()
+        }
+        #expect(client.endpoint.sessionState(s) == .connected)
+        #expect(nexus.handshakeRefusals == 0)
+    }
+
+    @Test("an expired client certificate is refused")
+    func expired() throws {
+        let credentials = try TestCredentials()
+        try ClusterCertificates.issue(directory: credentials.directory, name: "expired", server: false, validFrom: -7_200, validFor: -3_600)
+        let (failure, refusals, reason) = try attempt(serverCredentials: credentials, clientTLS: credentials.config("expired"))
+        #expect(refusals >= 1)
+        #expect(reason?.contains("expired") == true, "\(reason ?? "-")")
+        if case .handshakeFailed = failure {} else { Issue.record("client saw \(String(describing: failure))") }
+    }
+
+    @Test("a certificate from a foreign CA is refused")
+    func foreignCA() throws {
+        let credentials = try TestCredentials()
+        let foreign = try TestCredentials()
+        // The foreign client trusts our CA (so it gets as far as presenting its certificate).
+        let tls = TLSConfig(
+            caFile: credentials.directory + "/ca.pem", certificateFile: foreign.directory + "/client-0.pem",
+            keyFile: foreign.directory + "/client-0.key")
+        let (failure, refusals, _) = try attempt(serverCredentials: credentials, clientTLS: tls)
+        #expect(refusals >= 1)
+        #expect(failure != nil)
+    }
+
+    @Test("a client speaking plain TCP gets no session")
+    func plaintextClient() throws {
+        let credentials = try TestCredentials()
+        let (failure, refusals, _) = try attempt(serverCredentials: credentials, clientTLS: nil)
+        #expect(refusals >= 1)
+        #expect(failure != nil)
+    }
+
+    /// What `openssl s_client` without `-cert` does: a TLS 1.3 client with no certificate.
+    @Test("a TLS client without a certificate cannot complete a handshake")
+    func noCertificate() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"))
+        defer { nexus.shutdown() }
+        var message = [CChar](repeating: 0, count: 512)
+        var request = [UInt8](repeating: 0, count: 64)
+        var response = [UInt8](repeating: 0, count: 64)
+        let ok = ee_tls_probe(
+            0x7F00_0001, nexus.port, credentials.directory + "/ca.pem", nil, nil, &request, &response, 64, &message, 512)
+        #expect(ok == 0)
+        let deadline = DispatchTime.nowNs + 2_000_000_000
+        while nexus.handshakeRefusals == 0 && DispatchTime.nowNs < deadline { usleep(1_000) }
+        #expect(nexus.handshakeRefusals >= 1)
+        #expect(nexus.lastHandshakeRefusal != nil)
+        // The same probe with a cluster certificate completes the handshake (the exchange then
+        // fails only because 64 zero bytes are not a session-management message).
+        let withCert = ee_tls_probe(
+            0x7F00_0001, nexus.port, credentials.directory + "/ca.pem", credentials.directory + "/client-0.pem",
+            credentials.directory + "/client-0.key", &request, &response, 64, &message, 512)
+        #expect(withCert == 0)
+        #expect(String(cString: message).contains("read after handshake"))
+    }
+}
