@@ -183,3 +183,9 @@ int ee_resolve_ipv4(const char *host, uint32_t *out) {
     freeaddrinfo(res);
     return 0;
 }
+
+uint64_t ee_thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}

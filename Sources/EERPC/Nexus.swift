@@ -10,6 +10,8 @@ public enum NexusError: Error, Equatable, Sendable {
     case credentials(String)
     /// An encrypting Rpc needs a Nexus with TLS credentials (the keys come from its handshakes).
     case encryptionNeedsTLS
+    /// `.offload` and `.adaptive` need a Nexus with at least one AES pool worker.
+    case noAESPool
     case handlersFrozen
     case duplicateRpcID(UInt8)
     /// A background handler needs a Nexus started with at least one background thread.
@@ -27,6 +29,8 @@ public final class Nexus: @unchecked Sendable {
     public let host: String
     public let port: UInt16
     let sharedPool: SharedBufferPool
+    /// The shared background AES pool used by `.offload` and `.adaptive` Rpcs (nil with 0 workers).
+    public let aesPool: AESPool?
 
     private let state = Mutex<State>(State())
     private struct State {
@@ -57,7 +61,7 @@ public final class Nexus: @unchecked Sendable {
     /// authentication against the cluster CA, and encrypted sessions take their keys from it.
     public init(
         host: String = "127.0.0.1", port: UInt16 = 0, backgroundThreads: Int = 1, numaNode: Int = 0,
-        tls: TLSConfig? = nil
+        tls: TLSConfig? = nil, aesWorkers: Int = 1
     ) throws(NexusError) {
         var ip: UInt32 = 0
         guard ee_resolve_ipv4(host, &ip) == 0 else { throw .unresolvableHost(host) }
@@ -78,6 +82,7 @@ public final class Nexus: @unchecked Sendable {
         self.port = UInt16(bound)
         listenFD = fd
         sharedPool = SharedBufferPool(numaNode: numaNode)
+        aesPool = aesWorkers > 0 ? AESPool(workers: aesWorkers) : nil
         for i in 0..<backgroundThreads { self.backgroundThreads.append(BackgroundThread(index: i, nexus: self)) }
         // unowned(unsafe): shutdown() joins this thread, at the latest from deinit, so the memory
         // outlives it; plain `unowned` would trap when the loop notices shutdown during deinit.
@@ -97,6 +102,7 @@ public final class Nexus: @unchecked Sendable {
         listener?.join()
         close(listenFD)
         for t in backgroundThreads { t.stop() }
+        aesPool?.shutdown()
     }
 
     /// Registers the handler for request type `type`. Only before the first Rpc is created.

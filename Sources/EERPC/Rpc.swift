@@ -34,6 +34,7 @@ public final class Rpc<T: Transport & ~Copyable> {
         throws(NexusError)
     {
         if config.crypto.encrypts && nexus.tls == nil { throw .encryptionNeedsTLS }
+        if config.crypto.usesPool && nexus.aesPool == nil { throw .noAESPool }
         if !config.crypto.encrypts {
             warnOnce(
                 "eeRPC WARNING: Rpc \(id) runs with crypto mode none: its data-plane packets are neither encrypted "
@@ -64,6 +65,7 @@ public final class Rpc<T: Transport & ~Copyable> {
         if e.sessionManagementPending.load(ordering: .acquiring) > 0 { handleSessionManagement() }
         let n = transport.receive()
         for i in 0..<n { e.process(transport.received(i)) }
+        if e.rxOffload.count > 0 { e.harvestOpened() }
         if e.stallCount > 0 { e.processStallQueue() }
         if !e.backgroundResponses.isEmpty { e.drainBackgroundResponses() }
         if e.now &- e.lastLossScan > e.lossScanInterval { e.scanForLoss() }
@@ -92,15 +94,51 @@ public final class Rpc<T: Transport & ~Copyable> {
         var sent = 0
         while sent < e.txCount {
             let n = min(e.txCount - sent, e.txBurst)
+            var out = n
             if e.encrypts {
-                for i in 0..<n { e.sealIfNeeded(e.txQueue + sent + i, staging: e.txStaging + i * e.txStagingSlot) }
+                // Packets for the AES pool leave the queue; the rest are sealed here, compacted
+                // to the front of the burst.
+                out = 0
+                let burst = e.txQueue + sent
+                for i in 0..<n {
+                    if e.offloads(messageSize: Int(UInt64(littleEndian: burst[i].header0) >> 40)) {
+                        while !e.submitSeal(burst + i) {
+                            sendSealed()
+                            spinPause()
+                        }
+                        continue
+                    }
+                    if out != i { burst[out] = burst[i] }
+                    e.sealIfNeeded(burst + out, staging: e.txStaging + out * e.txStagingSlot)
+                    out += 1
+                }
             }
             // The whole burst goes out before its staging slots are reused.
             var done = 0
-            while done < n { done += transport.transmit(e.txQueue + sent + done, count: n - done) }
+            while done < out { done += transport.transmit(e.txQueue + sent + done, count: out - done) }
             sent += n
         }
         e.didFlush()
+        if e.txOffload.count > 0 { sendSealed() }
+    }
+
+    /// Sends the packets the AES pool has sealed, in the order they were queued.
+    private func sendSealed() {
+        let e = endpoint
+        var batch = 0
+        while let item = e.nextSealed() {
+            // The sealed bytes stay in the ring's staging slots until the next submission, which
+            // comes after this burst is sent.
+            e.sealedBurst[batch] = item
+            batch += 1
+            if batch == e.txBurst {
+                var done = 0
+                while done < batch { done += transport.transmit(e.sealedBurst + done, count: batch - done) }
+                batch = 0
+            }
+        }
+        var done = 0
+        while done < batch { done += transport.transmit(e.sealedBurst + done, count: batch - done) }
     }
 
     private func handleSessionManagement() {

@@ -64,6 +64,13 @@ public final class RpcEndpoint: @unchecked Sendable {
     let slots: UnsafeMutablePointer<Slot>
     let handlers: [HandlerEntry?]
     var pool: BufferPool
+    /// Packets waiting for the AES pool (sealing before TX, opening before processing).
+    var txOffload: OffloadRing
+    var rxOffload: OffloadRing
+    let aesPool: AESPool?
+    /// Packets of messages at least this large go to the AES pool (0: all; Int.max: none).
+    let offloadThreshold: Int
+    var offloadsReceive: Bool { offloadThreshold != Int.max }
     /// Data-plane keys per session (all disabled when the crypto mode is `.none`).
     let crypto: UnsafeMutablePointer<SessionCrypto>
     /// One MTU of scratch space: a packet is copied here before trying a second key on it.
@@ -78,6 +85,8 @@ public final class RpcEndpoint: @unchecked Sendable {
     let txStaging: UnsafeMutableRawPointer
     let txStagingSlot: Int
     let txBurst: Int
+    /// A burst of packets the AES pool has sealed, on their way to the transport.
+    let sealedBurst: UnsafeMutablePointer<TxItem>
     /// Incremented at every flush; a slot that queued packets since the last flush carries it.
     var flushEpoch: UInt64 = 1
 
@@ -118,6 +127,18 @@ public final class RpcEndpoint: @unchecked Sendable {
         txBurst = burst
         txStagingSlot = (mtu + 2 * Wire.tagSize + 63) & ~63
         txStaging = .allocate(byteCount: txStagingSlot * burst, alignment: 64)
+        sealedBurst = .allocate(capacity: burst)
+        aesPool = config.crypto.usesPool ? nexus.aesPool : nil
+        offloadThreshold =
+            switch config.crypto {
+            case .none, .inline: Int.max
+            case .offload: 0
+            case .adaptive(let threshold): threshold ?? nexus.aesPool?.adaptiveThreshold(config.backend) ?? Int.max
+            }
+        // Enough entries for a few bursts in flight; the staging memory is capped at 16 MiB a ring.
+        let ringEntries = aesPool == nil ? 1 : max(32, min(512, (16 << 20) / txStagingSlot))
+        txOffload = OffloadRing(capacity: ringEntries, slotSize: txStagingSlot)
+        rxOffload = OffloadRing(capacity: ringEntries, slotSize: txStagingSlot)
         self.sharedPool = nexus.sharedPool
         precondition(config.maxSessions > 0 && config.maxSessions < Int(SessionManagementMessage.unknownSession))
         maxSessions = config.maxSessions
@@ -166,8 +187,12 @@ public final class RpcEndpoint: @unchecked Sendable {
         scratch.deallocate()
         slots.deinitialize(count: maxSessions * Wire.sessionRequestWindow)
         slots.deallocate()
+        waitForOffloadedJobs()
+        txOffload.deallocate()
+        rxOffload.deallocate()
         txQueue.deallocate()
         txStaging.deallocate()
+        sealedBurst.deallocate()
         stallQueue.deallocate()
         dropCounts.deallocate()
     }
@@ -241,6 +266,7 @@ public final class RpcEndpoint: @unchecked Sendable {
     /// into go back to a pool (or back to the application, which may refill them: sending them
     /// later would put different bytes under a packet number already used).
     func withdrawQueuedPackets(slot k: Int) {
+        cancelOffloadedPackets(slot: k)
         guard slots[k].queuedEpoch == flushEpoch else { return }
         var kept = 0
         for i in 0..<txCount where txQueue[i].owner != Int32(k) {
@@ -288,11 +314,17 @@ public final class RpcEndpoint: @unchecked Sendable {
         }
         var payloadCount = packet.count - Wire.headerSize
         if encrypts {
+            if offloadsReceive && submitOpen(base, length: packet.count, header: header, session: s) { return }
             // Verify before acting: nothing below runs for a packet that does not authenticate.
             guard let n = openPacket(base, length: packet.count, header: header, session: s) else { return }
             payloadCount = n
         }
-        let payload = UnsafeRawBufferPointer(start: base + Wire.headerSize, count: payloadCount)
+        dispatch(header, payload: UnsafeRawBufferPointer(start: base + Wire.headerSize, count: payloadCount), session: s)
+    }
+
+    /// Hands an authenticated (or plaintext-session) packet to the protocol.
+    @inline(__always)
+    func dispatch(_ header: PacketHeader, payload: UnsafeRawBufferPointer, session s: Int) {
         switch (sessions[s].role, header.type) {
         case (.server, .request): serverReceiveRequest(header, payload: payload, session: s)
         case (.server, .requestForResponse): serverReceiveRFR(header, session: s)

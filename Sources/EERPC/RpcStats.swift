@@ -12,6 +12,9 @@ public struct RpcStats: Sendable, Equatable {
     public var packetsSent: UInt64 = 0
     /// Responses given for a request that was no longer current (ignored).
     public var staleResponses: UInt64 = 0
+    /// Packets sealed and opened by the AES pool (the rest of an encrypted Rpc's are inline).
+    public var offloadedSeals: UInt64 = 0
+    public var offloadedOpens: UInt64 = 0
     /// Packets dropped, by reason.
     public var drops: [DropReason: UInt64] = [:]
 

@@ -324,3 +324,82 @@ struct HandshakeRefusalTests {
         #expect(String(cString: message).contains("read after handshake"))
     }
 }
+
+@Suite("Crypto modes and the AES pool")
+struct CryptoModeTests {
+    static let modes: [CryptoMode] = [.inline, .offload, .adaptive(thresholdBytes: 2_000), .adaptive]
+
+    @Test("inline, offload and adaptive give identical results", arguments: modes)
+    func identicalResults(mode: CryptoMode) throws {
+        let credentials = try TestCredentials()
+        var config = RpcConfig.encrypted()
+        config.crypto = mode
+        let pair = try Pair(config: config, backgroundThreads: 1, tls: credentials.config("node-0"))
+        let s = try pair.connect()
+        let sizes = [0, 8, 1_000, 1_440, 3_000, 20_000, 300_000]
+        let results = try runEchoLoad(pair, sessions: [s], total: 700, window: 12, sizes: sizes, type: TestRequest.countingEcho)
+        #expect(results.ok == 700)
+        #expect(pair.counter.counts.values.allSatisfy { $0 == 1 })
+        let client = pair.client.stats
+        let server = pair.server.stats
+        switch mode {
+        case .inline:
+            #expect(client.offloadedSeals == 0 && server.offloadedOpens == 0)
+        case .offload:
+            // Everything goes through the pool, control packets included.
+            #expect(client.offloadedSeals == client.packetsSent)
+            #expect(server.offloadedOpens > 0 && client.offloadedOpens > 0)
+        case .adaptive(let threshold):
+            if threshold == 2_000 {
+                #expect(client.offloadedSeals > 0 && client.offloadedSeals < client.packetsSent)
+                #expect(server.offloadedOpens > 0)
+            }
+        case .none: Issue.record("not an encrypted mode")
+        }
+        #expect(client.drops(.authenticationFailed) == 0 && server.drops(.authenticationFailed) == 0)
+    }
+
+    @Test("the pool works with the OpenSSL backend too (per-worker contexts)")
+    func openSSLPool() throws {
+        let credentials = try TestCredentials()
+        var config = RpcConfig.encrypted(.openSSL)
+        config.crypto = .offload
+        let pair = try Pair(config: config, tls: credentials.config("node-0"))
+        let s = try pair.connect()
+        let results = try runEchoLoad(pair, sessions: [s], total: 300, window: 8, sizes: [16, 5_000])
+        #expect(results.ok == 300)
+        #expect(pair.client.stats.offloadedSeals > 0)
+    }
+
+    @Test("key updates while packets are in the pool, through loss")
+    func keyUpdatesWithPool() throws {
+        let credentials = try TestCredentials()
+        var config = RpcConfig.encrypted()
+        config.crypto = .offload
+        config.keyUpdatePackets = 50
+        config.retransmitTimeoutNs = 2_000_000
+        let plan = FaultPlan(drop: 0.03, duplicate: 0.03, reorder: 0.03)
+        let pair = try Pair(
+            server: FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 21),
+            client: FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 22), config: config,
+            tls: credentials.config("node-0"))
+        let s = try pair.connect()
+        let results = try runEchoLoad(
+            pair, sessions: [s], total: 1_500, window: 12, sizes: [8, 2_000, 9_000], type: TestRequest.countingEcho)
+        #expect(results.ok == 1_500)
+        #expect(pair.counter.counts.count == 1_500 && pair.counter.counts.values.allSatisfy { $0 == 1 })
+        #expect(pair.client.endpoint.keyUpdates(session: s) >= 10)
+    }
+
+    @Test("the start-up calibration finds a threshold between two packet sizes")
+    func calibration() throws {
+        let nexus = try Nexus(aesWorkers: 1)
+        defer { nexus.shutdown() }
+        let result = nexus.aesPool!.calibrate(.ipsecMB)
+        #expect(result.handoffNs > 0)
+        #expect(result.inlineNs.count > 5)
+        // Sealing cost grows with size.
+        #expect(result.inlineNs.last!.1 > result.inlineNs.first!.1)
+        #expect(result.threshold == Int.max || result.inlineNs.contains { $0.0 == result.threshold })
+    }
+}

@@ -62,4 +62,16 @@ void ee_shutdown(int fd);
 /// Resolves a host name or dotted quad to an IPv4 address (host order). Returns 0 or -1.
 int ee_resolve_ipv4(const char *host, uint32_t *out_ip_host_order);
 
+
+
+/// The CPU's spin-wait hint (PAUSE on x86); returns 0.
+static inline int ee_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    return 0;
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds.
+uint64_t ee_thread_cpu_ns(void);
 #endif

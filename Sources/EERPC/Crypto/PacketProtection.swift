@@ -16,6 +16,7 @@
 extension RpcEndpoint {
     /// Derives and installs a session's keys. False if a derivation failed.
     func installKeys(session s: Int, transmit: Secret, receive: Secret) -> Bool {
+        waitForOffloadedJobs()
         crypto[s].release()
         guard
             let tx = DirectionKeys(secret: transmit, backend: config.backend, algorithm: config.algorithm, now: now),
@@ -61,11 +62,18 @@ extension RpcEndpoint {
     /// Client: starts a key update when the current key has sealed enough or lived long enough,
     /// unless the previous update is still unanswered.
     @inline(__always)
-    private func maybeStartKeyUpdate(session s: Int) {
+    func maybeStartKeyUpdate(session s: Int) {
         let keys = crypto[s].tx.unsafelyUnwrapped
         guard !crypto[s].updatePending,
             keys.sealed >= config.keyUpdatePackets || now &- keys.phaseStarted >= config.keyUpdateIntervalNs
         else { return }
+        startKeyUpdate(session: s)
+    }
+
+    @inline(never)
+    private func startKeyUpdate(session s: Int) {
+        // Jobs in the pool may still use the key that `advance` retires.
+        waitForOffloadedJobs()
         if crypto[s].tx!.advance(now: now) { crypto[s].updatePending = true }
     }
 
@@ -132,6 +140,7 @@ extension RpcEndpoint {
 
     /// The peer sent its first authenticated packet in the next phase.
     private func advanceReceivePhase(session s: Int) {
+        waitForOffloadedJobs()
         guard crypto[s].rx!.advance(now: now) else { return }
         switch sessions[s].role {
         case .server:

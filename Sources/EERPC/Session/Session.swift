@@ -71,6 +71,8 @@ struct Slot {
     var retriesWithoutProgress = 0
     /// The flush epoch in which this slot last queued a packet (see `withdrawQueuedPackets`).
     var queuedEpoch: UInt64 = 0
+    /// Packets of this slot waiting in the AES pool to be sealed.
+    var offloadPending = 0
 
     // MARK: Server
     /// Request being assembled (multi-packet) or copied for a background handler.

@@ -278,6 +278,7 @@ extension RpcEndpoint {
             if let p = slots[k].preallocated { free(p) }
         }
         sessions[s].backlog.release()
+        if crypto[s].enabled { waitForOffloadedJobs() }
         crypto[s].release()
         sessions[s] = Session()
         resetSlots(session: s)

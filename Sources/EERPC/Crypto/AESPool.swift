@@ -1,0 +1,248 @@
+import CSystemShims
+import Glibc
+import Synchronization
+
+/// One AEAD operation handed to the pool. Trivial, so it crosses threads through a lock-free ring.
+///
+/// Memory: `source`, `destination`, `tag`, `nonce` and `aad` point into buffers owned by the
+/// submitting endpoint, which keeps them (and the key) alive until `done` is set.
+struct AESJob: BitwiseCopyable {
+    var seal: Bool
+    var key: KeyHandle
+    var nonce: UnsafeRawPointer
+    var aad: UnsafeRawPointer
+    var aadCount: Int
+    var source: UnsafeRawPointer
+    var destination: UnsafeMutableRawPointer
+    var count: Int
+    var tag: UnsafeMutableRawPointer
+    /// Set to 1 (sealed, or opened and verified) or 2 (failed to verify), with release ordering.
+    var done: UnsafePointer<Atomic<UInt32>>
+}
+
+/// The Nexus's shared background AES pool: N worker threads, each fed by a lock-free ring that
+/// every dispatch thread may post to. A worker spins briefly when its ring is empty, then
+/// sleeps on a semaphore; posting costs a ring push, plus a semaphore post only when the worker
+/// sleeps.
+public final class AESPool: @unchecked Sendable {
+    public let workerCount: Int
+    private let workers: [AESWorker]
+    private let next = Atomic<Int>(0)
+
+    init(workers: Int) {
+        workerCount = workers
+        self.workers = (0..<workers).map { AESWorker(index: $0) }
+    }
+
+    func shutdown() { for w in workers { w.stop() } }
+
+    private let thresholds = Mutex<[AEADBackendKind: Int]>([:])
+
+    /// The message size from which handing a packet to the pool costs the dispatch thread less
+    /// than sealing it inline, measured once per backend on first use (a few milliseconds).
+    public func adaptiveThreshold(_ backend: AEADBackendKind) -> Int {
+        if let known = thresholds.withLock({ $0[backend] }) { return known }
+        let measured = calibrate(backend).threshold
+        thresholds.withLock { $0[backend] = measured }
+        return measured
+    }
+
+    /// Measures, on the calling thread, the inline cost of sealing each size and the dispatch
+    /// thread's cost of one hand-off (build the job, push it, later find it done), waiting excluded.
+    public func calibrate(_ backend: AEADBackendKind) -> (threshold: Int, inlineNs: [(Int, Double)], handoffNs: Double) {
+        let sizes = [64, 128, 256, 512, 1_024, 1_440, 2_048, 4_096, 8_192, 16_384, 65_536]
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 65_536 + 256, alignment: 64)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0x5A, count: 65_536 + 256)
+        guard let key = try? KeyHandle.make(backend: backend, key: UnsafeRawBufferPointer(start: buffer, count: 16))
+        else { return (Int.max, [], 0) }
+        defer { key.destroy() }
+        let nonce = buffer, aad = buffer + 16, tag = buffer + 32, data = buffer + 64
+        var inline: [(Int, Double)] = []
+        for size in sizes {
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let rounds = max(20, 200_000 / size)
+                let start = ee_now_ns()
+                for _ in 0..<rounds {
+                    key.seal(nonce: nonce, aad: aad, aadCount: 16, source: data, destination: data, count: size, tag: tag)
+                }
+                best = min(best, Double(ee_now_ns() &- start) / Double(rounds))
+            }
+            inline.append((size, best))
+        }
+        // Hand-off: batches of 32 empty seals, timing only the submitting and the harvesting.
+        let flags = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: 32)
+        for i in 0..<32 { (flags + i).initialize(to: Atomic(0)) }
+        defer {
+            flags.deinitialize(count: 32)
+            flags.deallocate()
+        }
+        var handoff = Double.infinity
+        for _ in 0..<20 {
+            var spent: UInt64 = 0
+            var t = ee_now_ns()
+            for i in 0..<32 {
+                flags[i].store(0, ordering: .relaxed)
+                let job = AESJob(
+                    seal: true, key: key, nonce: nonce, aad: aad, aadCount: 16, source: data, destination: data + 128,
+                    count: 0, tag: tag, done: UnsafePointer(flags + i))
+                while !submit(job) { spinPause() }
+            }
+            spent &+= ee_now_ns() &- t
+            for i in 0..<32 { while flags[i].load(ordering: .acquiring) == 0 { spinPause() } }
+            t = ee_now_ns()
+            var finished = 0
+            for i in 0..<32 where flags[i].load(ordering: .acquiring) != 0 { finished += 1 }
+            spent &+= ee_now_ns() &- t
+            if finished == 32 { handoff = min(handoff, Double(spent) / 32) }
+        }
+        let threshold = inline.first { $0.1 > handoff }?.0 ?? Int.max
+        return (threshold, inline, handoff)
+    }
+
+    /// Posts a job to the next worker (round robin). False if every ring is full.
+    @inline(__always)
+    func submit(_ job: AESJob) -> Bool {
+        let start = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        for i in 0..<workerCount where workers[(start &+ i) % workerCount].submit(job) { return true }
+        return false
+    }
+
+    /// Pins worker `i` to a CPU (benchmarks and deployments that dedicate a core to crypto).
+    public func pin(worker i: Int, to cpu: Int) { workers[i].pin(to: cpu) }
+}
+
+final class AESWorker: @unchecked Sendable {
+    private let queue = BoundedQueue<AESJob>(capacity: 4_096)
+    private let semaphore: UnsafeMutablePointer<sem_t>
+    private let sleeping = Atomic<Bool>(false)
+    private let running = Atomic<Bool>(true)
+    private let pinRequest = Atomic<Int>(-1)
+    private var thread: JoinableThread?
+    /// OpenSSL contexts are per thread: this worker keys its own from the job's raw key.
+    private var openSSLKeys = OpenSSLKeyCache()
+
+    init(index: Int) {
+        semaphore = .allocate(capacity: 1)
+        sem_init(semaphore, 0, 0)
+        // unowned(unsafe): stop() joins the thread before the worker can go away.
+        thread = Threads.spawn(name: "eerpc-aes-\(index)") { [unowned(unsafe) self] in self.run() }
+    }
+
+    deinit {
+        openSSLKeys.release()
+        sem_destroy(semaphore)
+        semaphore.deallocate()
+    }
+
+    @inline(__always)
+    func submit(_ job: AESJob) -> Bool {
+        guard queue.push(job) else { return false }
+        // Dekker-style hand-shake with the worker's `sleeping.store` then queue re-check: the full
+        // fence keeps our push from being reordered after this load (x86 reorders a store with a
+        // later load), so either the worker sees the job or we see it sleeping and wake it.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if sleeping.load(ordering: .relaxed) { sem_post(semaphore) }
+        return true
+    }
+
+    func pin(to cpu: Int) { pinRequest.store(cpu, ordering: .releasing) }
+
+    func stop() {
+        running.store(false, ordering: .sequentiallyConsistent)
+        sem_post(semaphore)
+        thread?.join()
+        thread = nil
+    }
+
+    private func run() {
+        var idleSpins = 0
+        while true {
+            if let job = queue.pop() {
+                execute(job)
+                idleSpins = 0
+                continue
+            }
+            if !running.load(ordering: .acquiring) { return }
+            let cpu = pinRequest.exchange(-1, ordering: .acquiring)
+            if cpu >= 0 { Threads.pinCurrentThread(to: cpu) }
+            // Spin ~20 µs before sleeping: back-to-back packets should not pay a futex wake.
+            idleSpins += 1
+            if idleSpins < 2_000 {
+                spinPause()
+                continue
+            }
+            sleeping.store(true, ordering: .relaxed)
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if queue.isEmpty && running.load(ordering: .relaxed) {
+                while sem_wait(semaphore) != 0 && errno == EINTR {}
+            }
+            sleeping.store(false, ordering: .relaxed)
+            idleSpins = 0
+        }
+    }
+
+    @inline(__always)
+    private func execute(_ job: AESJob) {
+        var ok = true
+        switch job.key.backend {
+        case .ipsecMB:
+            if job.seal {
+                job.key.seal(
+                    nonce: job.nonce, aad: job.aad, aadCount: job.aadCount, source: job.source,
+                    destination: job.destination, count: job.count, tag: job.tag)
+            } else {
+                ok = job.key.open(
+                    nonce: job.nonce, aad: job.aad, aadCount: job.aadCount, source: job.source,
+                    destination: job.destination, count: job.count, tag: job.tag)
+            }
+        case .openSSL:
+            let key = openSSLKeys.key(for: job.key)
+            if job.seal {
+                key.seal(
+                    nonce: job.nonce, aad: job.aad, aadCount: job.aadCount, source: job.source,
+                    destination: job.destination, count: job.count, tag: job.tag)
+            } else {
+                ok = key.open(
+                    nonce: job.nonce, aad: job.aad, aadCount: job.aadCount, source: job.source,
+                    destination: job.destination, count: job.count, tag: job.tag)
+            }
+        }
+        job.done.pointee.store(ok ? 1 : 2, ordering: .releasing)
+    }
+}
+
+@inline(__always)
+func spinPause() {
+    #if arch(x86_64)
+    _ = ee_cpu_relax()
+    #endif
+}
+
+/// A worker's own OpenSSL contexts for the keys it has seen: a handful of entries matched by
+/// the raw key bytes (a key's state may be reused for another key once its session ends).
+struct OpenSSLKeyCache {
+    private var entries: [(raw: (UInt64, UInt64, UInt64, UInt64), key: KeyHandle)] = []
+    private var nextVictim = 0
+
+    mutating func key(for handle: KeyHandle) -> KeyHandle {
+        let raw = handle.rawKey.loadUnaligned(as: (UInt64, UInt64, UInt64, UInt64).self)
+        for e in entries where e.raw == raw && e.key.algorithm == handle.algorithm { return e.key }
+        let bytes = UnsafeRawBufferPointer(start: handle.rawKey, count: handle.algorithm.keyLength)
+        let fresh = try! KeyHandle.make(backend: .openSSL, key: bytes)
+        if entries.count < 16 {
+            entries.append((raw, fresh))
+        } else {
+            entries[nextVictim].key.destroy()
+            entries[nextVictim] = (raw, fresh)
+            nextVictim = (nextVictim + 1) % 16
+        }
+        return fresh
+    }
+
+    mutating func release() {
+        for e in entries { e.key.destroy() }
+        entries = []
+    }
+}

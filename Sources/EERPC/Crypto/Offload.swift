@@ -1,0 +1,217 @@
+import Synchronization
+
+/// A packet waiting for the AES pool.
+struct OffloadEntry: BitwiseCopyable {
+    /// TX: the packet to send once sealed (its header is the job's AAD, so it stays here).
+    var item: TxItem
+    /// RX: the received packet's length (the packet itself is in the staging slot).
+    var length: Int
+    var session: Int32
+    /// The session's token at submission: a packet of a session released meanwhile is dropped.
+    var token: UInt64
+    /// The slot whose buffer a TX job reads; withdrawn slots cancel their jobs.
+    var owner: Int32
+    var cancelled: Bool
+}
+
+/// A FIFO of packets handed to the AES pool, each with a staging slot (an MTU plus tag and
+/// nonce room) and a completion flag the worker sets. The dispatch thread harvests from the
+/// head only, so packets leave in the order they arrived, whichever worker finished first.
+///
+/// Memory: all three arrays are allocated at init and freed by `deallocate()`, which the endpoint
+/// calls after every job has completed.
+struct OffloadRing {
+    let capacity: Int
+    let slotSize: Int
+    let entries: UnsafeMutablePointer<OffloadEntry>
+    let flags: UnsafeMutablePointer<Atomic<UInt32>>
+    let staging: UnsafeMutableRawPointer
+    var head = 0
+    var count = 0
+
+    init(capacity: Int, slotSize: Int) {
+        self.capacity = capacity
+        self.slotSize = slotSize
+        entries = .allocate(capacity: capacity)
+        flags = .allocate(capacity: capacity)
+        for i in 0..<capacity { (flags + i).initialize(to: Atomic(0)) }
+        staging = .allocate(byteCount: capacity * slotSize, alignment: 64)
+    }
+
+    func deallocate() {
+        entries.deallocate()
+        flags.deinitialize(count: capacity)
+        flags.deallocate()
+        staging.deallocate()
+    }
+
+    var isFull: Bool { count == capacity }
+
+    /// The next free entry's index (the caller fills it, then `commit`s).
+    @inline(__always) var tail: Int { (head + count) % capacity }
+    @inline(__always) func slot(_ i: Int) -> UnsafeMutableRawPointer { staging + i * slotSize }
+    @inline(__always) mutating func commit() { count += 1 }
+
+    /// The head entry's index if its job has finished: 1 = success, 2 = failed to verify.
+    @inline(__always) func finishedHead() -> (index: Int, result: UInt32)? {
+        guard count > 0 else { return nil }
+        let r = flags[head].load(ordering: .acquiring)
+        return r == 0 ? nil : (head, r)
+    }
+
+    @inline(__always) mutating func popHead() {
+        head = (head + 1) % capacity
+        count -= 1
+    }
+
+    /// Spins until every submitted job has finished (before keys or buffers they use go away).
+    func waitForAll() {
+        var i = head
+        for _ in 0..<count {
+            while flags[i].load(ordering: .acquiring) == 0 { spinPause() }
+            i = (i + 1) % capacity
+        }
+    }
+}
+
+extension RpcEndpoint {
+    /// Whether a packet of a message of this size goes through the AES pool. Whole messages go
+    /// one way, so their packets cannot overtake each other.
+    @inline(__always)
+    func offloads(messageSize: Int) -> Bool { aesPool != nil && messageSize >= offloadThreshold }
+
+    /// TX: hands one queued packet of an encrypted session to the AES pool. False: the ring or
+    /// the pool is full; the caller sends what is sealed and tries again (never inline, which
+    /// would let this packet overtake the ones of its message still in the pool).
+    @inline(__always)
+    func submitSeal(_ item: UnsafeMutablePointer<TxItem>) -> Bool {
+        guard !txOffload.isFull, let pool = aesPool else { return false }
+        let k = Int(item.pointee.owner)
+        let s = k / Wire.sessionRequestWindow
+        if sessions[s].role == .client { maybeStartKeyUpdate(session: s) }
+        let keys = crypto[s].tx.unsafelyUnwrapped
+        let i = txOffload.tail
+        let entry = txOffload.entries + i
+        let staging = txOffload.slot(i)
+        let length = item.pointee.dataLength
+        entry.initialize(
+            to: OffloadEntry(item: item.pointee, length: length, session: Int32(s), token: sessions[s].token,
+                owner: Int32(k), cancelled: false))
+        if keys.phase { entry.pointee.item.header0 |= UInt64(0x80 << 8).littleEndian }
+        let header1 = UInt64(littleEndian: entry.pointee.item.header1)
+        let nonce = staging + length + Wire.tagSize
+        keys.current.writeNonce(
+            requestNumber: header1 & PacketHeader.maxRequestNumber,
+            packetNumber: UInt16(truncatingIfNeeded: header1 >> 48), to: nonce)
+        txOffload.flags[i].store(0, ordering: .relaxed)
+        let job = AESJob(
+            seal: true, key: keys.current.key, nonce: nonce, aad: UnsafeRawPointer(entry), aadCount: Wire.headerSize,
+            source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
+            tag: staging + length, done: UnsafePointer(txOffload.flags + i))
+        guard pool.submit(job) else { return false }
+        entry.pointee.item.data = UnsafeRawPointer(staging)
+        entry.pointee.item.dataLength = length + Wire.tagSize
+        txOffload.commit()
+        counters.offloadedSeals &+= 1
+        slots[k].offloadPending += 1
+        crypto[s].tx!.sealed &+= 1
+        return true
+    }
+
+    /// TX: the next sealed packet ready to send, in submission order (nil: none finished yet).
+    /// Cancelled packets are skipped. The item's data stays valid until the next submission.
+    @inline(__always)
+    func nextSealed() -> TxItem? {
+        while let (i, _) = txOffload.finishedHead() {
+            let entry = txOffload.entries[i]
+            txOffload.popHead()
+            slots[Int(entry.owner)].offloadPending -= 1
+            if !entry.cancelled { return entry.item }
+        }
+        return nil
+    }
+
+    /// RX: hands an encrypted packet of a large enough message to the AES pool. False: open it
+    /// inline (small message, control packet, or a key-phase change, which is handled inline).
+    /// A full ring or pool is waited out, processing what has been opened meanwhile.
+    @inline(__always)
+    func submitOpen(_ base: UnsafeMutableRawPointer, length: Int, header: PacketHeader, session s: Int) -> Bool {
+        guard offloads(messageSize: Int(header.messageSize)), length >= Wire.headerSize + Wire.tagSize,
+            let pool = aesPool
+        else { return false }
+        let rx = crypto[s].rx.unsafelyUnwrapped
+        guard header.keyPhase == rx.phase else {
+            // The phase change is handled inline; let what is in the pool go first.
+            while rxOffload.count > 0 {
+                harvestOpened()
+                spinPause()
+            }
+            return false
+        }
+        while rxOffload.isFull {
+            harvestOpened()
+            spinPause()
+        }
+        let i = rxOffload.tail
+        let staging = rxOffload.slot(i)
+        staging.copyMemory(from: base, byteCount: length)
+        let count = length - Wire.headerSize - Wire.tagSize
+        let nonce = staging + length
+        rx.current.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+        rxOffload.entries[i] = OffloadEntry(
+            item: TxItem(header: header, data: nil, dataLength: 0, route: UnsafePointer(routes)), length: length,
+            session: Int32(s), token: sessions[s].token, owner: -1, cancelled: false)
+        rxOffload.flags[i].store(0, ordering: .relaxed)
+        let body = staging + Wire.headerSize
+        let job = AESJob(
+            seal: false, key: rx.current.key, nonce: nonce, aad: UnsafeRawPointer(staging), aadCount: Wire.headerSize,
+            source: body, destination: body, count: count, tag: body + count,
+            done: UnsafePointer(rxOffload.flags + i))
+        while !pool.submit(job) { spinPause() }
+        rxOffload.commit()
+        counters.offloadedOpens &+= 1
+        return true
+    }
+
+    /// RX: processes the packets the pool has opened, in arrival order.
+    func harvestOpened() {
+        while let (i, result) = rxOffload.finishedHead() {
+            let entry = rxOffload.entries[i]
+            let s = Int(entry.session)
+            if result != 1 {
+                drop(.authenticationFailed)
+            } else if sessions[s].token != entry.token
+                || (sessions[s].state != .connected && sessions[s].state != .disconnecting)
+            {
+                drop(.unknownSession)  // the session ended while the packet was being opened
+            } else {
+                let staging = rxOffload.slot(i)
+                let header = (try? PacketHeader.parse(staging, length: entry.length, trailer: Wire.tagSize).get())
+                if let header {
+                    dispatch(
+                        header,
+                        payload: UnsafeRawBufferPointer(
+                            start: staging + Wire.headerSize, count: entry.length - Wire.headerSize - Wire.tagSize),
+                        session: s)
+                }
+            }
+            rxOffload.popHead()
+        }
+    }
+
+    /// Cancels the slot's packets still waiting to be sealed (see `withdrawQueuedPackets`).
+    func cancelOffloadedPackets(slot k: Int) {
+        guard slots[k].offloadPending > 0 else { return }
+        var i = txOffload.head
+        for _ in 0..<txOffload.count {
+            if txOffload.entries[i].owner == Int32(k) { txOffload.entries[i].cancelled = true }
+            i = (i + 1) % txOffload.capacity
+        }
+    }
+
+    /// Waits for every job in the pool that uses this endpoint's keys or buffers.
+    func waitForOffloadedJobs() {
+        txOffload.waitForAll()
+        rxOffload.waitForAll()
+    }
+}
