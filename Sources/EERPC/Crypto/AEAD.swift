@@ -147,9 +147,10 @@ public enum OpenSSLBackend: AEADBackend {
 
 /// An expanded AES-GCM key: a trivial handle whose owner destroys it exactly once. The runtime's
 /// session tables hold these (their lifetime follows the session's key epochs); applications use
-/// the owning ``AEADKey``.
+/// the owning ``AEADKey``. Sendable: the AES pool's workers use a key while its owner keeps it
+/// alive (ipsec-mb state is read-only during seal and open; OpenSSL workers key their own).
 @usableFromInline
-struct KeyHandle: BitwiseCopyable {
+struct KeyHandle: BitwiseCopyable, @unchecked Sendable {
     let backend: AEADBackendKind
     let algorithm: AEADAlgorithm
     /// Backend state, allocated by `make`, wiped and freed by `destroy`.

@@ -104,7 +104,10 @@ public final class AESPool: @unchecked Sendable {
     /// Posts a job to the next worker (round robin). False if every ring is full.
     @inline(__always)
     func submit(_ job: AESJob) -> Bool {
-        let start = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        if workerCount == 1 { return workers[0].submit(job) }
+        // Round robin; a racy increment only skews the spread, so no atomic read-modify-write.
+        let start = next.load(ordering: .relaxed)
+        next.store(start &+ 1, ordering: .relaxed)
         for i in 0..<workerCount where workers[(start &+ i) % workerCount].submit(job) { return true }
         return false
     }
@@ -159,7 +162,7 @@ final class AESWorker: @unchecked Sendable {
     private func run() {
         var idleSpins = 0
         while true {
-            if let job = queue.pop() {
+            if let job = queue.popSingleConsumer() {
                 execute(job)
                 idleSpins = 0
                 continue

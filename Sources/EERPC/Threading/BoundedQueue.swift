@@ -78,6 +78,19 @@ final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
         }
     }
 
+    /// `pop` for a queue with exactly one consumer thread (an AES worker's ring): the dequeue
+    /// position is that thread's alone, so it advances with a plain store instead of a CAS.
+    @inline(__always)
+    func popSingleConsumer() -> Element? {
+        let pos = dequeuePosition.load(ordering: .relaxed)
+        let cell = sequences + (pos & mask)
+        guard cell.pointee.load(ordering: .acquiring) == pos &+ 1 else { return nil }
+        let value = values[pos & mask]
+        cell.pointee.store(pos &+ mask &+ 1, ordering: .releasing)
+        dequeuePosition.store(pos &+ 1, ordering: .relaxed)
+        return value
+    }
+
     /// Cheap emptiness hint for the consumer's poll loop.
     var isEmpty: Bool {
         dequeuePosition.load(ordering: .relaxed) == enqueuePosition.load(ordering: .relaxed)
