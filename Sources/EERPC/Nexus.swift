@@ -31,6 +31,25 @@ public final class Nexus: @unchecked Sendable {
     let sharedPool: SharedBufferPool
     /// The shared background AES pool used by `.offload` and `.adaptive` Rpcs (nil with 0 workers).
     public let aesPool: AESPool?
+    /// CPUs that Rpcs of this process are pinned to. `.adaptive` uses the pool only while the
+    /// machine has a CPU for every pinned dispatch thread and every AES worker: a worker that has
+    /// to preempt a busy-polling dispatch thread costs more than it saves.
+    private let pinnedCPUs = Mutex<[Int]>([])
+    let poolHasSpareCPU = Atomic<Bool>(true)
+
+    func dispatchThreadPinned(_ cpu: Int?, added: Bool) {
+        guard let cpu else { return }
+        let pinned = pinnedCPUs.withLock { list -> Int in
+            if added {
+                list.append(cpu)
+            } else if let i = list.firstIndex(of: cpu) {
+                list.remove(at: i)
+            }
+            return Set(list).count
+        }
+        poolHasSpareCPU.store(
+            Threads.cpuCount >= pinned + (aesPool?.workerCount ?? 0), ordering: .releasing)
+    }
 
     private let state = Mutex<State>(State())
     private struct State {

@@ -25,6 +25,11 @@ private let warnedMessages = Mutex<Set<String>>([])
 public final class Rpc<T: Transport & ~Copyable> {
     public let endpoint: RpcEndpoint
     public private(set) var transport: T
+    /// When true, the loop adds the wall time spent inside the transport's `receive` and
+    /// `transmit` calls to `transportNs` (two clock reads per call), so benchmarks can split the
+    /// dispatch thread's time between the kernel or NIC and the runtime itself.
+    public var instrumented = false
+    public private(set) var transportNs: UInt64 = 0
     private let nexus: Nexus
 
     /// - Parameters:
@@ -48,9 +53,14 @@ public final class Rpc<T: Transport & ~Copyable> {
         self.endpoint = endpoint
         self.transport = transport
         self.nexus = nexus
+        self.cpu = cpu
+        nexus.dispatchThreadPinned(cpu, added: true)
     }
 
+    private let cpu: Int?
+
     deinit {
+        nexus.dispatchThreadPinned(cpu, added: false)
         nexus.remove(endpoint)
     }
 
@@ -58,18 +68,30 @@ public final class Rpc<T: Transport & ~Copyable> {
 
     /// One iteration: session management (if anything is pending), an RX burst, credit-stalled
     /// slots, background responses, the loss scan when due, then the TX burst.
+    /// Returns whether the iteration had anything to do (received, sent or collected packets),
+    /// so a caller can tell a busy dispatch thread from an idly polling one.
     @inline(__always)
-    public func runOnce() {
+    @discardableResult
+    public func runOnce() -> Bool {
         let e = endpoint
         e.now = ee_now_ns()
         if e.sessionManagementPending.load(ordering: .acquiring) > 0 { handleSessionManagement() }
+        let t0 = instrumented ? ee_now_ns() : 0
         let n = transport.receive()
+        if instrumented { transportNs &+= ee_now_ns() &- t0 }
         for i in 0..<n { e.process(transport.received(i)) }
-        if e.rxOffload.count > 0 { e.harvestOpened() }
+        if e.rxOffload.count > 0 {
+            // Nothing arrived: rather than wait for a worker that may have no CPU, do the job.
+            if n == 0 { _ = e.rxOffload.helpHead() }
+            e.harvestOpened()
+        }
+        if n == 0 && e.txOffload.count > 0 { _ = e.txOffload.helpHead() }
         if e.stallCount > 0 { e.processStallQueue() }
         if !e.backgroundResponses.isEmpty { e.drainBackgroundResponses() }
         if e.now &- e.lastLossScan > e.lossScanInterval { e.scanForLoss() }
+        let worked = n > 0 || e.txCount > 0 || e.txOffload.count > 0 || e.rxOffload.count > 0
         flush()
+        return worked
     }
 
     /// Runs the event loop for `nanoseconds`.
@@ -103,8 +125,8 @@ public final class Rpc<T: Transport & ~Copyable> {
                 for i in 0..<n {
                     if e.offloads(messageSize: Int(UInt64(littleEndian: burst[i].header0) >> 40)) {
                         while !e.submitSeal(burst + i) {
+                            if !e.txOffload.helpHead() { spinPause() }
                             sendSealed()
-                            spinPause()
                         }
                         continue
                     }
@@ -114,8 +136,10 @@ public final class Rpc<T: Transport & ~Copyable> {
                 }
             }
             // The whole burst goes out before its staging slots are reused.
+            let t0 = instrumented ? ee_now_ns() : 0
             var done = 0
             while done < out { done += transport.transmit(e.txQueue + sent + done, count: out - done) }
+            if instrumented { transportNs &+= ee_now_ns() &- t0 }
             sent += n
         }
         e.didFlush()

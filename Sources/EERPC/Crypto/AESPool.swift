@@ -16,8 +16,34 @@ struct AESJob: BitwiseCopyable {
     var destination: UnsafeMutableRawPointer
     var count: Int
     var tag: UnsafeMutableRawPointer
-    /// Set to 1 (sealed, or opened and verified) or 2 (failed to verify), with release ordering.
+    /// The job's state: ``AESJob/queued``, then ``claimed`` by whoever runs it (a worker, or the
+    /// submitting dispatch thread helping when no worker gets to it), then ``succeeded`` or
+    /// ``failed`` (stored with release ordering).
     var done: UnsafePointer<Atomic<UInt32>>
+
+    static let queued: UInt32 = 0
+    static let claimed: UInt32 = 1
+    static let succeeded: UInt32 = 2
+    static let failed: UInt32 = 3
+
+    /// Runs the job on the calling thread if nobody has claimed it yet. `openSSL` supplies the
+    /// calling thread's own contexts for OpenSSL keys (nil: the key's own state, which only its
+    /// owning dispatch thread may use).
+    @inline(__always)
+    func runIfUnclaimed(openSSL: ((KeyHandle) -> KeyHandle)? = nil) -> Bool {
+        guard done.pointee.compareExchange(expected: AESJob.queued, desired: AESJob.claimed, ordering: .acquiring).exchanged
+        else { return false }
+        let key = key.backend == .openSSL ? (openSSL?(key) ?? key) : key
+        var ok = true
+        if seal {
+            key.seal(nonce: nonce, aad: aad, aadCount: aadCount, source: source, destination: destination, count: count, tag: tag)
+        } else {
+            ok = key.open(
+                nonce: nonce, aad: aad, aadCount: aadCount, source: source, destination: destination, count: count, tag: tag)
+        }
+        done.pointee.store(ok ? AESJob.succeeded : AESJob.failed, ordering: .releasing)
+        return true
+    }
 }
 
 /// The Nexus's shared background AES pool: N worker threads, each fed by a lock-free ring that
@@ -90,10 +116,10 @@ public final class AESPool: @unchecked Sendable {
                 while !submit(job) { spinPause() }
             }
             spent &+= ee_now_ns() &- t
-            for i in 0..<32 { while flags[i].load(ordering: .acquiring) == 0 { spinPause() } }
+            for i in 0..<32 { while flags[i].load(ordering: .acquiring) < AESJob.succeeded { spinPause() } }
             t = ee_now_ns()
             var finished = 0
-            for i in 0..<32 where flags[i].load(ordering: .acquiring) != 0 { finished += 1 }
+            for i in 0..<32 where flags[i].load(ordering: .acquiring) >= AESJob.succeeded { finished += 1 }
             spent &+= ee_now_ns() &- t
             if finished == 32 { handoff = min(handoff, Double(spent) / 32) }
         }
@@ -170,9 +196,10 @@ final class AESWorker: @unchecked Sendable {
             if !running.load(ordering: .acquiring) { return }
             let cpu = pinRequest.exchange(-1, ordering: .acquiring)
             if cpu >= 0 { Threads.pinCurrentThread(to: cpu) }
-            // Spin ~20 µs before sleeping: back-to-back packets should not pay a futex wake.
+            // Spin a few microseconds before sleeping: back-to-back packets should not pay a futex
+            // wake, but a worker sharing a core with a dispatch thread should not take its time.
             idleSpins += 1
-            if idleSpins < 2_000 {
+            if idleSpins < 300 {
                 spinPause()
                 continue
             }
@@ -188,31 +215,8 @@ final class AESWorker: @unchecked Sendable {
 
     @inline(__always)
     private func execute(_ job: AESJob) {
-        var ok = true
-        switch job.key.backend {
-        case .ipsecMB:
-            if job.seal {
-                job.key.seal(
-                    nonce: job.nonce, aad: job.aad, aadCount: job.aadCount, source: job.source,
-                    destination: job.destination, count: job.count, tag: job.tag)
-            } else {
-                ok = job.key.open(
-                    nonce: job.nonce, aad: job.aad, aadCount: job.aadCount, source: job.source,
-                    destination: job.destination, count: job.count, tag: job.tag)
-            }
-        case .openSSL:
-            let key = openSSLKeys.key(for: job.key)
-            if job.seal {
-                key.seal(
-                    nonce: job.nonce, aad: job.aad, aadCount: job.aadCount, source: job.source,
-                    destination: job.destination, count: job.count, tag: job.tag)
-            } else {
-                ok = key.open(
-                    nonce: job.nonce, aad: job.aad, aadCount: job.aadCount, source: job.source,
-                    destination: job.destination, count: job.count, tag: job.tag)
-            }
-        }
-        job.done.pointee.store(ok ? 1 : 2, ordering: .releasing)
+        // The submitting thread may have run it already (it helps when no worker gets there).
+        _ = job.runIfUnclaimed { key in self.openSSLKeys.key(for: key) }
     }
 }
 

@@ -4,6 +4,8 @@ import Synchronization
 struct OffloadEntry: BitwiseCopyable {
     /// TX: the packet to send once sealed (its header is the job's AAD, so it stays here).
     var item: TxItem
+    /// The job as submitted, so the dispatch thread can run it itself if no worker has.
+    var job: AESJob? = nil
     /// RX: the received packet's length (the packet itself is in the staging slot).
     var length: Int
     var session: Int32
@@ -52,11 +54,19 @@ struct OffloadRing {
     @inline(__always) func slot(_ i: Int) -> UnsafeMutableRawPointer { staging + i * slotSize }
     @inline(__always) mutating func commit() { count += 1 }
 
-    /// The head entry's index if its job has finished: 1 = success, 2 = failed to verify.
+    /// The head entry's index if its job has finished (`AESJob.succeeded` or `.failed`).
     @inline(__always) func finishedHead() -> (index: Int, result: UInt32)? {
         guard count > 0 else { return nil }
         let r = flags[head].load(ordering: .acquiring)
-        return r == 0 ? nil : (head, r)
+        return r >= AESJob.succeeded ? (head, r) : nil
+    }
+
+    /// Runs the head job on this (the dispatch) thread if no worker has claimed it: when the
+    /// workers have no CPU to run on (more busy threads than cores), offloading degrades to
+    /// inline instead of waiting for a scheduler slot. Returns whether it ran one.
+    @inline(__always) func helpHead() -> Bool {
+        guard count > 0, let job = entries[head].job else { return false }
+        return job.runIfUnclaimed()
     }
 
     @inline(__always) mutating func popHead() {
@@ -64,11 +74,13 @@ struct OffloadRing {
         count -= 1
     }
 
-    /// Spins until every submitted job has finished (before keys or buffers they use go away).
+    /// Waits until every submitted job has finished (before keys or buffers they use go away),
+    /// running unclaimed ones itself.
     func waitForAll() {
         var i = head
         for _ in 0..<count {
-            while flags[i].load(ordering: .acquiring) == 0 { spinPause() }
+            if let job = entries[i].job { _ = job.runIfUnclaimed() }
+            while flags[i].load(ordering: .acquiring) < AESJob.succeeded { spinPause() }
             i = (i + 1) % capacity
         }
     }
@@ -78,7 +90,11 @@ extension RpcEndpoint {
     /// Whether a packet of a message of this size goes through the AES pool. Whole messages go
     /// one way, so their packets cannot overtake each other.
     @inline(__always)
-    func offloads(messageSize: Int) -> Bool { aesPool != nil && messageSize >= offloadThreshold }
+    func offloads(messageSize: Int) -> Bool {
+        guard aesPool != nil, messageSize >= offloadThreshold else { return false }
+        // `.adaptive` stays inline while the pool would have to steal CPU from dispatch threads.
+        return offloadThreshold == 0 || nexus.poolHasSpareCPU.load(ordering: .relaxed)
+    }
 
     /// TX: hands one queued packet of an encrypted session to the AES pool. False: the ring or
     /// the pool is full; the caller sends what is sealed and tries again (never inline, which
@@ -108,6 +124,7 @@ extension RpcEndpoint {
             seal: true, key: keys.current.key, nonce: nonce, aad: UnsafeRawPointer(entry), aadCount: Wire.headerSize,
             source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
             tag: staging + length, done: UnsafePointer(txOffload.flags + i))
+        entry.pointee.job = job
         guard pool.submit(job) else { return false }
         entry.pointee.item.data = UnsafeRawPointer(staging)
         entry.pointee.item.dataLength = length + Wire.tagSize
@@ -143,14 +160,14 @@ extension RpcEndpoint {
         guard header.keyPhase == rx.phase else {
             // The phase change is handled inline; let what is in the pool go first.
             while rxOffload.count > 0 {
+                if !rxOffload.helpHead() { spinPause() }
                 harvestOpened()
-                spinPause()
             }
             return false
         }
         while rxOffload.isFull {
+            if !rxOffload.helpHead() { spinPause() }
             harvestOpened()
-            spinPause()
         }
         let i = rxOffload.tail
         let staging = rxOffload.slot(i)
@@ -167,7 +184,8 @@ extension RpcEndpoint {
             seal: false, key: rx.current.key, nonce: nonce, aad: UnsafeRawPointer(staging), aadCount: Wire.headerSize,
             source: body, destination: body, count: count, tag: body + count,
             done: UnsafePointer(rxOffload.flags + i))
-        while !pool.submit(job) { spinPause() }
+        rxOffload.entries[i].job = job
+        if !pool.submit(job) { _ = job.runIfUnclaimed() }  // every worker ring full: do it here
         rxOffload.commit()
         counters.offloadedOpens &+= 1
         return true
@@ -178,7 +196,7 @@ extension RpcEndpoint {
         while let (i, result) = rxOffload.finishedHead() {
             let entry = rxOffload.entries[i]
             let s = Int(entry.session)
-            if result != 1 {
+            if result != AESJob.succeeded {
                 drop(.authenticationFailed)
             } else if sessions[s].token != entry.token
                 || (sessions[s].state != .connected && sessions[s].state != .disconnecting)

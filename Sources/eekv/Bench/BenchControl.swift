@@ -7,6 +7,11 @@ final class BenchControl: Sendable {
     let serverReady = Atomic<Bool>(false)
     let stop = Atomic<Bool>(false)
     let serverPort = Atomic<Int>(0)
+    /// The measured window's start time << 1 (0 until the client sets it), so the server can
+    /// read its own CPU clock over the same window.
+    let window = Atomic<Int>(0)
+    /// True while the client is inside the measured window.
+    let measuring = Atomic<Bool>(false)
 
     /// Spins (with a short sleep) until the server thread has bound its socket.
     func waitForServer() -> Int {

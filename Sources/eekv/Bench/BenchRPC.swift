@@ -31,6 +31,12 @@ struct BenchRPC: ParsableCommand {
     @Flag(help: "Also measure a raw UDP echo as the reference, and report ratios.")
     var reference = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Comma-separated crypto modes to measure in one run: none, inline, offload, adaptive, adaptive:BYTES.",
+            discussion: "With this option --json prints {\"results\":[...]}, one object per mode."))
+    var crypto: String? = nil
+
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
@@ -43,36 +49,73 @@ struct BenchRPC: ParsableCommand {
     }
 
     func run() throws {
+        let modeNames = (crypto ?? "none").split(separator: ",").map(String.init)
+        var modes: [CryptoMode] = []
+        for name in modeNames {
+            guard let mode = CryptoMode(name: name) else { throw ValidationError("unknown crypto mode '\(name)'") }
+            modes.append(mode)
+        }
+        // Encrypted modes need cluster credentials for the TLS handshake: made fresh for the run.
+        let credentials = modes.contains { $0.encrypts } ? try BenchCredentials() : nil
         let warmup: UInt64 = 300_000_000
         let half = UInt64(seconds * 1e9 / 2)
-        var ours = Measurement()
+        var results = [ModeResult](repeating: ModeResult(), count: modes.count)
         var reference = Measurement()
-        var failures = 0
-        var retransmissions: UInt64 = 0
-        func measureOurs() throws {
+        func measure(_ i: Int) throws {
             let r = try RPCBenchRunner.measure(
-                size: size, sessions: sessions, window: window, mtu: mtu, warmupNs: warmup, measureNs: half)
-            ours.merge(r.measurement)
-            failures += r.failures
-            retransmissions += r.clientStats.retransmissions
+                size: size, sessions: sessions, window: window, mtu: mtu, warmupNs: warmup, measureNs: half,
+                crypto: modes[i], tls: credentials?.tls)
+            results[i].measurement.merge(r.measurement)
+            results[i].failures += r.failures
+            results[i].retransmissions += r.clientStats.retransmissions
+            results[i].serverCPUNs += r.serverCPUNs
+            results[i].serverBusyNs += r.serverBusyNs
+            results[i].serverTransportNs += r.serverTransportNs
         }
         func measureReference() {
             reference.merge(
                 RawUDPEcho.measure(size: size, window: sessions * window, warmupNs: warmup, measureNs: half))
         }
+        // Every mode (and the echo) runs twice for half the time, in order and then in reverse,
+        // so drift on a shared machine affects them all alike.
+        for i in modes.indices { try measure(i) }
         if self.reference {
-            try measureOurs()
             measureReference()
             measureReference()
-            try measureOurs()
-        } else {
-            try measureOurs()
-            try measureOurs()
         }
-        let report = BenchRPCReport(
-            size: size, sessions: sessions, window: window, mtu: mtu, seconds: ours.seconds, ours: ours,
-            reference: self.reference ? reference : nil, failures: failures, retransmissions: retransmissions)
-        print(json ? report.json : report.table)
-        if failures > 0 { throw ExitCode.failure }
+        for i in modes.indices.reversed() { try measure(i) }
+        let reports = modes.indices.map { i in
+            BenchRPCReport(
+                size: size, sessions: sessions, window: window, mtu: mtu, crypto: modes[i],
+                seconds: results[i].measurement.seconds, ours: results[i].measurement,
+                reference: self.reference ? reference : nil, failures: results[i].failures,
+                retransmissions: results[i].retransmissions,
+                dispatchNsPerRpc: results[i].measurement.recorder.completed > 0
+                    ? Double(results[i].serverCPUNs) / Double(results[i].measurement.recorder.completed) : 0,
+                dispatchBusyNsPerRpc: results[i].measurement.recorder.completed > 0
+                    ? Double(results[i].serverBusyNs) / Double(results[i].measurement.recorder.completed) : 0,
+                dispatchTransportNsPerRpc: results[i].measurement.recorder.completed > 0
+                    ? Double(results[i].serverTransportNs) / Double(results[i].measurement.recorder.completed) : 0,
+                plaintext: modes.firstIndex(of: .none).map { results[$0].measurement })
+        }
+        if json {
+            if crypto == nil {
+                print(reports[0].json)
+            } else {
+                print("{\"results\":[" + reports.map { $0.json }.joined(separator: ",") + "]}")
+            }
+        } else {
+            print(reports.map { $0.table }.joined(separator: "\n\n"))
+        }
+        if results.contains(where: { $0.failures > 0 }) { throw ExitCode.failure }
+    }
+
+    struct ModeResult {
+        var measurement = Measurement()
+        var failures = 0
+        var retransmissions: UInt64 = 0
+        var serverCPUNs: UInt64 = 0
+        var serverBusyNs: UInt64 = 0
+        var serverTransportNs: UInt64 = 0
     }
 }

@@ -1,3 +1,4 @@
+import CSystemShims
 import EERPC
 import Synchronization
 
@@ -13,6 +14,7 @@ enum RPCBenchRunner {
         var end: UInt64 = 0
         var inFlight = 0
         var failures = 0
+        var measuring = true
     }
 
     struct Result {
@@ -20,12 +22,24 @@ enum RPCBenchRunner {
         var clientStats: RpcStats
         var serverStats: RpcStats
         var failures: Int
+        /// CPU time of the server's dispatch thread during the measured window.
+        var serverCPUNs: UInt64
+        /// Wall time of the server's loop iterations that had work, in the same window.
+        var serverBusyNs: UInt64 = 0
+        /// Wall time inside the transport's receive and transmit calls, in the same window.
+        var serverTransportNs: UInt64 = 0
     }
 
     static func measure(
-        size: Int, sessions: Int, window: Int, mtu: Int, warmupNs: UInt64, measureNs: UInt64
+        size: Int, sessions: Int, window: Int, mtu: Int, warmupNs: UInt64, measureNs: UInt64,
+        crypto: CryptoMode = .none, tls: TLSConfig? = nil
     ) throws -> Result {
-        let nexus = try Nexus(backgroundThreads: 0)
+        let config = {
+            var c = RpcConfig.plaintext
+            c.crypto = crypto
+            return c
+        }()
+        let nexus = try Nexus(backgroundThreads: 0, tls: crypto.encrypts ? tls : nil, aesWorkers: 1)
         defer { nexus.shutdown() }
         try nexus.register(type: echoType) { handle in
             let n = handle.request.count
@@ -40,19 +54,51 @@ enum RPCBenchRunner {
             var result: Result? = nil
             var error: (any Error)? = nil
             var serverStats = RpcStats()
+            var serverCPUNs: UInt64 = 0
+            var serverBusyNs: UInt64 = 0
+            var serverTransportNs: UInt64 = 0
         }
         let box = Box()
         let server = Threads.spawn(name: "rpc-server") {
             do {
                 let rpc = try Rpc(
                     nexus: nexus, id: 1, transport: try UDPTransport(mtu: mtu), cpu: BenchCPUs.server,
-                    config: .plaintext)
+                    config: config)
+                rpc.instrumented = true
                 control.serverReady.store(true, ordering: .releasing)
+                var transportBusy: UInt64 = 0
+                var cpuStart: UInt64 = 0
+                var cpuEnd: UInt64 = 0
+                var busy: UInt64 = 0
+                var inWindow = false
                 while !control.stop.load(ordering: .relaxed) {
-                    // Check the stop flag once per 256 iterations: an atomic load per loop is cheap,
-                    // but the loop is the thing being measured.
-                    for _ in 0..<256 { rpc.runOnce() }
+                    // Check the flags once per 256 iterations: an atomic load per loop is cheap,
+                    // but the loop is the thing being measured. Iterations that did work are
+                    // timed (two vDSO clock reads), so idle polling can be told apart.
+                    for _ in 0..<256 {
+                        let t = nowNs()
+                        let inTransport = rpc.transportNs
+                        if rpc.runOnce() && inWindow {
+                            busy &+= nowNs() &- t
+                            transportBusy &+= rpc.transportNs &- inTransport
+                        }
+                    }
+                    let window = control.window.load(ordering: .acquiring)
+                    if window != 0 && cpuStart == 0 && nowNs() >= UInt64(window >> 1) {
+                        cpuStart = ee_thread_cpu_ns()
+                        inWindow = true
+                    }
+                    if cpuStart != 0 && cpuEnd == 0 && control.measuring.load(ordering: .acquiring) == false
+                        && window != 0
+                    {
+                        cpuEnd = ee_thread_cpu_ns()
+                        inWindow = false
+                    }
                 }
+                if cpuEnd == 0 { cpuEnd = ee_thread_cpu_ns() }
+                box.serverCPUNs = cpuStart == 0 ? 0 : cpuEnd &- cpuStart
+                box.serverBusyNs = busy
+                box.serverTransportNs = transportBusy
                 // Keep serving briefly so the client's disconnect is answered.
                 rpc.run(forNanoseconds: 100_000_000)
                 box.serverStats = rpc.stats
@@ -66,7 +112,7 @@ enum RPCBenchRunner {
             do {
                 let rpc = try Rpc(
                     nexus: nexus, id: 2, transport: try UDPTransport(mtu: mtu), cpu: BenchCPUs.client,
-                    config: .plaintext)
+                    config: config)
                 let state = ClientState()
                 rpc.endpoint.context = Unmanaged.passUnretained(state).toOpaque()
                 var sessionNumbers: [Int] = []
@@ -77,6 +123,8 @@ enum RPCBenchRunner {
                 let start = nowNs()
                 state.measureStart = start &+ warmupNs
                 state.end = state.measureStart &+ measureNs
+                control.measuring.store(true, ordering: .releasing)
+                control.window.store(Int(state.measureStart << 1), ordering: .releasing)
                 for s in sessionNumbers {
                     for i in 0..<window {
                         let request = rpc.endpoint.allocate(size: size)!
@@ -89,13 +137,20 @@ enum RPCBenchRunner {
                             continuation: completed)
                     }
                 }
-                while state.inFlight > 0 { rpc.runOnce() }
+                while state.inFlight > 0 {
+                    rpc.runOnce()
+                    if state.measuring && nowNs() >= state.end {
+                        state.measuring = false
+                        control.measuring.store(false, ordering: .releasing)
+                    }
+                }
+                control.measuring.store(false, ordering: .releasing)
                 state.measurement.seconds = Double(state.end &- state.measureStart) / 1e9
                 for s in sessionNumbers { try rpc.disconnect(s) }
                 for b in buffers { rpc.endpoint.free(b) }
                 box.result = Result(
                     measurement: state.measurement, clientStats: rpc.stats, serverStats: RpcStats(),
-                    failures: state.failures)
+                    failures: state.failures, serverCPUNs: 0)
             } catch {
                 box.error = error
             }
@@ -106,6 +161,9 @@ enum RPCBenchRunner {
         if let error = box.error { throw error }
         var result = box.result!
         result.serverStats = box.serverStats
+        result.serverCPUNs = box.serverCPUNs
+        result.serverBusyNs = box.serverBusyNs
+        result.serverTransportNs = box.serverTransportNs
         return result
     }
 
