@@ -25,7 +25,8 @@ test: deps
 	$(SWIFT) test -c release --filter 'AllocationTests|AEADTests'
 
 bench: release
-	.build/release/eekv bench rpc --size 32 --seconds 5 --reference
+	.build/release/eekv bench rpc --size 32 --seconds 4 --crypto none,inline,offload,adaptive --reference
+	.build/release/eekv bench aes --size 64,1024,8192 --workers 1
 
 # Placeholder until issue 4 replaces it with the cluster demo.
 demo: bench

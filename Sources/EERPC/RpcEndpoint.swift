@@ -13,7 +13,7 @@ public struct RpcConfig: Sendable {
     /// How long a client waits for a session-management answer.
     public var sessionManagementTimeoutMs = 2_000
     /// Data-plane protection. Anything but `.none` needs a Nexus with TLS credentials.
-    public var crypto: CryptoMode = .inline
+    public var crypto: CryptoMode = .adaptive
     public var algorithm: AEADAlgorithm = .aes128GCM
     public var backend: AEADBackendKind = .preferred
     /// A client starts a key update after sealing this many packets under one key (AES-GCM's

@@ -4,6 +4,17 @@ import EERPC
 import Glibc
 import Testing
 
+/// Runs two Rpcs' event loops on this thread until `condition` holds or the timeout passes.
+func drive<A: Transport & ~Copyable, B: Transport & ~Copyable>(
+    _ a: Rpc<A>, _ b: Rpc<B>, timeoutNs: UInt64 = 10_000_000_000, until condition: () -> Bool
+) {
+    let start = DispatchTime.nowNs
+    while !condition() && DispatchTime.nowNs - start < timeoutNs {
+        a.runOnce()
+        b.runOnce()
+    }
+}
+
 /// An encrypted pair: one Nexus with node-0's credentials, both Rpcs in it.
 func securePair(_ credentials: TestCredentials, config: RpcConfig = .encrypted()) throws -> Pair<TapTransport<UDPTransport>> {
     try Pair(
@@ -202,11 +213,7 @@ struct SecurityTests {
         let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
         let client = try Rpc(nexus: nexus, id: 2, transport: try UDPTransport(), config: .plaintext)
         let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1)
-        let start = DispatchTime.nowNs
-        while client.endpoint.sessionState(s) == .connecting && DispatchTime.nowNs - start < 5_000_000_000 {
-            client.runOnce()
-            server.runOnce()
-        }
+        drive(client, server, timeoutNs: 5_000_000_000) { client.endpoint.sessionState(s) != .connecting }
         #expect(client.endpoint.sessionFailure(s) == .cryptoMismatch)
         #expect(server.endpoint.sessionCount(role: .server) == 0)
     }
@@ -235,11 +242,7 @@ struct HandshakeRefusalTests {
         let client = try Rpc(
             nexus: clientNexus, id: 2, transport: try UDPTransport(), config: clientTLS == nil ? .plaintext : .encrypted())
         let s = try client.endpoint.createSession(host: "127.0.0.1", port: serverNexus.port, remoteRpcID: 1)
-        let start = DispatchTime.nowNs
-        while client.endpoint.sessionState(s) == .connecting && DispatchTime.nowNs - start < 10_000_000_000 {
-            client.runOnce()
-            server.runOnce()
-        }
+        drive(client, server, timeoutNs: 10_000_000_000) { client.endpoint.sessionState(s) != .connecting }
         #expect(client.endpoint.sessionState(s) == .failed)
         #expect(server.endpoint.sessionCount(role: .server) == 0)
         // The server's reader thread records the refusal right after the handshake fails.
@@ -259,11 +262,7 @@ struct HandshakeRefusalTests {
         let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
         let client = try Rpc(nexus: clientNexus, id: 2, transport: try UDPTransport(), config: .encrypted())
         let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1)
-        let start = DispatchTime.nowNs
-        while client.endpoint.sessionState(s) == .connecting && DispatchTime.nowNs - start < 10_000_000_000 {
-            client.runOnce()
-            server.runOnce()
-        }
+        drive(client, server, timeoutNs: 10_000_000_000) { client.endpoint.sessionState(s) != .connecting }
         #expect(client.endpoint.sessionState(s) == .connected)
         #expect(nexus.handshakeRefusals == 0)
     }
@@ -403,3 +402,44 @@ struct CryptoModeTests {
         #expect(result.threshold == Int.max || result.inlineNs.contains { $0.0 == result.threshold })
     }
 }
+
+#if canImport(Foundation)
+import Foundation
+
+@Suite("Handshake refusal with real tools")
+struct OpenSSLCommandLineTests {
+    /// The `openssl s_client` check from the issue, with the real command when it is installed.
+    @Test(
+        "openssl s_client without a certificate gets no session",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
+    func sClientWithoutCertificate() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"))
+        defer { nexus.shutdown() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = [
+            "s_client", "-connect", "127.0.0.1:\(nexus.port)", "-CAfile", credentials.directory + "/ca.pem", "-tls1_3",
+            "-quiet",
+        ]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        // Whatever it sends after its handshake, the server has already refused it.
+        input.fileHandleForWriting.write(Data(repeating: 0x41, count: 64))
+        try? input.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { process.terminate() }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus != 0 || text.contains("alert"), "\(text)")
+        #expect(text.contains("certificate required") || text.contains("alert"), "\(text)")
+        let wait = Date().addingTimeInterval(2)
+        while nexus.handshakeRefusals == 0 && Date() < wait { usleep(1_000) }
+        #expect(nexus.handshakeRefusals >= 1)
+    }
+}
+#endif

@@ -79,6 +79,8 @@ struct BenchAES: ParsableCommand {
             add(&raw, try AESThroughput.raw(size: s, backend: kind, keyBytes: keyBits / 8, cpu: cpu, ns: duration / 2))
             rows.append((s, pooled, raw))
         }
+        let calibration = pool.calibrate(kind)
+        let threshold = calibration.threshold == Int.max ? "none" : "\(calibration.threshold)"
         if json {
             let results = rows.map { r in
                 "{\"size\":\(r.size),\"workers\":\(workers),\"backend\":\"\(backend)\",\"key_bits\":\(keyBits),"
@@ -86,7 +88,9 @@ struct BenchAES: ParsableCommand {
                     + "\"raw_gbps\":\(fixed(r.raw.gbps, 2)),\"raw_ns_per_msg\":\(fixed(r.raw.nsPerMessage, 1)),"
                     + "\"ratio\":\(fixed(r.raw.gbps > 0 ? r.pool.gbps / r.raw.gbps : 0, 3))}"
             }
-            print("{\"results\":[" + results.joined(separator: ",") + "]}")
+            print(
+                "{\"results\":[" + results.joined(separator: ",") + "],\"adaptive_threshold\":\""
+                    + threshold + "\",\"handoff_ns\":\(fixed(calibration.handoffNs, 1))}")
         } else {
             print("eeRPC bench aes — AES-\(keyBits)-GCM via \(kind.name), \(workers) pool worker(s), 16 B AAD")
             print("")
@@ -98,6 +102,10 @@ struct BenchAES: ParsableCommand {
                         + pad(fixed(r.raw.gbps, 2), 14) + pad(fixed(r.raw.nsPerMessage, 1), 14)
                         + fixed(r.raw.gbps > 0 ? r.pool.gbps / r.raw.gbps : 0, 3))
             }
+            print("")
+            print(
+                "adaptive mode's start-up calibration: a hand-off costs the dispatch thread "
+                    + "\(fixed(calibration.handoffNs, 0)) ns; messages from \(threshold) B go to the pool")
         }
     }
 }
