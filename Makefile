@@ -28,8 +28,9 @@ bench: release
 	.build/release/eekv bench rpc --size 32 --seconds 4 --crypto none,inline,offload,adaptive --reference
 	.build/release/eekv bench aes --size 64,1024,8192 --workers 1
 
-# Placeholder until issue 4 replaces it with the cluster demo.
-demo: bench
+# The main job: a local encrypted 3-node cluster, keys written and read through the CLI, then stopped.
+demo: release
+	deploy/demo.sh
 
 clean:
 	rm -rf .build

@@ -21,11 +21,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "EERPC", targets: ["EERPC"]),
+        .library(name: "EEKV", targets: ["EEKV"]),
         .executable(name: "eekv", targets: ["eekv"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         // MARK: System libraries (Debian packages installed by deploy/install-deps.sh)
@@ -55,12 +57,21 @@ let package = Package(
             swiftSettings: dataPathSettings
         ),
 
+        // MARK: The store
+        .target(
+            name: "EEKV",
+            dependencies: ["EERPC", "CLMDB", "CSystemShims", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+
         // MARK: The CLI
         .executableTarget(
             name: "eekv",
             dependencies: [
                 "EERPC",
+                "EEKV",
                 "CSystemShims",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
@@ -71,6 +82,11 @@ let package = Package(
         .testTarget(
             name: "EERPCTests",
             dependencies: ["EERPC", "CAllocCounter", "CSystemShims", "CCryptoShims"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "EEKVTests",
+            dependencies: ["EEKV", "EERPC", "CSystemShims", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -189,3 +189,17 @@ uint64_t ee_thread_cpu_ns(void) {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+uint32_t ee_local_address_for(uint32_t remote) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    struct sockaddr_in sa;
+    ee_make_sockaddr_in(&sa, remote, 9);  /* connect() on UDP sends nothing */
+    uint32_t out = 0;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        socklen_t len = sizeof sa;
+        if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0) out = ntohl(sa.sin_addr.s_addr);
+    }
+    close(fd);
+    return out;
+}

@@ -171,6 +171,21 @@ public final class Rpc<T: Transport & ~Copyable> {
         }
     }
 
+    /// For a dispatch thread that has been idle for a while: blocks until a packet may have
+    /// arrived or `timeoutMs` passes, unless the endpoint has work in progress that arrives by
+    /// other paths (background responses, AES pool jobs, queued session-management events,
+    /// stalled or in-flight client requests, whose timers must run).
+    public func waitForTraffic(timeoutMs: Int32) {
+        let e = endpoint
+        if e.backgroundOutstanding.load(ordering: .relaxed) > 0 || !e.backgroundResponses.isEmpty
+            || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
+            || e.sessionManagementPending.load(ordering: .relaxed) > 0 || e.hasClientRequestsInFlight
+        {
+            return
+        }
+        transport.waitForPackets(timeoutMs: timeoutMs)
+    }
+
     // MARK: Conveniences that forward to the endpoint
 
     public var id: UInt8 { endpoint.id }

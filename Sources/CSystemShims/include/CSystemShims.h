@@ -59,6 +59,9 @@ int ee_read_exact(int fd, void *buf, size_t len);
 /// shutdown(fd, SHUT_RDWR), used to wake a thread blocked in accept().
 void ee_shutdown(int fd);
 
+/// The local IPv4 address (host order) the kernel would send from to reach `remote`; 0 if none.
+uint32_t ee_local_address_for(uint32_t remote_host_order);
+
 /// Resolves a host name or dotted quad to an IPv4 address (host order). Returns 0 or -1.
 int ee_resolve_ipv4(const char *host, uint32_t *out_ip_host_order);
 

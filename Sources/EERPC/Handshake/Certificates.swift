@@ -11,8 +11,13 @@ public enum ClusterCertificates {
     public static func initialize(directory: String, nodes: Int, clients: Int, days: Int = 365) throws(CryptoError)
         -> [String]
     {
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw .certificate("cannot create \(directory): \(String(cString: strerror(errno)))")
+        // Like mkdir -p: every missing parent too.
+        var path = directory.hasPrefix("/") ? "" : "."
+        for part in directory.split(separator: "/") {
+            path += "/" + part
+            if mkdir(path, 0o700) != 0 && errno != EEXIST {
+                throw .certificate("cannot create \(path): \(String(cString: strerror(errno)))")
+            }
         }
         var written: [String] = []
         let ca = directory + "/ca.pem"

@@ -41,6 +41,11 @@ extension RpcEndpoint {
             continuation: continuation)
     }
 
+    /// Whether any client session has an RPC in flight (its retransmission timer must keep running).
+    var hasClientRequestsInFlight: Bool {
+        (0..<maxSessions).contains { sessions[$0].role == .client && sessions[$0].state == .connected && sessions[$0].freeSlots != 0xFF }
+    }
+
     /// Requests queued in a session's backlog (waiting for a slot).
     public func backlogCount(session s: Int) -> Int { sessions[s].backlog.count }
 

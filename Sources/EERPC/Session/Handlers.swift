@@ -50,7 +50,7 @@ public struct Completion {
 /// Lifetime of `request`: for a single-packet request with a foreground handler it points into
 /// the transport's receive ring (zero-copy) and is valid only while the handler runs; otherwise
 /// it points into a runtime buffer valid until the handler calls `respond`.
-public struct RequestHandle: @unchecked Sendable {
+public struct RequestHandle: BitwiseCopyable, @unchecked Sendable {
     // unowned(unsafe): the endpoint outlives every request it dispatched (it waits for
     // background handlers before it goes away), and this avoids ARC traffic per request.
     @usableFromInline unowned(unsafe) let endpoint: RpcEndpoint

@@ -4,7 +4,7 @@ import Synchronization
 /// one sequence number per cell). Crossing threads on the data path goes through these only:
 /// dispatch thread → background thread (requests), background thread → dispatch thread
 /// (responses). `push` and `pop` never allocate and never take a lock.
-final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
+public final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
     // Memory: `sequences` and `values` are allocated in init and freed in deinit; cell i's value
     // is written only by the thread that won cell i's sequence, then published with a release store.
     private let capacity: Int
@@ -15,7 +15,7 @@ final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
     private let dequeuePosition = Atomic<Int>(0)
 
     /// - Parameter capacity: rounded up to a power of two.
-    init(capacity: Int) {
+    public init(capacity: Int) {
         var c = 2
         while c < capacity { c <<= 1 }
         self.capacity = c
@@ -32,7 +32,7 @@ final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
     }
 
     /// False when the queue is full.
-    func push(_ value: Element) -> Bool {
+    public func push(_ value: Element) -> Bool {
         var pos = enqueuePosition.load(ordering: .relaxed)
         while true {
             let cell = sequences + (pos & mask)
@@ -55,7 +55,7 @@ final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
         }
     }
 
-    func pop() -> Element? {
+    public func pop() -> Element? {
         var pos = dequeuePosition.load(ordering: .relaxed)
         while true {
             let cell = sequences + (pos & mask)
@@ -81,7 +81,7 @@ final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
     /// `pop` for a queue with exactly one consumer thread (an AES worker's ring): the dequeue
     /// position is that thread's alone, so it advances with a plain store instead of a CAS.
     @inline(__always)
-    func popSingleConsumer() -> Element? {
+    public func popSingleConsumer() -> Element? {
         let pos = dequeuePosition.load(ordering: .relaxed)
         let cell = sequences + (pos & mask)
         guard cell.pointee.load(ordering: .acquiring) == pos &+ 1 else { return nil }
@@ -92,7 +92,7 @@ final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
     }
 
     /// Cheap emptiness hint for the consumer's poll loop.
-    var isEmpty: Bool {
+    public var isEmpty: Bool {
         dequeuePosition.load(ordering: .relaxed) == enqueuePosition.load(ordering: .relaxed)
     }
 }

@@ -65,6 +65,10 @@ public struct FaultInjectingTransport<Base: Transport & ~Copyable>: Transport, ~
         base.transmit(items, count: count)
     }
 
+    public mutating func waitForPackets(timeoutMs: Int32) {
+        if heldLength == nil { base.waitForPackets(timeoutMs: timeoutMs) }
+    }
+
     public mutating func receive() -> Int {
         count = 0
         let n = base.receive()

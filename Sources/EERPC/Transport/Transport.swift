@@ -1,3 +1,5 @@
+import Glibc
+
 /// Transport-specific address of an Rpc endpoint, opaque to the runtime (32 bytes, as carried in
 /// session-management messages). Each transport defines what the words mean.
 @frozen
@@ -75,6 +77,14 @@ public protocol Transport: ~Copyable {
     func received(_ index: Int) -> UnsafeMutableRawBufferPointer
     /// Counters of this transport.
     var stats: TransportStats { get }
+    /// Blocks until a packet may be waiting or `timeoutMs` passes: lets an idle dispatch thread
+    /// give its CPU away instead of spinning.
+    mutating func waitForPackets(timeoutMs: Int32)
+}
+
+extension Transport where Self: ~Copyable {
+    /// A transport without a blocking wait just sleeps.
+    public mutating func waitForPackets(timeoutMs: Int32) { _ = usleepShim(UInt32(timeoutMs) * 1_000) }
 }
 
 /// Packet counters of a transport.
@@ -87,3 +97,6 @@ public struct TransportStats: Sendable, Equatable {
     public var rxOversized: UInt64 = 0
     public init() {}
 }
+
+@inline(__always)
+func usleepShim(_ us: UInt32) -> Int32 { usleep(us) }

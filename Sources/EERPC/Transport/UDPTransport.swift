@@ -144,6 +144,11 @@ public struct UDPTransport: Transport, ~Copyable {
         return n
     }
 
+    public mutating func waitForPackets(timeoutMs: Int32) {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&p, 1, timeoutMs)
+    }
+
     public func received(_ index: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: rxBuffer + index * rxSlotSize, count: rxLengths[index])
     }

@@ -1,0 +1,134 @@
+import EERPC
+import Glibc
+
+/// A cluster as its configuration file describes it:
+///
+/// ```toml
+/// [cluster]
+/// crypto = "adaptive"          # none | inline | offload | adaptive
+/// durability = "fsync"         # fsync | nosync
+///
+/// [tls]
+/// dir = "certs"                # made by `eekv certs init`; relative to this file
+/// client = "client-0"          # the CLI's certificate name
+///
+/// [[node]]
+/// id = 0
+/// host = "127.0.0.1"
+/// port = 31850                 # session management (TCP, TLS)
+/// udp_port = 31900             # first data-plane port; thread i uses udp_port + i
+/// threads = 1
+/// ```
+/// Slots are split evenly over the nodes in id order unless a node gives `slots = [first, last]`.
+public struct ClusterConfig: Sendable {
+    public struct Node: Sendable, Equatable {
+        public var id: Int
+        public var host: String
+        public var port: UInt16
+        public var udpPort: UInt16
+        public var threads: Int
+        public var slots: ClosedRange<Int>
+    }
+
+    public var nodes: [Node]
+    public var crypto: CryptoMode
+    public var durability: Durability
+    public var tlsDirectory: String?
+    public var clientCertificate: String
+    /// Where the file was read from (relative paths in it are relative to its folder).
+    public var source: String
+
+    public struct Error: Swift.Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    public static func load(path: String) throws(Error) -> ClusterConfig {
+        guard let file = fopen(path, "r") else {
+            throw Error(description: "cannot read the cluster config \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { fclose(file) }
+        var text = ""
+        var buffer = [CChar](repeating: 0, count: 4_096)
+        while fgets(&buffer, Int32(buffer.count), file) != nil {
+            text += String(cString: buffer)
+        }
+        return try parse(text, source: path)
+    }
+
+    public static func parse(_ text: String, source: String) throws(Error) -> ClusterConfig {
+        let doc: TOMLDocument
+        do { doc = try TOMLDocument(parsing: text) } catch { throw Error(description: "\(source): \(error)") }
+        let cluster = doc.tables["cluster"] ?? [:]
+        let tls = doc.tables["tls"]
+        func string(_ table: [String: TOMLDocument.Value], _ key: String) -> String? {
+            if case .string(let s)? = table[key] { return s }
+            return nil
+        }
+        func int(_ table: [String: TOMLDocument.Value], _ key: String) -> Int? {
+            if case .integer(let n)? = table[key] { return n }
+            return nil
+        }
+        let cryptoName = string(cluster, "crypto") ?? "adaptive"
+        guard let crypto = CryptoMode(name: cryptoName) else {
+            throw Error(description: "\(source): unknown crypto mode '\(cryptoName)'")
+        }
+        let durabilityName = string(cluster, "durability") ?? "fsync"
+        guard let durability = Durability(rawValue: durabilityName) else {
+            throw Error(description: "\(source): durability must be fsync or nosync")
+        }
+        let base = source.contains("/") ? String(source[..<source.lastIndex(of: "/")!]) : "."
+        var tlsDirectory: String? = nil
+        if let tls, let dir = string(tls, "dir") { tlsDirectory = dir.hasPrefix("/") ? dir : base + "/" + dir }
+        if crypto.encrypts && tlsDirectory == nil {
+            throw Error(description: "\(source): crypto '\(cryptoName)' needs a [tls] dir with the cluster's certificates")
+        }
+        var nodes: [Node] = []
+        for entry in doc.arrays["node"] ?? [] {
+            guard let id = int(entry, "id"), let host = string(entry, "host"), let port = int(entry, "port"),
+                let udp = int(entry, "udp_port")
+            else { throw Error(description: "\(source): every [[node]] needs id, host, port and udp_port") }
+            let threads = int(entry, "threads") ?? 1
+            guard (1...65_535).contains(port), (1...65_535).contains(udp), (1...64).contains(threads), udp + threads <= 65_536
+            else { throw Error(description: "\(source): node \(id) has a bad port or thread count") }
+            var slots = 0...0
+            if case .array(let range)? = entry["slots"], range.count == 2, case .integer(let a) = range[0],
+                case .integer(let b) = range[1]
+            {
+                guard a <= b, a >= 0, b < HashSlot.count else { throw Error(description: "\(source): node \(id) has bad slots") }
+                slots = a...b
+            }
+            nodes.append(Node(id: id, host: host, port: UInt16(port), udpPort: UInt16(udp), threads: threads, slots: slots))
+        }
+        guard !nodes.isEmpty else { throw Error(description: "\(source): no [[node]] entries") }
+        nodes.sort { $0.id < $1.id }
+        guard Set(nodes.map(\.id)).count == nodes.count else { throw Error(description: "\(source): duplicate node ids") }
+        if !(doc.arrays["node"] ?? []).contains(where: { $0["slots"] != nil }) {
+            for i in nodes.indices {
+                nodes[i].slots = (i * HashSlot.count / nodes.count)...((i + 1) * HashSlot.count / nodes.count - 1)
+            }
+        }
+        // Every slot must have exactly one owner.
+        var owner = [Int](repeating: -1, count: HashSlot.count)
+        for n in nodes {
+            for s in n.slots {
+                guard owner[s] == -1 else { throw Error(description: "\(source): slot \(s) belongs to two nodes") }
+                owner[s] = n.id
+            }
+        }
+        if let free = owner.firstIndex(of: -1) { throw Error(description: "\(source): slot \(free) has no node") }
+        return ClusterConfig(
+            nodes: nodes, crypto: crypto, durability: durability, tlsDirectory: tlsDirectory,
+            clientCertificate: tls.flatMap { string($0, "client") } ?? "client-0", source: source)
+    }
+
+    /// The node that owns `key`'s slot.
+    public func node(for key: UnsafeRawBufferPointer) -> Node {
+        let slot = HashSlot.of(key)
+        return nodes.first { $0.slots.contains(slot) }!
+    }
+
+    public func node(id: Int) -> Node? { nodes.first { $0.id == id } }
+
+    /// TLS files for certificate `name` (node-<id> or a client name), if the cluster has TLS.
+    public func tls(name: String) -> TLSConfig? { tlsDirectory.map { TLSConfig(directory: $0, name: name) } }
+}

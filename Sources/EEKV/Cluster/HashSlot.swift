@@ -1,0 +1,28 @@
+/// Keys map to 16,384 hash slots as in Redis Cluster: CRC16-XMODEM of the key (or of the part
+/// between the first `{` and the next `}`, when that is not empty, so related keys can share a
+/// slot), modulo 16,384.
+public enum HashSlot {
+    public static let count = 16_384
+
+    public static func of(_ key: UnsafeRawBufferPointer) -> Int {
+        var bytes = key
+        if let open = key.firstIndex(of: UInt8(ascii: "{")),
+            let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1
+        {
+            bytes = UnsafeRawBufferPointer(rebasing: key[(open + 1)..<close])
+        }
+        return Int(crc16(bytes) & 0x3FFF)
+    }
+
+    public static func of(_ key: [UInt8]) -> Int { key.withUnsafeBytes { of($0) } }
+
+    /// CRC16-XMODEM: polynomial 0x1021, initial value 0, no reflection.
+    static func crc16(_ bytes: UnsafeRawBufferPointer) -> UInt16 {
+        var crc: UInt16 = 0
+        for b in bytes {
+            crc ^= UInt16(b) << 8
+            for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
+        }
+        return crc
+    }
+}

@@ -1,0 +1,129 @@
+/// The subset of TOML the cluster configuration uses: comments, `[table]`, `[[array-of-tables]]`,
+/// and `key = value` with strings, integers, booleans and arrays of those. Anything else is a
+/// parse error with its line number, never a silent misread.
+public struct TOMLDocument: Sendable {
+    public enum Value: Sendable, Equatable {
+        case string(String)
+        case integer(Int)
+        case boolean(Bool)
+        case array([Value])
+    }
+
+    /// Top-level tables by name; arrays of tables by name.
+    public private(set) var tables: [String: [String: Value]] = [:]
+    public private(set) var arrays: [String: [[String: Value]]] = [:]
+
+    public struct ParseError: Error, CustomStringConvertible, Sendable {
+        public let line: Int
+        public let reason: String
+        public var description: String { "line \(line): \(reason)" }
+    }
+
+    public init(parsing text: String) throws(ParseError) {
+        enum Target { case root, table(String), array(String) }
+        var target = Target.root
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNumber = index + 1
+            let line = Self.stripComment(String(raw)).trimmed
+            if line.isEmpty { continue }
+            if line.hasPrefix("[[") {
+                guard line.hasSuffix("]]"), line.count > 4 else { throw ParseError(line: lineNumber, reason: "bad [[table]] header") }
+                let name = String(String(line.dropFirst(2).dropLast(2))).trimmed
+                arrays[name, default: []].append([:])
+                target = .array(name)
+                continue
+            }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]"), line.count > 2 else { throw ParseError(line: lineNumber, reason: "bad [table] header") }
+                let name = String(line.dropFirst().dropLast()).trimmed
+                if tables[name] == nil { tables[name] = [:] }
+                target = .table(name)
+                continue
+            }
+            guard let eq = line.firstIndex(of: "=") else { throw ParseError(line: lineNumber, reason: "expected key = value") }
+            let key = String(line[..<eq]).trimmed
+            guard !key.isEmpty, key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
+                throw ParseError(line: lineNumber, reason: "bad key '\(key)'")
+            }
+            var rest = Substring(String(line[line.index(after: eq)...]).trimmed)
+            let value = try Self.parseValue(&rest, line: lineNumber)
+            guard String(rest).trimmed.isEmpty else { throw ParseError(line: lineNumber, reason: "unexpected text after the value") }
+            switch target {
+            case .root: tables["", default: [:]][key] = value
+            case .table(let name): tables[name, default: [:]][key] = value
+            case .array(let name): arrays[name]![arrays[name]!.count - 1][key] = value
+            }
+        }
+    }
+
+    private static func stripComment(_ line: String) -> String {
+        var inString = false
+        for (i, c) in line.enumerated() {
+            if c == "\"" { inString.toggle() }
+            if c == "#" && !inString { return String(line.prefix(i)) }
+        }
+        return line
+    }
+
+    private static func parseValue(_ s: inout Substring, line: Int) throws(ParseError) -> Value {
+        s = Substring(String(s).trimmed)
+        guard let first = s.first else { throw ParseError(line: line, reason: "missing value") }
+        if first == "\"" {
+            var out = ""
+            var i = s.index(after: s.startIndex)
+            while i < s.endIndex {
+                let c = s[i]
+                if c == "\"" {
+                    s = s[s.index(after: i)...]
+                    return .string(out)
+                }
+                if c == "\\" {
+                    i = s.index(after: i)
+                    guard i < s.endIndex else { break }
+                    switch s[i] {
+                    case "n": out.append("\n")
+                    case "t": out.append("\t")
+                    case "\"": out.append("\"")
+                    case "\\": out.append("\\")
+                    default: throw ParseError(line: line, reason: "unsupported escape")
+                    }
+                } else {
+                    out.append(c)
+                }
+                i = s.index(after: i)
+            }
+            throw ParseError(line: line, reason: "unterminated string")
+        }
+        if first == "[" {
+            s = s.dropFirst()
+            var items: [Value] = []
+            while true {
+                s = Substring(String(s).trimmed)
+                if s.first == "]" {
+                    s = s.dropFirst()
+                    return .array(items)
+                }
+                items.append(try parseValue(&s, line: line))
+                s = Substring(String(s).trimmed)
+                if s.first == "," { s = s.dropFirst() } else if s.first != "]" {
+                    throw ParseError(line: line, reason: "expected , or ] in array")
+                }
+            }
+        }
+        let token = s.prefix { $0 != "," && $0 != "]" && $0 != " " }
+        s = s.dropFirst(token.count)
+        if token == "true" { return .boolean(true) }
+        if token == "false" { return .boolean(false) }
+        if let n = Int(token.filter { $0 != "_" }) { return .integer(n) }
+        throw ParseError(line: line, reason: "unsupported value '\(token)'")
+    }
+}
+
+extension String {
+    var trimmed: String {
+        var s = Substring(self)
+        while let c = s.first, c == " " || c == "\t" || c == "\r" { s = s.dropFirst() }
+        while let c = s.last, c == " " || c == "\t" || c == "\r" { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,130 @@
+import EERPC
+
+/// eekv's requests and replies, carried as eeRPC messages. All integers little-endian.
+///
+/// Requests (eeRPC request type ``KVProtocol/readType`` for get, scan and mget, which run on the
+/// dispatch thread; ``KVProtocol/writeType`` for put and delete, which go to the writer):
+/// ```
+/// get     op=1 | klen u16 | key
+/// put     op=2 | klen u16 | key | value (the rest of the message)
+/// delete  op=3 | klen u16 | key
+/// scan    op=4 | slen u16 | start | has_end u8 | elen u16 | end | limit u32
+/// mget    op=5 | count u16 | (klen u16 | key) × count
+/// ```
+/// Replies: `status u8 | body`. Bodies of `ok` replies: get → the value; scan → `count u32 | more u8 |
+/// (klen u16 | key | vlen u32 | value) × count`; mget → `count u16 | (found u8 | vlen u32 | value) × count`.
+/// Error replies carry a UTF-8 message as the body.
+public enum KVProtocol {
+    public static let readType: UInt8 = 10
+    public static let writeType: UInt8 = 11
+    /// Largest value: a put is one message with the key (≤ 511 B) and 3 bytes of header.
+    public static let maxValueSize = Wire.maxMessageSize - 3 - Store.maxKeySize
+    /// Largest scan limit and mget key count per request.
+    public static let maxScanLimit = 100_000
+    public static let maxMultiGet = 4_096
+}
+
+public enum KVOperation: UInt8, Sendable {
+    case get = 1
+    case put = 2
+    case delete = 3
+    case scan = 4
+    case multiGet = 5
+}
+
+/// The status byte of every reply.
+public enum KVStatus: UInt8, Sendable, Error {
+    case ok = 0
+    case notFound = 1
+    /// Empty, oversized or malformed request, or unknown operation (the body says which).
+    case badRequest = 2
+    /// The reply would not fit the maximum message size (scans: lower the limit).
+    case tooLarge = 3
+    /// The store failed (disk full, I/O error) or is shutting down.
+    case storeError = 4
+
+    init(writeResult: WriteResult) {
+        switch writeResult {
+        case .committed: self = .ok
+        case .notFound: self = .notFound
+        case .failed: self = .storeError
+        }
+    }
+}
+
+/// Reads a request or reply with bounds checks: every read returns nil past the end, so a
+/// truncated or malformed message becomes a typed error instead of a crash.
+public struct ByteReader {
+    public let bytes: UnsafeRawBufferPointer
+    public private(set) var offset = 0
+
+    public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    public var remaining: Int { bytes.count - offset }
+
+    public mutating func u8() -> UInt8? {
+        guard remaining >= 1 else { return nil }
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+
+    public mutating func u16() -> UInt16? {
+        guard remaining >= 2 else { return nil }
+        defer { offset += 2 }
+        return UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+
+    public mutating func u32() -> UInt32? {
+        guard remaining >= 4 else { return nil }
+        defer { offset += 4 }
+        return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    public mutating func take(_ n: Int) -> UnsafeRawBufferPointer? {
+        guard n >= 0, remaining >= n else { return nil }
+        defer { offset += n }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + n])
+    }
+
+    public mutating func rest() -> UnsafeRawBufferPointer { take(remaining)! }
+}
+
+/// Writes into a message buffer with bounds checks (false: it does not fit).
+public struct ByteWriter {
+    public let base: UnsafeMutableRawPointer
+    public let capacity: Int
+    public private(set) var count = 0
+
+    public init(_ buffer: MsgBuffer) {
+        base = buffer.data
+        capacity = buffer.capacity
+    }
+
+    public init(base: UnsafeMutableRawPointer, capacity: Int) {
+        self.base = base
+        self.capacity = capacity
+    }
+
+    @discardableResult
+    public mutating func u8(_ v: UInt8) -> Bool { put(v) }
+    @discardableResult
+    public mutating func u16(_ v: UInt16) -> Bool { put(v.littleEndian) }
+    @discardableResult
+    public mutating func u32(_ v: UInt32) -> Bool { put(v.littleEndian) }
+
+    @discardableResult
+    public mutating func bytes(_ b: UnsafeRawBufferPointer) -> Bool {
+        guard capacity - count >= b.count else { return false }
+        if b.count > 0 { (base + count).copyMemory(from: b.baseAddress!, byteCount: b.count) }
+        count += b.count
+        return true
+    }
+
+    private mutating func put<T: FixedWidthInteger>(_ v: T) -> Bool {
+        let n = MemoryLayout<T>.size
+        guard capacity - count >= n else { return false }
+        (base + count).storeBytes(of: v, as: T.self)
+        count += n
+        return true
+    }
+}

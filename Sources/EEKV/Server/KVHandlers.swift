@@ -1,0 +1,236 @@
+import EERPC
+import Synchronization
+
+/// Per dispatch thread state the handlers reach through the Rpc's context pointer.
+final class DispatchState {
+    let reader: StoreReader
+    let store: Store
+    let stats: KVServerStats
+    init(reader: StoreReader, store: Store, stats: KVServerStats) {
+        self.reader = reader
+        self.store = store
+        self.stats = stats
+    }
+}
+
+/// Counters of a node (all threads), safe to read from anywhere.
+public final class KVServerStats: Sendable {
+    public let gets = Atomic<Int>(0)
+    public let puts = Atomic<Int>(0)
+    public let deletes = Atomic<Int>(0)
+    public let scans = Atomic<Int>(0)
+    public let multiGets = Atomic<Int>(0)
+    /// Requests answered with `badRequest`.
+    public let badRequests = Atomic<Int>(0)
+    public let storeErrors = Atomic<Int>(0)
+    public init() {}
+}
+
+/// The request handlers of an eekv node.
+enum KVHandlers {
+    static func register(on nexus: Nexus, writer: GroupCommitWriter) throws {
+        try nexus.register(type: KVProtocol.readType, mode: .foreground) { handleRead($0) }
+        // Writes run in "background" mode: the runtime copies the request into a buffer that
+        // lives until the reply, and the reply may come from any thread, here the writer's once
+        // the write's transaction has committed. The background thread only queues the write.
+        try nexus.register(type: KVProtocol.writeType, mode: .background) { handle in
+            handleWrite(handle, writer: writer)
+        }
+    }
+
+    static func state(_ handle: RequestHandle) -> DispatchState {
+        Unmanaged<DispatchState>.fromOpaque(handle.context!).takeUnretainedValue()
+    }
+
+    // MARK: Reads (dispatch thread)
+
+    static func handleRead(_ handle: RequestHandle) {
+        let state = state(handle)
+        var r = ByteReader(handle.request)
+        guard let rawOp = r.u8(), let op = KVOperation(rawValue: rawOp) else {
+            return reject(handle, .badRequest, "unknown operation", state.stats)
+        }
+        do throws(StoreError) {
+            switch op {
+            case .get: try get(handle, &r, state)
+            case .scan: try scan(handle, &r, state)
+            case .multiGet: try multiGet(handle, &r, state)
+            case .put, .delete: reject(handle, .badRequest, "writes use request type \(KVProtocol.writeType)", state.stats)
+            }
+        } catch {
+            state.stats.storeErrors.add(1, ordering: .relaxed)
+            reject(handle, .storeError, "\(error)", nil)
+        }
+    }
+
+    private static func key(_ r: inout ByteReader) -> UnsafeRawBufferPointer? {
+        guard let n = r.u16(), let k = r.take(Int(n)), Store.validKey(k) else { return nil }
+        return k
+    }
+
+    private static func get(_ handle: RequestHandle, _ r: inout ByteReader, _ state: DispatchState) throws(StoreError) {
+        guard let k = key(&r), r.remaining == 0 else {
+            return reject(handle, .badRequest, "get needs one key of 1-511 bytes", state.stats)
+        }
+        state.stats.gets.add(1, ordering: .relaxed)
+        try state.reader.withSnapshot { s throws(StoreError) in
+            guard let value = try s.get(k) else { return reply(handle, .notFound) }
+            var w: ByteWriter
+            var response: MsgBuffer
+            if 1 + value.count <= handle.preallocatedResponse.capacity {
+                response = handle.preallocatedResponse
+            } else {
+                guard let b = handle.allocateResponse(size: 1 + value.count) else {
+                    return reject(handle, .tooLarge, "value too large to send", nil)
+                }
+                response = b
+            }
+            w = ByteWriter(response)
+            w.u8(KVStatus.ok.rawValue)
+            w.bytes(value)
+            response.resize(to: w.count)
+            handle.respond(response)
+        }
+    }
+
+    private static func scan(_ handle: RequestHandle, _ r: inout ByteReader, _ state: DispatchState) throws(StoreError) {
+        guard let startLength = r.u16(), let start = r.take(Int(startLength)), startLength <= Store.maxKeySize,
+            let hasEnd = r.u8(), hasEnd <= 1, let endLength = r.u16(), let endKey = r.take(Int(endLength)),
+            endLength <= Store.maxKeySize, let limit = r.u32(), r.remaining == 0,
+            limit >= 1 && limit <= KVProtocol.maxScanLimit
+        else {
+            return reject(handle, .badRequest, "malformed scan (keys up to 511 bytes, limit 1-100000)", state.stats)
+        }
+        state.stats.scans.add(1, ordering: .relaxed)
+        let end: UnsafeRawBufferPointer? = hasEnd == 1 ? endKey : nil
+        try state.reader.withSnapshot { s throws(StoreError) in
+            // Two passes over one snapshot: size the reply, then fill it.
+            let header = 1 + 4 + 1
+            var size = header
+            var count = 0
+            var more = false
+            try s.scan(from: start, to: end, limit: Int(limit) + 1) { k, v in
+                if count == Int(limit) {
+                    more = true
+                    return false
+                }
+                let entry = 2 + k.count + 4 + v.count
+                if size + entry > Wire.maxMessageSize {
+                    more = true
+                    return false
+                }
+                size += entry
+                count += 1
+                return true
+            }
+            guard var response = size <= handle.preallocatedResponse.capacity
+                ? handle.preallocatedResponse : handle.allocateResponse(size: size)
+            else { return reject(handle, .tooLarge, "scan reply too large", nil) }
+            var w = ByteWriter(response)
+            w.u8(KVStatus.ok.rawValue)
+            w.u32(UInt32(count))
+            w.u8(more ? 1 : 0)
+            var written = 0
+            try s.scan(from: start, to: end, limit: count) { k, v in
+                w.u16(UInt16(k.count))
+                w.bytes(k)
+                w.u32(UInt32(v.count))
+                w.bytes(v)
+                written += 1
+                return true
+            }
+            response.resize(to: w.count)
+            handle.respond(response)
+        }
+    }
+
+    private static func multiGet(_ handle: RequestHandle, _ r: inout ByteReader, _ state: DispatchState)
+        throws(StoreError)
+    {
+        guard let n = r.u16(), n >= 1, Int(n) <= KVProtocol.maxMultiGet else {
+            return reject(handle, .badRequest, "mget needs 1-4096 keys", state.stats)
+        }
+        var keys = r
+        for _ in 0..<n {
+            guard key(&r) != nil else { return reject(handle, .badRequest, "mget keys must be 1-511 bytes", state.stats) }
+        }
+        guard r.remaining == 0 else { return reject(handle, .badRequest, "trailing bytes after mget keys", state.stats) }
+        state.stats.multiGets.add(1, ordering: .relaxed)
+        try state.reader.withSnapshot { s throws(StoreError) in
+            var size = 1 + 2
+            var probe = keys
+            for _ in 0..<n { size += 1 + 4 + (try s.get(key(&probe)!)?.count ?? 0) }
+            guard size <= Wire.maxMessageSize else { return reject(handle, .tooLarge, "mget reply too large", nil) }
+            guard var response = size <= handle.preallocatedResponse.capacity
+                ? handle.preallocatedResponse : handle.allocateResponse(size: size)
+            else { return reject(handle, .tooLarge, "mget reply too large", nil) }
+            var w = ByteWriter(response)
+            w.u8(KVStatus.ok.rawValue)
+            w.u16(n)
+            for _ in 0..<n {
+                if let v = try s.get(key(&keys)!) {
+                    w.u8(1)
+                    w.u32(UInt32(v.count))
+                    w.bytes(v)
+                } else {
+                    w.u8(0)
+                    w.u32(0)
+                }
+            }
+            response.resize(to: w.count)
+            handle.respond(response)
+        }
+    }
+
+    // MARK: Writes (background thread → writer thread)
+
+    static func handleWrite(_ handle: RequestHandle, writer: GroupCommitWriter) {
+        let stats = state(handle).stats  // atomics: fine from the background thread
+        var r = ByteReader(handle.request)
+        guard let rawOp = r.u8(), let op = KVOperation(rawValue: rawOp) else {
+            return reject(handle, .badRequest, "unknown operation", stats)
+        }
+        let write: WriteOp
+        switch op {
+        case .put:
+            guard let k = key(&r) else { return reject(handle, .badRequest, "put needs a key of 1-511 bytes", stats) }
+            let value = r.rest()
+            guard value.count <= KVProtocol.maxValueSize else { return reject(handle, .badRequest, "value too large", stats) }
+            stats.puts.add(1, ordering: .relaxed)
+            write = WriteOp(kind: .put, key: k, value: value, ack: .request(handle))
+        case .delete:
+            guard let k = key(&r), r.remaining == 0 else {
+                return reject(handle, .badRequest, "delete needs one key of 1-511 bytes", stats)
+            }
+            stats.deletes.add(1, ordering: .relaxed)
+            write = WriteOp(kind: .delete, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0), ack: .request(handle))
+        case .get, .scan, .multiGet:
+            return reject(handle, .badRequest, "reads use request type \(KVProtocol.readType)", stats)
+        }
+        if !writer.submit(write) { reject(handle, .storeError, "the node is shutting down", stats) }
+    }
+
+    // MARK: Replies
+
+    static func reply(_ handle: RequestHandle, _ status: KVStatus) {
+        var response = handle.preallocatedResponse
+        response.data.storeBytes(of: status.rawValue, as: UInt8.self)
+        response.resize(to: 1)
+        handle.respond(response)
+    }
+
+    /// An error reply: the status and a short message (cut to one packet).
+    static func reject(_ handle: RequestHandle, _ status: KVStatus, _ message: String, _ stats: KVServerStats?) {
+        if status == .badRequest { stats?.badRequests.add(1, ordering: .relaxed) }
+        var response = handle.preallocatedResponse
+        var w = ByteWriter(response)
+        w.u8(status.rawValue)
+        var text = message
+        text.withUTF8 { utf8 in
+            let n = min(utf8.count, w.capacity - 1)
+            w.bytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[0..<n]))
+        }
+        response.resize(to: w.count)
+        handle.respond(response)
+    }
+}

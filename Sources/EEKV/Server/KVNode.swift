@@ -1,0 +1,133 @@
+import CSystemShims
+import EERPC
+import Glibc
+import Logging
+import Synchronization
+
+/// One eekv node: its store, a Nexus (TLS session management, AES pool, one background thread
+/// that queues writes) and one pinned dispatch thread per core, each an Rpc with its own UDP port.
+public final class KVNode: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var dataDirectory: String
+        public var threads: Int
+        public var crypto: CryptoMode
+        public var aesWorkers: Int
+        public var durability: Durability
+        /// CPUs to pin dispatch thread i to (i mod count); empty: CPUs 0, 1, ...
+        public var cpus: [Int] = []
+        /// How long a dispatch thread keeps polling without traffic before it sleeps in the kernel.
+        public var idleSpinNs: UInt64 = 20_000
+        public init(dataDirectory: String, threads: Int, crypto: CryptoMode, aesWorkers: Int, durability: Durability) {
+            self.dataDirectory = dataDirectory
+            self.threads = threads
+            self.crypto = crypto
+            self.aesWorkers = aesWorkers
+            self.durability = durability
+        }
+    }
+
+    public let node: ClusterConfig.Node
+    public let store: Store
+    public let nexus: Nexus
+    public let stats = KVServerStats()
+    private let options: Options
+    private let logger: Logger
+    private let stopping = Atomic<Bool>(false)
+    private let ready = Atomic<Int>(0)
+    private var threads: [JoinableThread] = []
+    private let failure = Mutex<(any Error)?>(nil)
+
+    public init(config: ClusterConfig, nodeID: Int, options: Options, logger: Logger) throws {
+        guard let node = config.node(id: nodeID) else {
+            throw ClusterConfig.Error(description: "node \(nodeID) is not in \(config.source)")
+        }
+        guard options.threads >= 1 && options.threads <= node.threads else {
+            throw ClusterConfig.Error(
+                description: "node \(nodeID) has \(node.threads) data-plane port(s) in the config; --threads must be 1-\(node.threads)")
+        }
+        self.node = node
+        self.options = options
+        self.logger = logger
+        store = try Store(directory: options.dataDirectory, durability: options.durability)
+        nexus = try Nexus(
+            host: node.host, port: node.port, backgroundThreads: 1,
+            tls: options.crypto.encrypts ? config.tls(name: "node-\(nodeID)") : nil, aesWorkers: options.aesWorkers)
+        try KVHandlers.register(on: nexus, writer: store.writer)
+    }
+
+    /// Starts the dispatch threads and returns once each has its Rpc and socket.
+    public func start() throws {
+        var resolved: UInt32 = 0
+        guard ee_resolve_ipv4(node.host, &resolved) == 0 else {
+            throw ClusterConfig.Error(description: "cannot resolve \(node.host)")
+        }
+        let ip = resolved
+        let cpuCount = Threads.cpuCount
+        for i in 0..<options.threads {
+            // Nodes sharing a machine start from different CPUs.
+            let cpu = options.cpus.isEmpty ? (node.id * options.threads + i) % cpuCount : options.cpus[i % options.cpus.count]
+            let port = node.udpPort + UInt16(i)
+            threads.append(
+                Threads.spawn(name: "eekv-dispatch-\(i)") { [self] in
+                    self.dispatchLoop(index: i, cpu: cpu, ip: ip, port: port)
+                })
+        }
+        while ready.load(ordering: .acquiring) < options.threads {
+            if let error = failure.withLock({ $0 }) {
+                stop()
+                throw error
+            }
+            usleep(1_000)
+        }
+        logger.info(
+            "node \(node.id) serving",
+            metadata: [
+                "session_management": "\(node.host):\(node.port)", "udp_ports": "\(node.udpPort)-\(Int(node.udpPort) + options.threads - 1)",
+                "crypto": "\(options.crypto.name)", "durability": "\(options.durability.rawValue)",
+                "data": "\(options.dataDirectory)", "threads": "\(options.threads)",
+            ])
+    }
+
+    private func dispatchLoop(index: Int, cpu: Int, ip: UInt32, port: UInt16) {
+        do {
+            var config = RpcConfig()
+            config.crypto = options.crypto
+            let rpc = try Rpc(
+                nexus: nexus, id: UInt8(index), transport: try UDPTransport(address: ip, port: port), cpu: cpu,
+                config: config)
+            let state = DispatchState(reader: try store.makeReader(), store: store, stats: stats)
+            rpc.endpoint.context = Unmanaged.passUnretained(state).toOpaque()
+            ready.add(1, ordering: .releasing)
+            var lastWork = ee_now_ns()
+            while !stopping.load(ordering: .relaxed) {
+                for _ in 0..<16 where rpc.runOnce() { lastWork = ee_now_ns() }
+                // Busy-poll while traffic flows; after a short quiet spell, sleep in the kernel until
+                // a packet comes, so nodes and clients sharing cores (a laptop, CI) do not starve
+                // each other. A dedicated core keeps the thread spinning through any steady load.
+                if ee_now_ns() &- lastWork > options.idleSpinNs {
+                    rpc.waitForTraffic(timeoutMs: 2)
+                    lastWork = ee_now_ns()
+                }
+            }
+            // Let in-flight writes come back from the writer and be answered before the Rpc goes.
+            let deadline = ee_now_ns() &+ 500_000_000
+            while ee_now_ns() < deadline { rpc.runOnce() }
+            withExtendedLifetime(state) {}
+        } catch {
+            failure.withLock { $0 = error }
+            logger.error("dispatch thread \(index) could not start: \(error)")
+        }
+    }
+
+    /// Stops taking requests, commits every queued write, answers what it can, and closes the
+    /// store. Safe to call more than once.
+    public func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // Writes already queued commit and are acknowledged while the dispatch threads drain.
+        for t in threads { t.join() }
+        threads = []
+        store.close()
+        nexus.shutdown()
+        logger.info("node \(node.id) stopped", metadata: ["writes": "\(store.writer.writes.load(ordering: .relaxed))"])
+    }
+}

@@ -1,0 +1,195 @@
+import CLMDB
+import EERPC
+import Glibc
+import Synchronization
+
+/// The outcome of one write.
+public enum WriteResult: UInt8, Sendable, BitwiseCopyable {
+    case committed = 0
+    /// A delete of a key that was not there (the batch still committed).
+    case notFound = 1
+    /// The batch could not be committed (disk full, I/O error): nothing of it was written.
+    case failed = 2
+}
+
+/// How a write is acknowledged once its transaction has committed (or failed). Called on the
+/// writer thread.
+public enum WriteAck: BitwiseCopyable, @unchecked Sendable {
+    /// Answer an eeRPC request (a background handle, whose `respond` is thread-safe): the result
+    /// byte goes in its preallocated response.
+    case request(RequestHandle)
+    /// Store the result and bump a counter (in-process callers: tests, benchmarks).
+    case counter(UnsafeMutablePointer<Atomic<Int>>, result: UnsafeMutablePointer<WriteResult>?)
+}
+
+/// One put or delete. `key` and `value` point into memory the submitter keeps alive until the
+/// acknowledgement (for a request: its runtime-owned copy, valid until `respond`).
+public struct WriteOp: BitwiseCopyable, @unchecked Sendable {
+    public enum Kind: UInt8, BitwiseCopyable, Sendable {
+        case put
+        case delete
+    }
+    public var kind: Kind
+    public var key: UnsafeRawBufferPointer
+    public var value: UnsafeRawBufferPointer
+    public var ack: WriteAck
+
+    public init(kind: Kind, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, ack: WriteAck) {
+        self.kind = kind
+        self.key = key
+        self.value = value
+        self.ack = ack
+    }
+}
+
+/// LMDB has one writer at a time; this is it. Dispatch threads (and anyone else) submit puts and
+/// deletes to a lock-free queue; the writer thread takes everything waiting (up to `maxBatch`),
+/// applies it in one transaction, commits (with fsync unless the store is `nosync`), and only then
+/// acknowledges each write. One fsync thus covers a whole batch (group commit), and nothing is
+/// acknowledged before it is durable.
+///
+/// `MDB_MAP_FULL` aborts the batch, grows the map and replays it. Other failures fail the batch.
+public final class GroupCommitWriter: @unchecked Sendable {
+    public static let maxBatch = 1_024
+
+    private let environment: LMDBEnvironment
+    private let queue = BoundedQueue<WriteOp>(capacity: 65_536)
+    private let semaphore: UnsafeMutablePointer<sem_t>
+    private let sleeping = Atomic<Bool>(false)
+    private let running = Atomic<Bool>(true)
+    private var thread: JoinableThread?
+    // Writer-thread state, allocated once.
+    private let batch: UnsafeMutablePointer<WriteOp>
+    private let results: UnsafeMutablePointer<WriteResult>
+    /// Batches committed and writes acknowledged (for stats and tests).
+    public let commits = Atomic<Int>(0)
+    public let writes = Atomic<Int>(0)
+    public let mapGrowths = Atomic<Int>(0)
+
+    init(environment: LMDBEnvironment) {
+        self.environment = environment
+        semaphore = .allocate(capacity: 1)
+        sem_init(semaphore, 0, 0)
+        batch = .allocate(capacity: Self.maxBatch)
+        results = .allocate(capacity: Self.maxBatch)
+        thread = Threads.spawn(name: "eekv-writer") { [unowned(unsafe) self] in self.run() }
+    }
+
+    deinit {
+        stop()
+        sem_destroy(semaphore)
+        semaphore.deallocate()
+        batch.deallocate()
+        results.deallocate()
+    }
+
+    /// Queues a write. False once the writer has been stopped (the caller answers with an error).
+    @inline(__always)
+    public func submit(_ op: WriteOp) -> Bool {
+        guard running.load(ordering: .acquiring) else { return false }
+        while !queue.push(op) { _ = sched_yield() }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if sleeping.load(ordering: .relaxed) { sem_post(semaphore) }
+        return true
+    }
+
+    /// Commits everything queued, then ends the writer thread. Idempotent.
+    public func stop() {
+        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        sem_post(semaphore)
+        thread?.join()
+        thread = nil
+    }
+
+    private func run() {
+        while true {
+            var n = 0
+            while n < Self.maxBatch, let op = queue.pop() {
+                batch[n] = op
+                n += 1
+            }
+            if n > 0 {
+                commit(count: n)
+                continue
+            }
+            if !running.load(ordering: .acquiring) {
+                if queue.isEmpty { return }
+                continue
+            }
+            sleeping.store(true, ordering: .relaxed)
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if queue.isEmpty && running.load(ordering: .relaxed) {
+                while sem_wait(semaphore) != 0 && errno == EINTR {}
+            }
+            sleeping.store(false, ordering: .relaxed)
+        }
+    }
+
+    private func commit(count n: Int) {
+        var outcome = apply(count: n)
+        while outcome == MDB_MAP_FULL {
+            do {
+                try environment.grow()
+                mapGrowths.add(1, ordering: .relaxed)
+            } catch {
+                outcome = -1
+                break
+            }
+            outcome = apply(count: n)
+        }
+        if outcome != 0 {
+            for i in 0..<n { results[i] = .failed }
+        } else {
+            commits.add(1, ordering: .relaxed)
+        }
+        for i in 0..<n { acknowledge(batch[i], results[i]) }
+        writes.add(n, ordering: .relaxed)
+    }
+
+    /// One transaction for the batch: 0 on commit, `MDB_MAP_FULL` to grow and replay, another
+    /// code on failure (nothing written).
+    private func apply(count n: Int) -> Int32 {
+        var txn: OpaquePointer?
+        var r = mdb_txn_begin(environment.env, nil, 0, &txn)
+        guard r == 0 else { return r }
+        for i in 0..<n {
+            let op = batch[i]
+            var k = MDB_val(mv_size: op.key.count, mv_data: UnsafeMutableRawPointer(mutating: op.key.baseAddress))
+            switch op.kind {
+            case .put:
+                var v = MDB_val(
+                    mv_size: op.value.count, mv_data: UnsafeMutableRawPointer(mutating: op.value.baseAddress))
+                r = mdb_put(txn, environment.dbi, &k, &v, 0)
+                results[i] = .committed
+            case .delete:
+                r = mdb_del(txn, environment.dbi, &k, nil)
+                if r == MDB_NOTFOUND {
+                    r = 0
+                    results[i] = .notFound
+                } else {
+                    results[i] = .committed
+                }
+            }
+            if r != 0 {
+                mdb_txn_abort(txn)
+                return r
+            }
+        }
+        r = mdb_txn_commit(txn)
+        return r
+    }
+
+    @inline(__always)
+    private func acknowledge(_ op: WriteOp, _ result: WriteResult) {
+        switch op.ack {
+        case .request(let handle):
+            var response = handle.preallocatedResponse
+            response.data.storeBytes(of: KVStatus(writeResult: result).rawValue, as: UInt8.self)
+            response.resize(to: 1)
+            handle.respond(response)
+        case .counter(let counter, let slot):
+            slot?.pointee = result
+            counter.pointee.add(1, ordering: .releasing)
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import ArgumentParser
+import EEKV
+import EERPC
+import Glibc
+
+/// Exit codes of the client commands.
+enum ClientExit {
+    static let notFound: Int32 = 1
+    static let usage: Int32 = 2
+    static let serverOrNetwork: Int32 = 3
+}
+
+/// Options every client command takes.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "Cluster configuration (default: $EEKV_CONFIG, else deploy/cluster.example.toml).")
+    var config: String?
+
+    @Option(help: "Client certificate (default: the config's [tls] client).")
+    var cert: String?
+
+    @Option(help: "Client key (with --cert).")
+    var key: String?
+
+    @Option(help: "Cluster CA (default: the config's [tls] dir/ca.pem).")
+    var ca: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func configPath() -> String {
+        if let config { return config }
+        if let env = getenv("EEKV_CONFIG") { return String(cString: env) }
+        return "deploy/cluster.example.toml"
+    }
+
+    /// Connects, runs `body`, and turns failures into the documented exit codes.
+    func withClient(_ body: (KVClient, ClusterConfig) throws -> Int32) throws {
+        let cluster = try loadConfig(configPath())
+        var tls = cluster.tls(name: cluster.clientCertificate)
+        if let cert {
+            tls = TLSConfig(
+                caFile: ca ?? tls?.caFile ?? "ca.pem", certificateFile: cert,
+                keyFile: key ?? cert.replacingSuffix(".pem", with: ".key"))
+        } else if let ca, tls != nil {
+            tls!.caFile = ca
+        }
+        do {
+            let client = try KVClient(config: cluster, tls: tls)
+            let code = try body(client, cluster)
+            if code != 0 { throw ExitCode(code) }
+        } catch let error as KVClientError {
+            switch error {
+            case .badRequest(let m):
+                fail("eekv: bad request: \(m)", ClientExit.usage)
+            case .unreachable(let node, let why):
+                fail(
+                    "eekv: cannot reach node \(node) (\(why)); is the cluster running (deploy/local-cluster.sh status) "
+                        + "and is --config right?", ClientExit.serverOrNetwork)
+            case .timedOut(let node):
+                fail("eekv: node \(node) did not answer in time; check that it is running", ClientExit.serverOrNetwork)
+            default:
+                fail("eekv: \(error)", ClientExit.serverOrNetwork)
+            }
+        } catch let error as NexusError {
+            fail("eekv: cannot set up the client: \(error); check the certificate paths", ClientExit.serverOrNetwork)
+        }
+    }
+}
+
+func fail(_ message: String, _ code: Int32) -> Never {
+    let line = message + "\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(code)
+}
+
+extension String {
+    func replacingSuffix(_ suffix: String, with replacement: String) -> String {
+        hasSuffix(suffix) ? String(dropLast(suffix.count)) + replacement : self + replacement
+    }
+}
+
+/// JSON string literal for bytes shown as UTF-8 (invalid sequences replaced).
+func jsonString(_ bytes: [UInt8]) -> String {
+    var out = "\""
+    for scalar in String(decoding: bytes, as: UTF8.self).unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 {
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
+
+struct Put: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Store VALUE under KEY (acknowledged once durable).")
+    @Argument var key: String
+    @Argument var value: String
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        try options.withClient { client, _ in
+            try client.put(Array(key.utf8), Array(value.utf8))
+            print(options.json ? "{\"ok\":true}" : "OK")
+            return 0
+        }
+    }
+}
+
+struct Get: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the value of KEY (exit 1 if it does not exist).")
+    @Argument var key: String
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        try options.withClient { client, _ in
+            guard let value = try client.get(Array(key.utf8)) else {
+                if options.json { print("{\"key\":\(jsonString(Array(key.utf8))),\"found\":false}") }
+                fail("eekv: key not found: \(key)", ClientExit.notFound)
+            }
+            if options.json {
+                print("{\"key\":\(jsonString(Array(key.utf8))),\"found\":true,\"value\":\(jsonString(value))}")
+            } else {
+                value.withUnsafeBytes { _ = write(1, $0.baseAddress, $0.count) }
+                print("")
+            }
+            return 0
+        }
+    }
+}
+
+struct Del: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete KEY (exit 1 if it did not exist).")
+    @Argument var key: String
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        try options.withClient { client, _ in
+            let existed = try client.delete(Array(key.utf8))
+            if options.json { print("{\"deleted\":\(existed)}") } else if existed { print("OK") }
+            if !existed { fail("eekv: key not found: \(key)", ClientExit.notFound) }
+            return 0
+        }
+    }
+}
+
+struct Scan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print keys from START (inclusive) to END (exclusive) in key order, as key<TAB>value lines.")
+    @Argument var start: String
+    @Argument var end: String?
+    @Option(help: "At most this many keys.") var limit = 100
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        try options.withClient { client, _ in
+            let rows = try client.scan(from: Array(start.utf8), to: end.map { Array($0.utf8) }, limit: limit)
+            if options.json {
+                let items = rows.map { "{\"key\":\(jsonString($0.0)),\"value\":\(jsonString($0.1))}" }
+                print("[" + items.joined(separator: ",") + "]")
+            } else {
+                for (k, v) in rows { print(String(decoding: k, as: UTF8.self) + "\t" + String(decoding: v, as: UTF8.self)) }
+            }
+            return 0
+        }
+    }
+}
+
+struct MGet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mget", abstract: "Print the values of several keys, one line each (empty line if missing).")
+    @Argument var keys: [String]
+    @OptionGroup var options: ClientOptions
+
+    func validate() throws {
+        guard !keys.isEmpty else { throw ValidationError("give at least one key") }
+    }
+
+    func run() throws {
+        try options.withClient { client, _ in
+            let values = try client.multiGet(keys.map { Array($0.utf8) })
+            if options.json {
+                let items = zip(keys, values).map { k, v in
+                    "{\"key\":\(jsonString(Array(k.utf8))),\"found\":\(v != nil)"
+                        + (v.map { ",\"value\":\(jsonString($0))" } ?? "") + "}"
+                }
+                print("[" + items.joined(separator: ",") + "]")
+            } else {
+                for v in values { print(v.map { String(decoding: $0, as: UTF8.self) } ?? "") }
+            }
+            return values.contains { $0 == nil } ? ClientExit.notFound : 0
+        }
+    }
+}

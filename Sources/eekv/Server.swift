@@ -1,0 +1,83 @@
+import ArgumentParser
+import EEKV
+import EERPC
+import Glibc
+import Logging
+import Synchronization
+
+/// Set by SIGINT/SIGTERM; the server's main thread polls it.
+let stopRequested = Atomic<Bool>(false)
+
+struct Server: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one eekv node of the cluster described by --config.",
+        discussion: """
+            Serves gets, puts, deletes, scans and multi-gets from an LMDB store in --data, with one pinned \
+            dispatch thread per data-plane port the config gives the node. SIGINT or SIGTERM stops it \
+            cleanly: queued writes commit and are acknowledged before it exits.
+            """
+    )
+
+    @Option(help: "The cluster configuration (TOML).")
+    var config: String
+
+    @Option(help: "This node's id in the configuration.")
+    var node: Int
+
+    @Option(help: "Data directory (default: data/node-<id> next to the config).")
+    var data: String?
+
+    @Option(help: "Dispatch threads (default: the node's threads in the config).")
+    var threads: Int?
+
+    @Option(help: "Crypto mode: none, inline, offload, adaptive (default: the config's).")
+    var crypto: String?
+
+    @Option(help: "AES pool workers.")
+    var aesWorkers = 1
+
+    @Option(help: "fsync or nosync (default: the config's).")
+    var durability: String?
+
+    func run() throws {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        var logger = Logger(label: "eekv.server")
+        logger.logLevel = .info
+        let cluster = try loadConfig(config)
+        guard let me = cluster.node(id: node) else { throw ValidationError("node \(node) is not in \(config)") }
+        var mode = cluster.crypto
+        if let crypto {
+            guard let m = CryptoMode(name: crypto) else { throw ValidationError("unknown crypto mode '\(crypto)'") }
+            mode = m
+        }
+        var writeDurability = cluster.durability
+        if let durability {
+            guard let d = Durability(rawValue: durability) else { throw ValidationError("--durability is fsync or nosync") }
+            writeDurability = d
+        }
+        let base = config.contains("/") ? String(config[..<config.lastIndex(of: "/")!]) : "."
+        let directory = data ?? base + "/data/node-\(node)"
+        let options = KVNode.Options(
+            dataDirectory: directory, threads: threads ?? me.threads, crypto: mode, aesWorkers: aesWorkers,
+            durability: writeDurability)
+        if writeDurability == .nosync {
+            logger.warning("durability nosync: acknowledged writes may be lost if the machine crashes")
+        }
+        let kv = try KVNode(config: cluster, nodeID: node, options: options, logger: logger)
+        signal(SIGINT) { _ in stopRequested.store(true, ordering: .relaxed) }
+        signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed) }
+        try kv.start()
+        while !stopRequested.load(ordering: .relaxed) { usleep(50_000) }
+        logger.info("stopping: committing queued writes")
+        kv.stop()
+    }
+}
+
+/// Reads the cluster configuration, with a message that says what to fix.
+func loadConfig(_ path: String) throws -> ClusterConfig {
+    do {
+        return try ClusterConfig.load(path: path)
+    } catch {
+        throw ValidationError(error.description)
+    }
+}

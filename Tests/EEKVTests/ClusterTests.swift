@@ -1,0 +1,185 @@
+import CSystemShims
+import EEKV
+import EERPC
+import Glibc
+import Logging
+import Synchronization
+import Testing
+
+/// Ports nobody listens on right now (bound and released), for in-process nodes.
+func freePorts(_ n: Int) -> [UInt16] {
+    var fds: [Int32] = []
+    var ports: [UInt16] = []
+    for _ in 0..<n {
+        let fd = ee_tcp_listen(0x7F00_0001, 0)
+        ports.append(UInt16(ee_socket_port(fd)))
+        fds.append(fd)
+    }
+    for fd in fds { close(fd) }
+    return ports
+}
+
+/// A cluster of in-process nodes on loopback with its own certificates and data, torn down on deinit.
+final class TestCluster {
+    let directory = TempDirectory()
+    let config: ClusterConfig
+    let nodes: [KVNode]
+
+    init(nodes count: Int = 3, crypto: String = "inline") throws {
+        try ClusterCertificates.initialize(directory: directory.path + "/certs", nodes: count, clients: 1)
+        let tcp = freePorts(count)
+        let udp = freePorts(count)
+        var toml = "[cluster]\ncrypto = \"\(crypto)\"\ndurability = \"nosync\"\n[tls]\ndir = \"certs\"\nclient = \"client-0\"\n"
+        for i in 0..<count {
+            toml += "[[node]]\nid = \(i)\nhost = \"127.0.0.1\"\nport = \(tcp[i])\nudp_port = \(udp[i])\nthreads = 1\n"
+        }
+        config = try ClusterConfig.parse(toml, source: directory.path + "/cluster.toml")
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        var started: [KVNode] = []
+        for i in 0..<count {
+            var options = KVNode.Options(
+                dataDirectory: directory.path + "/node-\(i)", threads: 1, crypto: config.crypto, aesWorkers: 1,
+                durability: .nosync)
+            options.cpus = [i % Threads.cpuCount]
+            let node = try KVNode(config: config, nodeID: i, options: options, logger: logger)
+            try node.start()
+            started.append(node)
+        }
+        nodes = started
+    }
+
+    deinit { for n in nodes { n.stop() } }
+
+    func client() throws -> KVClient { try KVClient(config: config, tls: config.tls(name: "client-0")) }
+}
+
+@Suite("eekv cluster over encrypted eeRPC", .serialized)
+struct ClusterTests {
+    @Test("random operations through the client agree with a model; keys live on their slot's node")
+    func modelAcrossNodes() throws {
+        let cluster = try TestCluster()
+        let client = try cluster.client()
+        var model: [[UInt8]: [UInt8]] = [:]
+        var rng = SplitMix64(seed: 5)
+        for step in 0..<600 {
+            let key = Array("user\(rng.next() % 150)".utf8)
+            switch rng.next() % 10 {
+            case 0..<4:
+                let value = Array("v\(step)-".utf8) + (0..<Int(rng.next() % 2_000)).map { _ in UInt8(ascii: "x") }
+                try client.put(key, value)
+                model[key] = value
+            case 4..<5:
+                #expect(try client.delete(key) == (model[key] != nil))
+                model[key] = nil
+            case 5..<8:
+                #expect(try client.get(key) == model[key], "step \(step)")
+            case 8:
+                let keys = (0..<5).map { _ in Array("user\(rng.next() % 150)".utf8) }
+                #expect(try client.multiGet(keys) == keys.map { model[$0] })
+            default:
+                let start = Array("user\(rng.next() % 150)".utf8)
+                let limit = Int(rng.next() % 30) + 1
+                let expected = model.keys.filter { !$0.lexicographicallyPrecedes(start) }
+                    .sorted { $0.lexicographicallyPrecedes($1) }.prefix(limit)
+                let rows = try client.scan(from: start, limit: limit)
+                #expect(rows.map(\.0) == Array(expected), "scan at step \(step)")
+                #expect(rows.allSatisfy { model[$0.0] == $0.1 })
+            }
+        }
+        // Routing: each key is stored on exactly the node that owns its slot.
+        var perNode = [Int](repeating: 0, count: cluster.nodes.count)
+        for (key, value) in model {
+            let owner = key.withUnsafeBytes { cluster.config.node(for: $0).id }
+            for node in cluster.nodes {
+                let stored = try node.store.makeReader().get(key)
+                #expect((stored != nil) == (node.node.id == owner))
+                if node.node.id == owner { #expect(stored == value) }
+            }
+            perNode[owner] += 1
+        }
+        #expect(perNode.allSatisfy { $0 > 0 }, "keys spread over every node: \(perNode)")
+    }
+
+    /// Malformed requests straight over eeRPC (the client library would refuse to send them).
+    @Test("every bad request gets a typed error, is counted, and the node keeps serving")
+    func badRequests() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "none")
+        let node = cluster.config.nodes[0]
+        let nexus = try Nexus(backgroundThreads: 0, aesWorkers: 0)
+        defer { nexus.shutdown() }
+        let rpc = try Rpc(nexus: nexus, id: 9, transport: try UDPTransport(), config: .plaintext)
+        let s = try rpc.connect(host: node.host, port: node.port, remoteRpcID: 0)
+        func send(_ type: UInt8, _ bytes: [UInt8]) -> (KVStatus?, String) {
+            let e = rpc.endpoint
+            var request = e.allocate(size: max(bytes.count, 1))!
+            bytes.withUnsafeBytes { request.assign($0) }
+            let response = e.allocate(size: 4_096)!
+            var reply: [UInt8]? = nil
+            try! e.enqueueRequest(session: s, type: type, request: request, response: response) { c in
+                reply = Array(c.response.bytes)
+            }
+            rpc.run(until: { reply != nil }, timeoutNs: 5_000_000_000)
+            e.free(request)
+            e.free(response)
+            guard let reply, let first = reply.first else { return (nil, "") }
+            return (KVStatus(rawValue: first), String(decoding: reply.dropFirst(), as: UTF8.self))
+        }
+        let longKey = [UInt8](repeating: 0x6B, count: 512)
+        let bad: [(UInt8, [UInt8], String)] = [
+            (KVProtocol.readType, [], "empty request"),
+            (KVProtocol.readType, [99], "unknown operation"),
+            (KVProtocol.readType, [1, 0, 0], "empty key"),
+            (KVProtocol.readType, [1, 0, 2] + longKey, "oversized key"),
+            (KVProtocol.readType, [1, 10, 0, 65], "truncated key"),
+            (KVProtocol.readType, [1, 1, 0, 65, 66], "trailing bytes"),
+            (KVProtocol.readType, [2, 1, 0, 65, 66], "put on the read type"),
+            (KVProtocol.readType, [4, 1, 0, 65, 2, 0, 0], "malformed scan"),
+            (KVProtocol.readType, [4, 1, 0, 65, 0, 0, 0, 0, 0, 0, 0], "scan limit 0"),
+            (KVProtocol.readType, [5, 0, 0], "mget of no keys"),
+            (KVProtocol.readType, [5, 2, 0, 1, 0, 65], "mget truncated"),
+            (KVProtocol.writeType, [], "empty write"),
+            (KVProtocol.writeType, [7, 1, 0, 65], "unknown write operation"),
+            (KVProtocol.writeType, [2, 0, 0, 1], "put with empty key"),
+            (KVProtocol.writeType, [2, 0, 2] + longKey + [1], "put with oversized key"),
+            (KVProtocol.writeType, [3, 1, 0, 65, 66], "delete with trailing bytes"),
+            (KVProtocol.writeType, [1, 1, 0, 65], "get on the write type"),
+        ]
+        let before = cluster.nodes[0].stats.badRequests.load(ordering: .relaxed)
+        for (type, bytes, what) in bad {
+            let (status, message) = send(type, bytes)
+            #expect(status == .badRequest, "\(what): \(String(describing: status)) \(message)")
+            #expect(!message.isEmpty, "\(what) has no message")
+        }
+        #expect(cluster.nodes[0].stats.badRequests.load(ordering: .relaxed) - before == bad.count)
+        // Still serving.
+        #expect(send(KVProtocol.writeType, [2, 1, 0, 65, 66, 67]).0 == .ok)
+        #expect(send(KVProtocol.readType, [1, 1, 0, 65]).0 == .ok)
+        try rpc.disconnect(s)
+    }
+
+    @Test("a value too large for a message is refused before it is sent")
+    func oversizedValue() throws {
+        let cluster = try TestCluster(nodes: 1)
+        let client = try cluster.client()
+        #expect(throws: KVClientError.self) {
+            try client.put(Array("big".utf8), [UInt8](repeating: 1, count: KVProtocol.maxValueSize + 1))
+        }
+        try client.put(Array("big".utf8), [UInt8](repeating: 1, count: 1 << 20))
+        #expect(try client.get(Array("big".utf8))?.count == 1 << 20)
+    }
+
+    @Test("a node restarted on the same data keeps every acknowledged write")
+    func restartKeepsData() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "none")
+        do {
+            let client = try cluster.client()
+            for i in 0..<200 { try client.put(Array("r\(i)".utf8), Array("value\(i)".utf8)) }
+        }
+        cluster.nodes[0].stop()
+        let store = try Store(directory: cluster.directory.path + "/node-0", durability: .fsync)
+        defer { store.close() }
+        let reader = try store.makeReader()
+        for i in 0..<200 { #expect(try reader.get(Array("r\(i)".utf8)) == Array("value\(i)".utf8)) }
+    }
+}
