@@ -1,4 +1,5 @@
 import CLMDB
+import CSystemShims
 import EERPC
 import Glibc
 import Synchronization
@@ -51,6 +52,8 @@ public struct WriteOp: BitwiseCopyable, @unchecked Sendable {
 /// `MDB_MAP_FULL` aborts the batch, grows the map and replays it. Other failures fail the batch.
 public final class GroupCommitWriter: @unchecked Sendable {
     public static let maxBatch = 1_024
+    /// Longest wait for a batch to fill up to the previous batch's size (fsync only).
+    static let fillWaitNs: UInt64 = 200_000
 
     private let environment: LMDBEnvironment
     private let queue = BoundedQueue<WriteOp>(capacity: 65_536)
@@ -102,13 +105,29 @@ public final class GroupCommitWriter: @unchecked Sendable {
     }
 
     private func run() {
+        var lastBatch = 0
         while true {
             var n = 0
             while n < Self.maxBatch, let op = queue.pop() {
                 batch[n] = op
                 n += 1
             }
+            // With fsync a commit costs about a millisecond, so when fewer writes are waiting than
+            // the last batch held (their writers are still receiving the last acknowledgements),
+            // wait a little for them: one fsync for the whole group instead of two half-empty ones.
+            if n > 0 && n < lastBatch && environment.durability == .fsync {
+                let deadline = ee_now_ns() &+ Self.fillWaitNs
+                while n < lastBatch && n < Self.maxBatch && ee_now_ns() < deadline {
+                    if let op = queue.pop() {
+                        batch[n] = op
+                        n += 1
+                    } else {
+                        spinPause()
+                    }
+                }
+            }
             if n > 0 {
+                lastBatch = n
                 commit(count: n)
                 continue
             }

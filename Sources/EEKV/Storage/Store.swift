@@ -60,14 +60,25 @@ public final class StoreReader {
             environment.endRead()
         }
         try check(mdb_txn_renew(txn), "mdb_txn_renew")
+        // The cursor is bound to the transaction lazily, by the first scan of this snapshot: a
+        // get needs none, and renewing it costs as much as the get itself.
+        cursorBound = false
+        return try body(Snapshot(txn: txn, dbi: environment.dbi, reader: self))
+    }
+
+    private var cursorBound = false
+
+    /// The snapshot's cursor (scans only).
+    func boundCursor() throws(StoreError) -> OpaquePointer {
         if let cursor {
-            try check(mdb_cursor_renew(txn, cursor), "mdb_cursor_renew")
+            if !cursorBound { try check(mdb_cursor_renew(txn, cursor), "mdb_cursor_renew") }
         } else {
             var c: OpaquePointer?
             try check(mdb_cursor_open(txn, environment.dbi, &c), "mdb_cursor_open")
             cursor = c
         }
-        return try body(Snapshot(txn: txn, dbi: environment.dbi, cursor: cursor!))
+        cursorBound = true
+        return cursor!
     }
 
     /// One key's value copied out, or nil (a convenience for tools and tests).
@@ -87,7 +98,8 @@ public final class StoreReader {
 public struct Snapshot: ~Copyable {
     let txn: OpaquePointer
     let dbi: MDB_dbi
-    let cursor: OpaquePointer
+    // unowned(unsafe): a snapshot exists only inside its reader's `withSnapshot`.
+    unowned(unsafe) let reader: StoreReader
 
     @inline(__always)
     public func get(_ key: UnsafeRawBufferPointer) throws(StoreError) -> UnsafeRawBufferPointer? {
@@ -107,6 +119,7 @@ public struct Snapshot: ~Copyable {
     ) throws(StoreError) {
         var k = MDB_val(mv_size: start.count, mv_data: UnsafeMutableRawPointer(mutating: start.baseAddress))
         var v = MDB_val()
+        let cursor = try reader.boundCursor()
         var op = start.count == 0 ? MDB_FIRST : MDB_SET_RANGE
         var seen = 0
         while seen < limit {

@@ -221,7 +221,7 @@ final class AESWorker: @unchecked Sendable {
 }
 
 @inline(__always)
-func spinPause() {
+public func spinPause() {
     #if arch(x86_64)
     _ = ee_cpu_relax()
     #endif
