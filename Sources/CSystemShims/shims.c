@@ -16,6 +16,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <signal.h>
 
 _Static_assert(sizeof(ee_mmsghdr) == sizeof(struct mmsghdr), "ee_mmsghdr must mirror struct mmsghdr");
 _Static_assert(offsetof(ee_mmsghdr, msg_len) == offsetof(struct mmsghdr, msg_len), "msg_len offset");
@@ -202,4 +203,12 @@ uint32_t ee_local_address_for(uint32_t remote) {
     }
     close(fd);
     return out;
+}
+
+void ee_unblock_termination_signals(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSystemShims
 import EEKV
 import EERPC
 import Glibc
@@ -40,6 +41,8 @@ struct Server: ParsableCommand {
     var durability: String?
 
     func run() throws {
+        // Before any thread starts (they inherit the mask): a parent may have blocked these.
+        ee_unblock_termination_signals()
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         var logger = Logger(label: "eekv.server")
         logger.logLevel = .info

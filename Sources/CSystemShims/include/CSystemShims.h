@@ -62,6 +62,10 @@ void ee_shutdown(int fd);
 /// The local IPv4 address (host order) the kernel would send from to reach `remote`; 0 if none.
 uint32_t ee_local_address_for(uint32_t remote_host_order);
 
+/// Unblocks SIGINT and SIGTERM in the calling thread (a parent may have started us with them
+/// blocked, as libdispatch's threads have them).
+void ee_unblock_termination_signals(void);
+
 /// Resolves a host name or dotted quad to an IPv4 address (host order). Returns 0 or -1.
 int ee_resolve_ipv4(const char *host, uint32_t *out_ip_host_order);
 
