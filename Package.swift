@@ -64,6 +64,9 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // MARK: The YCSB load generator (no dependency on the runtime)
+        .target(name: "YCSB", swiftSettings: strictSettings),
+
         // MARK: The CLI
         .executableTarget(
             name: "eekv",
@@ -89,6 +92,7 @@ let package = Package(
             dependencies: ["EEKV", "EERPC", "CSystemShims", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "YCSBTests", dependencies: ["YCSB"], swiftSettings: strictSettings),
         .testTarget(
             name: "SystemLibrariesTests",
             dependencies: ["CNuma", "CIBVerbs", "CLibSSL", "CLMDB", "CIPsecMB"],

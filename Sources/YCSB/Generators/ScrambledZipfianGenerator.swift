@@ -1,0 +1,22 @@
+/// YCSB's `ScrambledZipfianGenerator`, what `requestdistribution=zipfian` uses: a Zipfian rank
+/// over 10^10 items (with YCSB's precomputed zeta for theta 0.99), hashed with FNV and folded
+/// onto `min...max`, so the popular keys are spread over the key space.
+public struct ScrambledZipfianGenerator: NumberGenerator, Sendable {
+    static let itemCount: Int64 = 10_000_000_000
+    static let zetan = 26.46902820178302
+
+    public let min: Int64
+    public let count: Int64
+    let inner: ZipfianGenerator
+
+    public init(min: Int64, max: Int64) {
+        self.min = min
+        count = max - min + 1
+        inner = ZipfianGenerator(min: 0, max: Self.itemCount - 1, theta: ZipfianGenerator.defaultConstant, zetan: Self.zetan)
+    }
+
+    public func next(_ random: inout RandomSource) -> Int64 {
+        let rank = inner.next(&random)
+        return min + fnvhash64(rank) % count
+    }
+}

@@ -1,0 +1,31 @@
+/// One operation of a YCSB run, as the runner hands it to a database binding.
+public enum Operation: Sendable, Equatable {
+    /// Read a record (all fields, or the one named).
+    case read(key: String, field: Int?)
+    /// Write one field (or all, with writeallfields).
+    case update(key: String, fields: [Int: [UInt8]])
+    /// Insert a new record with every field.
+    case insert(key: String, fields: [Int: [UInt8]])
+    /// Read `count` records in key order from `start`.
+    case scan(start: String, count: Int)
+    /// Read the record, then write one field (timed as one operation, as YCSB does).
+    case readModifyWrite(key: String, fields: [Int: [UInt8]])
+
+    public var kind: Kind {
+        switch self {
+        case .read: .read
+        case .update: .update
+        case .insert: .insert
+        case .scan: .scan
+        case .readModifyWrite: .readModifyWrite
+        }
+    }
+
+    public enum Kind: String, Sendable, CaseIterable {
+        case read = "READ"
+        case update = "UPDATE"
+        case insert = "INSERT"
+        case scan = "SCAN"
+        case readModifyWrite = "READ-MODIFY-WRITE"
+    }
+}

@@ -1,0 +1,127 @@
+/// A YCSB core workload: YCSB's `CoreWorkload` properties with its defaults, the six standard
+/// workloads, and YCSB's property-file format (`key=value` lines, `#` comments).
+public struct Workload: Sendable, Equatable {
+    public enum Distribution: String, Sendable {
+        case uniform
+        case zipfian
+        case latest
+    }
+
+    public var name = "custom"
+    public var recordCount: Int64 = 1_000
+    public var operationCount: Int64 = 1_000
+    public var fieldCount = 10
+    public var fieldLength = 100
+    public var readAllFields = true
+    public var writeAllFields = false
+    public var readProportion = 0.95
+    public var updateProportion = 0.05
+    public var insertProportion = 0.0
+    public var scanProportion = 0.0
+    public var readModifyWriteProportion = 0.0
+    public var requestDistribution = Distribution.uniform
+    public var minScanLength: Int64 = 1
+    public var maxScanLength: Int64 = 1_000
+    public var scanLengthDistribution = Distribution.uniform
+    /// YCSB's default: insert keys hashed with FNV, so "latest" keys are scattered.
+    public var hashedInsertOrder = true
+    public var zeroPadding = 1
+
+    public init() {}
+
+    /// The workload files shipped with YCSB (`workloads/workload{a..f}`).
+    public static func standard(_ letter: String) -> Workload? {
+        var w = Workload()
+        w.name = letter.lowercased()
+        w.readAllFields = true
+        w.requestDistribution = .zipfian
+        switch letter.lowercased() {
+        case "a": (w.readProportion, w.updateProportion) = (0.5, 0.5)
+        case "b": (w.readProportion, w.updateProportion) = (0.95, 0.05)
+        case "c": (w.readProportion, w.updateProportion) = (1.0, 0)
+        case "d":
+            (w.readProportion, w.updateProportion, w.insertProportion) = (0.95, 0, 0.05)
+            w.requestDistribution = .latest
+        case "e":
+            (w.readProportion, w.updateProportion, w.insertProportion, w.scanProportion) = (0, 0, 0.05, 0.95)
+            w.maxScanLength = 100
+            w.scanLengthDistribution = .uniform
+        case "f":
+            (w.readProportion, w.updateProportion, w.readModifyWriteProportion) = (0.5, 0, 0.5)
+        default: return nil
+        }
+        return w
+    }
+
+    public struct ParseError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// Applies YCSB properties (as in a workload file or `-p key=value`) to `base`.
+    public static func parse(_ text: String, base: Workload = Workload()) throws(ParseError) -> Workload {
+        var w = base
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = Substring(raw)
+            while let c = line.first, c == " " || c == "\t" { line = line.dropFirst() }
+            while let c = line.last, c == " " || c == "\t" || c == "\r" { line = line.dropLast() }
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let eq = line.firstIndex(of: "=") else {
+                throw ParseError(description: "line \(number + 1): expected key=value")
+            }
+            let key = String(line[..<eq]).filter { $0 != " " }
+            let value = String(line[line.index(after: eq)...]).filter { $0 != " " }
+            try w.set(key, value, line: number + 1)
+        }
+        return w
+    }
+
+    mutating func set(_ key: String, _ value: String, line: Int) throws(ParseError) {
+        func int() throws(ParseError) -> Int64 {
+            guard let n = Int64(value), n >= 0 else { throw ParseError(description: "line \(line): \(key) needs a number") }
+            return n
+        }
+        func double() throws(ParseError) -> Double {
+            guard let d = Double(value), d >= 0 else { throw ParseError(description: "line \(line): \(key) needs a number") }
+            return d
+        }
+        func bool() throws(ParseError) -> Bool {
+            guard let b = Bool(value) else { throw ParseError(description: "line \(line): \(key) needs true or false") }
+            return b
+        }
+        func distribution() throws(ParseError) -> Distribution {
+            guard let d = Distribution(rawValue: value) else {
+                throw ParseError(description: "line \(line): \(key) must be uniform, zipfian or latest (got \(value))")
+            }
+            return d
+        }
+        switch key {
+        case "recordcount": recordCount = try int()
+        case "operationcount": operationCount = try int()
+        case "fieldcount": fieldCount = Int(try int())
+        case "fieldlength": fieldLength = Int(try int())
+        case "readallfields": readAllFields = try bool()
+        case "writeallfields": writeAllFields = try bool()
+        case "readproportion": readProportion = try double()
+        case "updateproportion": updateProportion = try double()
+        case "insertproportion": insertProportion = try double()
+        case "scanproportion": scanProportion = try double()
+        case "readmodifywriteproportion": readModifyWriteProportion = try double()
+        case "requestdistribution": requestDistribution = try distribution()
+        case "minscanlength": minScanLength = try int()
+        case "maxscanlength": maxScanLength = try int()
+        case "scanlengthdistribution": scanLengthDistribution = try distribution()
+        case "insertorder":
+            guard value == "hashed" || value == "ordered" else {
+                throw ParseError(description: "line \(line): insertorder must be hashed or ordered")
+            }
+            hashedInsertOrder = value == "hashed"
+        case "zeropadding": zeroPadding = Int(try int())
+        // Properties that name the Java classes or exporters: accepted, nothing to configure here.
+        case "workload", "table", "fieldlengthdistribution", "measurementtype", "exporter", "exportfile", "threadcount",
+            "target", "status.interval", "hotspotdatafraction", "hotspotopnfraction", "dataintegrity":
+            break
+        default:
+            throw ParseError(description: "line \(line): unknown property \(key)")
+        }
+    }
+}
