@@ -66,6 +66,8 @@ let package = Package(
 
         // MARK: The YCSB load generator (no dependency on the runtime)
         .target(name: "YCSB", swiftSettings: strictSettings),
+        // Database bindings for the YCSB runner.
+        .target(name: "YCSBBindings", dependencies: ["YCSB", "EEKV"], swiftSettings: strictSettings),
 
         // MARK: The CLI
         .executableTarget(
@@ -73,6 +75,8 @@ let package = Package(
             dependencies: [
                 "EERPC",
                 "EEKV",
+                "YCSB",
+                "YCSBBindings",
                 "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -93,6 +97,10 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "YCSBTests", dependencies: ["YCSB"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "YCSBBindingsTests",
+            dependencies: ["YCSBBindings", "YCSB", "EEKV", "EERPC", "CSystemShims", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings),
         .testTarget(
             name: "SystemLibrariesTests",
             dependencies: ["CNuma", "CIBVerbs", "CLibSSL", "CLMDB", "CIPsecMB"],

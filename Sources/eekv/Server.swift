@@ -14,7 +14,8 @@ struct Server: ParsableCommand {
         abstract: "Run one eekv node of the cluster described by --config.",
         discussion: """
             Serves gets, puts, deletes, scans and multi-gets from an LMDB store in --data, with one pinned \
-            dispatch thread per data-plane port the config gives the node. SIGINT or SIGTERM stops it \
+            dispatch thread per data-plane port the config gives the node (its `threads`; clients route \
+            by it, so the config is where to change it). SIGINT or SIGTERM stops it \
             cleanly: queued writes commit and are acknowledged before it exits.
             """
     )
@@ -28,8 +29,6 @@ struct Server: ParsableCommand {
     @Option(help: "Data directory (default: data/node-<id> next to the config).")
     var data: String?
 
-    @Option(help: "Dispatch threads (default: the node's threads in the config).")
-    var threads: Int?
 
     @Option(help: "Crypto mode: none, inline, offload, adaptive (default: the config's).")
     var crypto: String?
@@ -61,7 +60,7 @@ struct Server: ParsableCommand {
         let base = config.contains("/") ? String(config[..<config.lastIndex(of: "/")!]) : "."
         let directory = data ?? base + "/data/node-\(node)"
         let options = KVNode.Options(
-            dataDirectory: directory, threads: threads ?? me.threads, crypto: mode, aesWorkers: aesWorkers,
+            dataDirectory: directory, threads: me.threads, crypto: mode, aesWorkers: aesWorkers,
             durability: writeDurability)
         if writeDurability == .nosync {
             logger.warning("durability nosync: acknowledged writes may be lost if the machine crashes")

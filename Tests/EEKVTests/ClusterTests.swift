@@ -183,3 +183,35 @@ struct ClusterTests {
         for i in 0..<200 { #expect(try reader.get(Array("r\(i)".utf8)) == Array("value\(i)".utf8)) }
     }
 }
+
+@Suite("Scans across nodes", .serialized)
+struct ScanMergeTests {
+    /// Node 0's reply is cut by the message size after two 3 MiB records; a small node-1 key
+    /// that sorts after them must still come before node 0's third record.
+    @Test("a scan cut short by the message size on one node still returns the true first keys")
+    func cutShortReply() throws {
+        let cluster = try TestCluster(nodes: 2, crypto: "none")
+        let client = try cluster.client()
+        let candidates = (0..<400).map { Array("k\(1000 + $0)".utf8) }
+        func owner(_ k: [UInt8]) -> Int { k.withUnsafeBytes { cluster.config.node(for: $0).id } }
+        let zero = candidates.filter { owner($0) == 0 }
+        let a = zero[0], b = zero[1], c = zero[2]
+        let x = try #require(candidates.first { owner($0) == 1 && b.lexicographicallyPrecedes($0) && $0.lexicographicallyPrecedes(c) })
+        let big = [UInt8](repeating: 0x42, count: 3 << 20)
+        for k in [a, b, c] { try client.put(k, big) }
+        try client.put(x, [1])
+        let rows = try client.scan(from: Array("k".utf8), limit: 3)
+        #expect(rows.map(\.0) == [a, b, x])
+        #expect(rows[0].1.count == 3 << 20)
+    }
+
+    @Test("a record too large for any scan reply is reported, not skipped")
+    func recordTooLargeForScan() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "none")
+        let client = try cluster.client()
+        let key = [UInt8](repeating: 0x6B, count: 511)
+        try client.put(key, [UInt8](repeating: 1, count: KVProtocol.maxValueSize))
+        #expect(throws: KVClientError.self) { _ = try client.scan(from: [0x6A], limit: 1) }
+        #expect(try client.get(key)?.count == KVProtocol.maxValueSize)
+    }
+}

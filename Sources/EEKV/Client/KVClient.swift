@@ -122,31 +122,52 @@ public final class KVClient {
         guard start.count <= Store.maxKeySize, (end?.count ?? 0) <= Store.maxKeySize else {
             throw KVClientError.badRequest("scan bounds must be at most \(Store.maxKeySize) bytes")
         }
-        let encode: (inout ByteWriter) -> Void = { w in
-            w.u8(KVOperation.scan.rawValue)
-            start.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            w.u8(end == nil ? 0 : 1)
-            (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            w.u32(UInt32(limit))
-        }
-        let replies = try callAll(config.nodes.map { ($0, 0) }, type: KVProtocol.readType, encode: encode)
-        var merged: [([UInt8], [UInt8])] = []
-        for reply in replies {
-            try reply.withUnsafeBytes { r throws in
-                var reader = ByteReader(r)
-                guard try status(&reader) == .ok, let n = reader.u32(), reader.u8() != nil else {
-                    throw KVClientError.protocolError("bad scan reply")
-                }
-                for _ in 0..<n {
-                    guard let kl = reader.u16(), let k = reader.take(Int(kl)), let vl = reader.u32(),
-                        let v = reader.take(Int(vl))
-                    else { throw KVClientError.protocolError("truncated scan reply") }
-                    merged.append((Array(k), Array(v)))
+        // Each node returns its own first keys from `from`. A node whose reply was cut short (by
+        // the limit or by the message size) says so, and its last key bounds what the merge can
+        // trust: keys beyond it may exist on that node. Merge up to the lowest such bound, then
+        // continue from just after it until `limit` keys are in or no node has more.
+        var result: [([UInt8], [UInt8])] = []
+        var from = start
+        while result.count < limit {
+            let wanted = limit - result.count
+            let encode: (inout ByteWriter) -> Void = { w in
+                w.u8(KVOperation.scan.rawValue)
+                from.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+                w.u8(end == nil ? 0 : 1)
+                (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+                w.u32(UInt32(wanted))
+            }
+            let replies = try callAll(config.nodes.map { ($0, 0) }, type: KVProtocol.readType, encode: encode)
+            var merged: [([UInt8], [UInt8])] = []
+            var bound: [UInt8]? = nil
+            for reply in replies {
+                try reply.withUnsafeBytes { r throws in
+                    var reader = ByteReader(r)
+                    guard try status(&reader) == .ok, let n = reader.u32(), let more = reader.u8() else {
+                        throw KVClientError.protocolError("bad scan reply")
+                    }
+                    var last: [UInt8]? = nil
+                    for _ in 0..<n {
+                        guard let kl = reader.u16(), let k = reader.take(Int(kl)), let vl = reader.u32(),
+                            let v = reader.take(Int(vl))
+                        else { throw KVClientError.protocolError("truncated scan reply") }
+                        merged.append((Array(k), Array(v)))
+                        last = Array(k)
+                    }
+                    if more == 1 {
+                        guard let last else { throw KVClientError.tooLarge("a record is too large for a scan reply") }
+                        if bound == nil || last.lexicographicallyPrecedes(bound!) { bound = last }
+                    }
                 }
             }
+            merged.sort { $0.0.lexicographicallyPrecedes($1.0) }
+            if let bound { merged.removeAll { bound.lexicographicallyPrecedes($0.0) } }
+            result += merged.prefix(wanted)
+            guard let bound, result.count < limit else { break }
+            from = bound + [0]  // the smallest key after the bound
+            guard from.count <= Store.maxKeySize else { break }
         }
-        merged.sort { $0.0.lexicographicallyPrecedes($1.0) }
-        return Array(merged.prefix(limit))
+        return result
     }
 
     /// Values of `keys`, in order (nil where a key does not exist); one request per node.
@@ -225,14 +246,24 @@ public final class KVClient {
             }
         }
         let pending = Pending(targets.count)
-        var buffers: [MsgBuffer] = []
-        defer { for b in buffers { e.free(b) } }
+        var buffers: [(request: MsgBuffer, response: MsgBuffer)] = []
+        defer {
+            // A request that has not completed (timeout, or a failure while sending the others)
+            // still owns its buffers: the runtime may retransmit from them. Those are leaked
+            // rather than handed back for reuse.
+            for (i, b) in buffers.enumerated() where pending.replies[i] != nil || pending.failed[i] != nil {
+                e.free(b.request)
+                e.free(b.response)
+            }
+        }
         for (i, (node, thread)) in targets.enumerated() {
             let s = try session(node: node, thread: thread)
-            guard var request = e.allocate(size: size), let response = e.allocate(size: Wire.maxMessageSize) else {
-                throw KVClientError.badRequest("request too large")
+            guard var request = e.allocate(size: size) else { throw KVClientError.badRequest("request too large") }
+            guard let response = e.allocate(size: Wire.maxMessageSize) else {
+                e.free(request)
+                throw KVClientError.badRequest("no buffer for the reply")
             }
-            buffers += [request, response]
+            buffers.append((request, response))
             var w = ByteWriter(request)
             encode(&w)
             request.resize(to: w.count)

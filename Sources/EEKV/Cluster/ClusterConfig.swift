@@ -60,41 +60,67 @@ public struct ClusterConfig: Sendable {
         do { doc = try TOMLDocument(parsing: text) } catch { throw Error(description: "\(source): \(error)") }
         let cluster = doc.tables["cluster"] ?? [:]
         let tls = doc.tables["tls"]
-        func string(_ table: [String: TOMLDocument.Value], _ key: String) -> String? {
-            if case .string(let s)? = table[key] { return s }
-            return nil
+        // Unknown tables and keys, and values of the wrong type, are errors: a typo must not
+        // silently become a default.
+        let known: [String: Set<String>] = [
+            "cluster": ["crypto", "durability"], "tls": ["dir", "client"],
+            "node": ["id", "host", "port", "udp_port", "threads", "slots"],
+        ]
+        for (name, table) in doc.tables {
+            guard let keys = known[name] else { throw Error(description: "\(source): unknown table [\(name)]") }
+            if let bad = table.keys.first(where: { !keys.contains($0) }) {
+                throw Error(description: "\(source): unknown key '\(bad)' in [\(name)]")
+            }
         }
-        func int(_ table: [String: TOMLDocument.Value], _ key: String) -> Int? {
-            if case .integer(let n)? = table[key] { return n }
-            return nil
+        for (name, entries) in doc.arrays {
+            guard name == "node" else { throw Error(description: "\(source): unknown table [[\(name)]]") }
+            for entry in entries {
+                if let bad = entry.keys.first(where: { !known["node"]!.contains($0) }) {
+                    throw Error(description: "\(source): unknown key '\(bad)' in [[node]]")
+                }
+            }
         }
-        let cryptoName = string(cluster, "crypto") ?? "adaptive"
+        func string(_ table: [String: TOMLDocument.Value], _ key: String) throws(Error) -> String? {
+            switch table[key] {
+            case nil: return nil
+            case .string(let s)?: return s
+            default: throw Error(description: "\(source): '\(key)' must be a string")
+            }
+        }
+        func int(_ table: [String: TOMLDocument.Value], _ key: String) throws(Error) -> Int? {
+            switch table[key] {
+            case nil: return nil
+            case .integer(let n)?: return n
+            default: throw Error(description: "\(source): '\(key)' must be an integer")
+            }
+        }
+        let cryptoName = try string(cluster, "crypto") ?? "adaptive"
         guard let crypto = CryptoMode(name: cryptoName) else {
             throw Error(description: "\(source): unknown crypto mode '\(cryptoName)'")
         }
-        let durabilityName = string(cluster, "durability") ?? "fsync"
+        let durabilityName = try string(cluster, "durability") ?? "fsync"
         guard let durability = Durability(rawValue: durabilityName) else {
             throw Error(description: "\(source): durability must be fsync or nosync")
         }
         let base = source.contains("/") ? String(source[..<source.lastIndex(of: "/")!]) : "."
         var tlsDirectory: String? = nil
-        if let tls, let dir = string(tls, "dir") { tlsDirectory = dir.hasPrefix("/") ? dir : base + "/" + dir }
+        if let tls, let dir = try string(tls, "dir") { tlsDirectory = dir.hasPrefix("/") ? dir : base + "/" + dir }
         if crypto.encrypts && tlsDirectory == nil {
             throw Error(description: "\(source): crypto '\(cryptoName)' needs a [tls] dir with the cluster's certificates")
         }
         var nodes: [Node] = []
         for entry in doc.arrays["node"] ?? [] {
-            guard let id = int(entry, "id"), let host = string(entry, "host"), let port = int(entry, "port"),
-                let udp = int(entry, "udp_port")
+            guard let id = try int(entry, "id"), let host = try string(entry, "host"), let port = try int(entry, "port"),
+                let udp = try int(entry, "udp_port")
             else { throw Error(description: "\(source): every [[node]] needs id, host, port and udp_port") }
-            let threads = int(entry, "threads") ?? 1
+            let threads = try int(entry, "threads") ?? 1
             guard (1...65_535).contains(port), (1...65_535).contains(udp), (1...64).contains(threads), udp + threads <= 65_536
             else { throw Error(description: "\(source): node \(id) has a bad port or thread count") }
             var slots = 0...0
-            if case .array(let range)? = entry["slots"], range.count == 2, case .integer(let a) = range[0],
-                case .integer(let b) = range[1]
-            {
-                guard a <= b, a >= 0, b < HashSlot.count else { throw Error(description: "\(source): node \(id) has bad slots") }
+            if let value = entry["slots"] {
+                guard case .array(let range) = value, range.count == 2, case .integer(let a) = range[0],
+                    case .integer(let b) = range[1], a <= b, a >= 0, b < HashSlot.count
+                else { throw Error(description: "\(source): node \(id): slots must be [first, last] within 0-16383") }
                 slots = a...b
             }
             nodes.append(Node(id: id, host: host, port: UInt16(port), udpPort: UInt16(udp), threads: threads, slots: slots))
@@ -102,7 +128,11 @@ public struct ClusterConfig: Sendable {
         guard !nodes.isEmpty else { throw Error(description: "\(source): no [[node]] entries") }
         nodes.sort { $0.id < $1.id }
         guard Set(nodes.map(\.id)).count == nodes.count else { throw Error(description: "\(source): duplicate node ids") }
-        if !(doc.arrays["node"] ?? []).contains(where: { $0["slots"] != nil }) {
+        let explicit = (doc.arrays["node"] ?? []).filter { $0["slots"] != nil }.count
+        guard explicit == 0 || explicit == nodes.count else {
+            throw Error(description: "\(source): give slots for every node or for none")
+        }
+        if explicit == 0 {
             for i in nodes.indices {
                 nodes[i].slots = (i * HashSlot.count / nodes.count)...((i + 1) * HashSlot.count / nodes.count - 1)
             }
@@ -118,7 +148,7 @@ public struct ClusterConfig: Sendable {
         if let free = owner.firstIndex(of: -1) { throw Error(description: "\(source): slot \(free) has no node") }
         return ClusterConfig(
             nodes: nodes, crypto: crypto, durability: durability, tlsDirectory: tlsDirectory,
-            clientCertificate: tls.flatMap { string($0, "client") } ?? "client-0", source: source)
+            clientCertificate: try tls.flatMap { t throws(Error) in try string(t, "client") } ?? "client-0", source: source)
     }
 
     /// The node that owns `key`'s slot.

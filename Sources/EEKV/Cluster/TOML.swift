@@ -29,6 +29,7 @@ public struct TOMLDocument: Sendable {
             if line.hasPrefix("[[") {
                 guard line.hasSuffix("]]"), line.count > 4 else { throw ParseError(line: lineNumber, reason: "bad [[table]] header") }
                 let name = String(String(line.dropFirst(2).dropLast(2))).trimmed
+                guard Self.isBareKey(name) else { throw ParseError(line: lineNumber, reason: "bad table name '\(name)'") }
                 arrays[name, default: []].append([:])
                 target = .array(name)
                 continue
@@ -36,7 +37,9 @@ public struct TOMLDocument: Sendable {
             if line.hasPrefix("[") {
                 guard line.hasSuffix("]"), line.count > 2 else { throw ParseError(line: lineNumber, reason: "bad [table] header") }
                 let name = String(line.dropFirst().dropLast()).trimmed
-                if tables[name] == nil { tables[name] = [:] }
+                guard Self.isBareKey(name) else { throw ParseError(line: lineNumber, reason: "bad table name '\(name)'") }
+                guard tables[name] == nil else { throw ParseError(line: lineNumber, reason: "table [\(name)] defined twice") }
+                tables[name] = [:]
                 target = .table(name)
                 continue
             }
@@ -48,12 +51,21 @@ public struct TOMLDocument: Sendable {
             var rest = Substring(String(line[line.index(after: eq)...]).trimmed)
             let value = try Self.parseValue(&rest, line: lineNumber)
             guard String(rest).trimmed.isEmpty else { throw ParseError(line: lineNumber, reason: "unexpected text after the value") }
+            let duplicate: Bool
             switch target {
-            case .root: tables["", default: [:]][key] = value
-            case .table(let name): tables[name, default: [:]][key] = value
-            case .array(let name): arrays[name]![arrays[name]!.count - 1][key] = value
+            case .root:
+                duplicate = tables["", default: [:]].updateValue(value, forKey: key) != nil
+            case .table(let name):
+                duplicate = tables[name, default: [:]].updateValue(value, forKey: key) != nil
+            case .array(let name):
+                duplicate = arrays[name]![arrays[name]!.count - 1].updateValue(value, forKey: key) != nil
             }
+            if duplicate { throw ParseError(line: lineNumber, reason: "key '\(key)' set twice") }
         }
+    }
+
+    private static func isBareKey(_ s: String) -> Bool {
+        !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }
     }
 
     private static func stripComment(_ line: String) -> String {

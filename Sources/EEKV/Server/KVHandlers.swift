@@ -123,6 +123,9 @@ enum KVHandlers {
                 count += 1
                 return true
             }
+            if count == 0 && more {
+                return reject(handle, .tooLarge, "the next record is too large for a scan reply; get it by key", nil)
+            }
             guard var response = size <= handle.preallocatedResponse.capacity
                 ? handle.preallocatedResponse : handle.allocateResponse(size: size)
             else { return reject(handle, .tooLarge, "scan reply too large", nil) }

@@ -33,6 +33,7 @@ public final class KVNode: @unchecked Sendable {
     private let options: Options
     private let logger: Logger
     private let stopping = Atomic<Bool>(false)
+    private let stoppingWrites = Atomic<Bool>(false)
     private let ready = Atomic<Int>(0)
     private var threads: [JoinableThread] = []
     private let failure = Mutex<(any Error)?>(nil)
@@ -41,9 +42,11 @@ public final class KVNode: @unchecked Sendable {
         guard let node = config.node(id: nodeID) else {
             throw ClusterConfig.Error(description: "node \(nodeID) is not in \(config.source)")
         }
-        guard options.threads >= 1 && options.threads <= node.threads else {
+        // Clients route a key to dispatch thread slot % threads as the config says, so the node
+        // must run exactly that many.
+        guard options.threads == node.threads else {
             throw ClusterConfig.Error(
-                description: "node \(nodeID) has \(node.threads) data-plane port(s) in the config; --threads must be 1-\(node.threads)")
+                description: "node \(nodeID) has threads = \(node.threads) in the config; run it with that many (clients route by it)")
         }
         self.node = node
         self.options = options
@@ -122,11 +125,14 @@ public final class KVNode: @unchecked Sendable {
     /// Stops taking requests, commits every queued write, answers what it can, and closes the
     /// store. Safe to call more than once.
     public func stop() {
-        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        // Writes already queued commit and are acknowledged while the dispatch threads drain.
+        guard !stoppingWrites.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // 1. The writer commits everything queued and acknowledges it through the endpoints, which
+        //    are still running; writes that arrive from now on are refused with a store error.
+        store.close()
+        // 2. The dispatch threads send those replies and stop.
+        stopping.store(true, ordering: .releasing)
         for t in threads { t.join() }
         threads = []
-        store.close()
         nexus.shutdown()
         logger.info("node \(node.id) stopped", metadata: ["writes": "\(store.writer.writes.load(ordering: .relaxed))"])
     }

@@ -41,6 +41,9 @@ public final class StoreReader {
     init(environment: LMDBEnvironment) throws(StoreError) {
         self.environment = environment
         var t: OpaquePointer?
+        // Inside the gate: the writer may be growing the map while this thread starts.
+        environment.beginRead()
+        defer { environment.endRead() }
         try check(mdb_txn_begin(environment.env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin(read)")
         txn = t!
         mdb_txn_reset(txn)

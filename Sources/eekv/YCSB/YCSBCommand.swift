@@ -1,0 +1,129 @@
+import ArgumentParser
+import EEKV
+import EERPC
+import Glibc
+import YCSB
+import YCSBBindings
+
+struct YCSBCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ycsb",
+        abstract: "YCSB core workloads against an eekv cluster (load, then run).",
+        discussion: """
+            The workloads are YCSB's own (A-F: proportions, scrambled-Zipfian/latest/uniform key choice, \
+            10 fields of 100 B, FNV-hashed keys), or a YCSB property file. Closed loop: --threads client \
+            threads, each with one request outstanding. Prints YCSB's summary lines; --json writes the \
+            summary and the per-second series.
+            """,
+        subcommands: [YCSBLoad.self, YCSBRun.self]
+    )
+}
+
+struct YCSBOptions: ParsableArguments {
+    @Option(help: "a, b, c, d, e, f, or a YCSB workload file.") var workload = "a"
+    @Option(help: "Records (recordcount).") var records: Int64?
+    @Option(help: "Operations in the run phase (operationcount).") var operations: Int64?
+    @Option(help: "Client threads.") var threads = 1
+    @Option(help: "Write the summary and per-second series as JSON to this file.") var json: String?
+    @OptionGroup var client: ClientOptions
+
+    func load() throws -> Workload {
+        var w: Workload
+        if let standard = Workload.standard(workload) {
+            w = standard
+        } else {
+            guard let file = fopen(workload, "r") else {
+                throw ValidationError("--workload is a-f or a readable workload file; cannot open \(workload)")
+            }
+            defer { fclose(file) }
+            var text = ""
+            var buffer = [CChar](repeating: 0, count: 4_096)
+            while fgets(&buffer, Int32(buffer.count), file) != nil { text += String(cString: buffer) }
+            do { w = try Workload.parse(text) } catch { throw ValidationError("\(workload): \(error)") }
+            w.name = workload
+        }
+        if let records { w.recordCount = records }
+        if let operations { w.operationCount = operations }
+        guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be 1-256") }
+        return w
+    }
+
+    func execute(_ phase: (Workload, @escaping @Sendable (Int) throws -> any YCSBDatabase) throws -> RunSummary) throws {
+        let workload = try load()
+        let cluster = try loadConfig(client.configPath())
+        let tls = cluster.tls(name: cluster.clientCertificate)
+        let summary: RunSummary
+        do {
+            summary = try phase(workload) { _ in EEKVDatabase(client: try KVClient(config: cluster, tls: tls)) }
+        } catch let error as KVClientError {
+            fail("eekv ycsb: \(error); is the cluster running (deploy/local-cluster.sh status)?", ClientExit.serverOrNetwork)
+        }
+        printSummary(summary)
+        if let json { try writeJSON(summary, to: json, cluster: cluster) }
+        if summary.perOperation.contains(where: { $0.errors > 0 }) { throw ExitCode(ClientExit.serverOrNetwork) }
+    }
+}
+
+struct YCSBLoad: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "load", abstract: "Insert the workload's records.")
+    @OptionGroup var options: YCSBOptions
+    func run() throws {
+        try options.execute { w, connect in
+            try Runner.load(workload: w, threads: options.threads, connect: connect, progress: progressLine)
+        }
+    }
+}
+
+struct YCSBRun: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run the workload's operations.")
+    @OptionGroup var options: YCSBOptions
+    @Option(help: "Stop after this many seconds even if operations remain.") var duration: Double?
+    func run() throws {
+        try options.execute { w, connect in
+            try Runner.run(workload: w, threads: options.threads, seconds: duration, connect: connect, progress: progressLine)
+        }
+    }
+}
+
+/// Per-second lines on standard error (so standard output stays the summary).
+let progressLine: @Sendable (Int, Int) -> Void = { second, ops in
+    let line = "\(second) sec: \(ops) operations; \(ops) current ops/sec\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+func printSummary(_ s: RunSummary) {
+    print("[OVERALL], Phase, \(s.phase) (workload \(s.workload), \(s.threads) threads)")
+    print("[OVERALL], RunTime(ms), \(fixed(s.seconds * 1_000, 0))")
+    print("[OVERALL], Throughput(ops/sec), \(fixed(s.throughput, 1))")
+    for o in s.perOperation {
+        let name = o.kind.rawValue
+        print("[\(name)], Operations, \(o.count)")
+        print("[\(name)], AverageLatency(us), \(fixed(o.averageUs, 1))")
+        print("[\(name)], MinLatency(us), \(fixed(o.minUs, 1))")
+        print("[\(name)], MaxLatency(us), \(fixed(o.maxUs, 1))")
+        print("[\(name)], 50thPercentileLatency(us), \(fixed(o.p50Us, 1))")
+        print("[\(name)], 95thPercentileLatency(us), \(fixed(o.p95Us, 1))")
+        print("[\(name)], 99thPercentileLatency(us), \(fixed(o.p99Us, 1))")
+        print("[\(name)], 99.9thPercentileLatency(us), \(fixed(o.p999Us, 1))")
+        print("[\(name)], Return=OK, \(o.count - o.errors - o.notFound)")
+        if o.notFound > 0 { print("[\(name)], Return=NOT_FOUND, \(o.notFound)") }
+        if o.errors > 0 { print("[\(name)], Return=ERROR, \(o.errors)") }
+    }
+}
+
+func writeJSON(_ s: RunSummary, to path: String, cluster: ClusterConfig) throws {
+    let ops = s.perOperation.map { o in
+        "{\"operation\":\"\(o.kind.rawValue)\",\"count\":\(o.count),\"errors\":\(o.errors),\"not_found\":\(o.notFound),"
+            + "\"avg_us\":\(fixed(o.averageUs, 2)),\"min_us\":\(fixed(o.minUs, 2)),\"max_us\":\(fixed(o.maxUs, 2)),"
+            + "\"p50_us\":\(fixed(o.p50Us, 2)),\"p95_us\":\(fixed(o.p95Us, 2)),\"p99_us\":\(fixed(o.p99Us, 2)),"
+            + "\"p999_us\":\(fixed(o.p999Us, 2))}"
+    }
+    let text =
+        "{\"phase\":\"\(s.phase)\",\"workload\":\"\(s.workload)\",\"db\":\"eekv\",\"crypto\":\"\(cluster.crypto.name)\","
+        + "\"nodes\":\(cluster.nodes.count),\"threads\":\(s.threads),\"seconds\":\(fixed(s.seconds, 3)),"
+        + "\"operations\":\(s.operations),\"throughput\":\(fixed(s.throughput, 1)),\"per_operation\":[\(ops.joined(separator: ","))],"
+        + "\"per_second\":[\(s.perSecond.map(String.init).joined(separator: ","))]}\n"
+    guard let file = fopen(path, "w") else { throw ValidationError("cannot write \(path)") }
+    defer { fclose(file) }
+    fputs(text, file)
+}

@@ -1,0 +1,42 @@
+import EEKV
+import EERPC
+import Testing
+
+@Suite("Cluster configuration")
+struct ConfigTests {
+    static let node = "[[node]]\nid = 0\nhost = \"127.0.0.1\"\nport = 1000\nudp_port = 2000\n"
+
+    @Test("the example cluster config parses: 3 nodes, every slot owned once")
+    func example() throws {
+        let config = try ClusterConfig.load(path: "deploy/cluster.example.toml")
+        #expect(config.nodes.count == 3)
+        #expect(config.nodes.map(\.slots.count).reduce(0, +) == HashSlot.count)
+        #expect(config.crypto == .adaptive && config.durability == .fsync)
+    }
+
+    @Test(
+        "mistakes are errors, not silent defaults",
+        arguments: [
+            "[cluster]\ncrypto = 1\n" + node,  // wrong type
+            "[cluster]\ndurability = \"sometimes\"\n" + node,  // bad value
+            "[cluster]\ncrypto = \"none\"\nthread = 2\n" + node,  // unknown key
+            "[clusterr]\n" + node,  // unknown table
+            "[cluster]]\n" + node,  // bad header
+            "[cluster]\ncrypto = \"none\"\ncrypto = \"inline\"\n" + node,  // duplicate key
+            "[cluster]\ncrypto = \"none\"\n" + node + "threads = \"4\"\n",  // wrong type in a node
+            "[cluster]\ncrypto = \"none\"\n" + node + "slots = [5]\n",  // malformed slots
+            "[cluster]\ncrypto = \"none\"\n" + node + "udp-port = 3\n",  // misspelt key
+            "[cluster]\ncrypto = \"inline\"\n" + node,  // encryption without [tls]
+            "[cluster]\ncrypto = \"none\"\n",  // no nodes
+        ])
+    func rejected(text: String) {
+        #expect(throws: ClusterConfig.Error.self) { try ClusterConfig.parse(text, source: "test.toml") }
+    }
+
+    @Test("hash slots are Redis Cluster's (CRC16-XMODEM, hash tags)")
+    func slots() {
+        #expect(HashSlot.of(Array("123456789".utf8)) == 0x31C3 & 0x3FFF)
+        #expect(HashSlot.of(Array("{user1000}.following".utf8)) == HashSlot.of(Array("{user1000}.followers".utf8)))
+        #expect(HashSlot.of(Array("foo{}bar".utf8)) == HashSlot.of(Array("foo{}bar".utf8)))
+    }
+}
