@@ -67,7 +67,9 @@ let package = Package(
         // MARK: The YCSB load generator (no dependency on the runtime)
         .target(name: "YCSB", swiftSettings: strictSettings),
         // Database bindings for the YCSB runner.
-        .target(name: "YCSBBindings", dependencies: ["YCSB", "EEKV"], swiftSettings: strictSettings),
+        .target(
+            name: "YCSBBindings", dependencies: ["YCSB", "EEKV", "EERPC", "CSystemShims", "CCryptoShims"],
+            swiftSettings: strictSettings),
 
         // MARK: The CLI
         .executableTarget(

@@ -3,7 +3,8 @@
 # Safe to re-run: apt is only touched when something is missing.
 set -euo pipefail
 
-packages=(pkg-config libnuma-dev libibverbs-dev libssl-dev liblmdb-dev)
+# redis-server: the peer the YCSB study measures eekv against (and the Redis binding's tests).
+packages=(pkg-config libnuma-dev libibverbs-dev libssl-dev liblmdb-dev redis-server)
 # Intel's multi-buffer crypto library is x86-only.
 if [[ "$(dpkg --print-architecture)" == amd64 ]]; then
     packages+=(libipsec-mb-dev)

@@ -218,6 +218,15 @@ int ee_tls_read_exact(void *s, void *buf, size_t len, char *err, size_t err_len)
     return 0;
 }
 
+long ee_tls_read_some(void *s, void *buf, size_t len) {
+    size_t n = 0;
+    int r = SSL_read_ex((SSL *)s, buf, len, &n);
+    if (r == 1) return (long)n;
+    int e = SSL_get_error((SSL *)s, r);
+    ERR_clear_error();
+    return e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+}
+
 int ee_tls_export(void *s, const char *label, const uint8_t *context, size_t context_len, uint8_t *out,
                   size_t out_len) {
     return SSL_export_keying_material((SSL *)s, out, out_len, label, strlen(label), context, context_len, 1);

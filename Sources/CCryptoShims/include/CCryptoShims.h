@@ -79,6 +79,10 @@ int ee_tls_write_all(void *ssl, const void *buf, size_t len);
 /// Reads exactly `len` bytes. Returns 0; -2 if the peer ended the connection with a TLS alert
 /// (its refusal, described in `err`); -1 on timeout or another error.
 int ee_tls_read_exact(void *ssl, void *buf, size_t len, char *err, size_t err_len);
+/// Reads what is available, up to `len` bytes (blocking until at least one). Returns the count,
+/// 0 at a clean close, -1 on error.
+long ee_tls_read_some(void *ssl, void *buf, size_t len);
+
 /// RFC 8446 exporter. Returns 1 on success.
 int ee_tls_export(void *ssl, const char *label, const uint8_t *context, size_t context_len, uint8_t *out,
                   size_t out_len);

@@ -25,7 +25,20 @@ struct YCSBOptions: ParsableArguments {
     @Option(help: "Operations in the run phase (operationcount).") var operations: Int64?
     @Option(help: "Client threads.") var threads = 1
     @Option(help: "Write the summary and per-second series as JSON to this file.") var json: String?
+    @Option(help: "eekv or redis.") var db = "eekv"
+    @Option(help: "For --db redis: redis://HOST:PORT, or rediss://HOST:PORT for TLS (client certificate from --cert/--key/--ca or the config).")
+    var redisURL = "redis://127.0.0.1:6379"
     @OptionGroup var client: ClientOptions
+
+    /// Host, port and whether TLS is on, from --redis-url.
+    func redisTarget() throws -> (host: String, port: UInt16, tls: Bool) {
+        let tls = redisURL.hasPrefix("rediss://")
+        guard tls || redisURL.hasPrefix("redis://") else { throw ValidationError("--redis-url starts with redis:// or rediss://") }
+        let rest = redisURL.dropFirst(tls ? 9 : 8).split(separator: "/").first.map(String.init) ?? ""
+        let parts = rest.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--redis-url needs HOST:PORT") }
+        return (String(parts[0]), port, tls)
+    }
 
     func load() throws -> Workload {
         var w: Workload
@@ -50,16 +63,49 @@ struct YCSBOptions: ParsableArguments {
 
     func execute(_ phase: (Workload, @escaping @Sendable (Int) throws -> any YCSBDatabase) throws -> RunSummary) throws {
         let workload = try load()
-        let cluster = try loadConfig(client.configPath())
-        let tls = cluster.tls(name: cluster.clientCertificate)
         let summary: RunSummary
-        do {
-            summary = try phase(workload) { _ in EEKVDatabase(client: try KVClient(config: cluster, tls: tls)) }
-        } catch let error as KVClientError {
-            fail("eekv ycsb: \(error); is the cluster running (deploy/local-cluster.sh status)?", ClientExit.serverOrNetwork)
+        var label = "eekv"
+        var crypto = "none"
+        var nodes = 1
+        switch db {
+        case "eekv":
+            let cluster = try loadConfig(client.configPath())
+            let tls = cluster.tls(name: cluster.clientCertificate)
+            crypto = cluster.crypto.name
+            nodes = cluster.nodes.count
+            do {
+                summary = try phase(workload) { _ in EEKVDatabase(client: try KVClient(config: cluster, tls: tls)) }
+            } catch let error as KVClientError {
+                fail("eekv ycsb: \(error); is the cluster running (deploy/local-cluster.sh status)?", ClientExit.serverOrNetwork)
+            }
+        case "redis":
+            let target = try redisTarget()
+            var tls: TLSConfig? = nil
+            if target.tls {
+                if let cert = client.cert {
+                    tls = TLSConfig(
+                        caFile: client.ca ?? "ca.pem", certificateFile: cert,
+                        keyFile: client.key ?? cert.replacingSuffix(".pem", with: ".key"))
+                } else {
+                    let cluster = try loadConfig(client.configPath())
+                    tls = cluster.tls(name: cluster.clientCertificate)
+                }
+            }
+            label = target.tls ? "redis+tls" : "redis"
+            crypto = target.tls ? "tls" : "none"
+            let tlsConfig = tls
+            do {
+                summary = try phase(workload) { _ in
+                    RedisDatabase(connection: try RESPConnection(host: target.host, port: target.port, tls: tlsConfig))
+                }
+            } catch let error as RESPError {
+                fail("eekv ycsb: \(error); is redis-server running at \(redisURL)?", ClientExit.serverOrNetwork)
+            }
+        default:
+            throw ValidationError("--db is eekv or redis")
         }
         printSummary(summary)
-        if let json { try writeJSON(summary, to: json, cluster: cluster) }
+        if let json { try writeJSON(summary, to: json, db: label, crypto: crypto, nodes: nodes) }
         if summary.perOperation.contains(where: { $0.errors > 0 }) { throw ExitCode(ClientExit.serverOrNetwork) }
     }
 }
@@ -111,7 +157,7 @@ func printSummary(_ s: RunSummary) {
     }
 }
 
-func writeJSON(_ s: RunSummary, to path: String, cluster: ClusterConfig) throws {
+func writeJSON(_ s: RunSummary, to path: String, db: String, crypto: String, nodes: Int) throws {
     let ops = s.perOperation.map { o in
         "{\"operation\":\"\(o.kind.rawValue)\",\"count\":\(o.count),\"errors\":\(o.errors),\"not_found\":\(o.notFound),"
             + "\"avg_us\":\(fixed(o.averageUs, 2)),\"min_us\":\(fixed(o.minUs, 2)),\"max_us\":\(fixed(o.maxUs, 2)),"
@@ -119,8 +165,8 @@ func writeJSON(_ s: RunSummary, to path: String, cluster: ClusterConfig) throws 
             + "\"p999_us\":\(fixed(o.p999Us, 2))}"
     }
     let text =
-        "{\"phase\":\"\(s.phase)\",\"workload\":\"\(s.workload)\",\"db\":\"eekv\",\"crypto\":\"\(cluster.crypto.name)\","
-        + "\"nodes\":\(cluster.nodes.count),\"threads\":\(s.threads),\"seconds\":\(fixed(s.seconds, 3)),"
+        "{\"phase\":\"\(s.phase)\",\"workload\":\"\(s.workload)\",\"db\":\"\(db)\",\"crypto\":\"\(crypto)\","
+        + "\"nodes\":\(nodes),\"threads\":\(s.threads),\"seconds\":\(fixed(s.seconds, 3)),"
         + "\"operations\":\(s.operations),\"throughput\":\(fixed(s.throughput, 1)),\"per_operation\":[\(ops.joined(separator: ","))],"
         + "\"per_second\":[\(s.perSecond.map(String.init).joined(separator: ","))]}\n"
     guard let file = fopen(path, "w") else { throw ValidationError("cannot write \(path)") }

@@ -1,0 +1,157 @@
+import CCryptoShims
+import CSystemShims
+import EERPC
+import Glibc
+
+/// A reply in Redis's RESP2 protocol.
+public indirect enum RESPValue: Equatable, Sendable {
+    case simple(String)
+    case error(String)
+    case integer(Int)
+    case bulk([UInt8]?)
+    case array([RESPValue]?)
+}
+
+public enum RESPError: Error, CustomStringConvertible, Sendable {
+    case connect(String)
+    case io(String)
+    case protocolError(String)
+    case server(String)
+    public var description: String {
+        switch self {
+        case .connect(let m): "cannot connect to Redis: \(m)"
+        case .io(let m): "Redis connection: \(m)"
+        case .protocolError(let m): "Redis protocol: \(m)"
+        case .server(let m): "Redis: \(m)"
+        }
+    }
+}
+
+/// A blocking connection to a Redis server, plain TCP or TLS (libssl, with a client certificate
+/// when the server asks for one). One per thread.
+public final class RESPConnection {
+    private let fd: Int32
+    private let tlsContext: UnsafeMutableRawPointer?
+    private let ssl: UnsafeMutableRawPointer?
+    private var buffer = [UInt8](repeating: 0, count: 65_536)
+    private var start = 0
+    private var end = 0
+
+    /// - Parameter tls: CA, certificate and key for `rediss://`; nil for plain TCP.
+    public init(host: String, port: UInt16, tls: TLSConfig?, timeoutMs: Int32 = 10_000) throws {
+        var ip: UInt32 = 0
+        guard ee_resolve_ipv4(host, &ip) == 0 else { throw RESPError.connect("cannot resolve \(host)") }
+        let fd = ee_tcp_connect(ip, port, timeoutMs)
+        guard fd >= 0 else { throw RESPError.connect("\(host):\(port): \(String(cString: strerror(-fd)))") }
+        self.fd = fd
+        if let tls {
+            var message = [CChar](repeating: 0, count: 512)
+            guard let ctx = ee_tls_context_new(0, tls.caFile, tls.certificateFile, tls.keyFile, &message, 512) else {
+                close(fd)
+                throw RESPError.connect(String(cString: message))
+            }
+            guard let ssl = ee_tls_handshake(ctx, fd, 0, &message, 512) else {
+                ee_tls_context_free(ctx)
+                close(fd)
+                throw RESPError.connect("TLS: " + String(cString: message))
+            }
+            tlsContext = ctx
+            self.ssl = ssl
+        } else {
+            tlsContext = nil
+            ssl = nil
+        }
+    }
+
+    deinit {
+        if let ssl { ee_tls_free(ssl) }
+        if let tlsContext { ee_tls_context_free(tlsContext) }
+        close(fd)
+    }
+
+    /// Sends one command and reads its reply. A Redis error reply throws.
+    @discardableResult
+    public func command(_ args: [[UInt8]]) throws -> RESPValue {
+        var out: [UInt8] = Array("*\(args.count)\r\n".utf8)
+        for a in args {
+            out += Array("$\(a.count)\r\n".utf8)
+            out += a
+            out += [13, 10]
+        }
+        try send(out)
+        let reply = try readValue()
+        if case .error(let message) = reply { throw RESPError.server(message) }
+        return reply
+    }
+
+    public func command(_ args: String...) throws -> RESPValue { try command(args.map { Array($0.utf8) }) }
+
+    private func send(_ bytes: [UInt8]) throws {
+        let r = bytes.withUnsafeBytes { b in
+            if let ssl { return ee_tls_write_all(ssl, b.baseAddress, b.count) }
+            return ee_write_all(fd, b.baseAddress, b.count)
+        }
+        guard r == 0 else { throw RESPError.io("write failed") }
+    }
+
+    private func fill() throws {
+        if start == end {
+            start = 0
+            end = 0
+        } else if end == buffer.count {
+            buffer.removeSubrange(0..<start)
+            buffer += [UInt8](repeating: 0, count: start)
+            end -= start
+            start = 0
+        }
+        if end == buffer.count { buffer += [UInt8](repeating: 0, count: buffer.count) }
+        let n = buffer.withUnsafeMutableBytes { b -> Int in
+            if let ssl { return ee_tls_read_some(ssl, b.baseAddress! + end, b.count - end) }
+            return recv(fd, b.baseAddress! + end, b.count - end, 0)
+        }
+        guard n > 0 else { throw RESPError.io(n == 0 ? "closed by the server" : "read failed") }
+        end += n
+    }
+
+    private func readLine() throws -> [UInt8] {
+        while true {
+            if let i = buffer[start..<end].firstIndex(of: 10), i > start, buffer[i - 1] == 13 {
+                let line = Array(buffer[start..<(i - 1)])
+                start = i + 1
+                return line
+            }
+            try fill()
+        }
+    }
+
+    private func readBytes(_ n: Int) throws -> [UInt8] {
+        while end - start < n + 2 { try fill() }
+        let bytes = Array(buffer[start..<start + n])
+        start += n + 2
+        return bytes
+    }
+
+    private func readValue() throws -> RESPValue {
+        let line = try readLine()
+        guard let kind = line.first else { throw RESPError.protocolError("empty line") }
+        let rest = String(decoding: line.dropFirst(), as: UTF8.self)
+        switch kind {
+        case UInt8(ascii: "+"): return .simple(rest)
+        case UInt8(ascii: "-"): return .error(rest)
+        case UInt8(ascii: ":"):
+            guard let n = Int(rest) else { throw RESPError.protocolError("bad integer") }
+            return .integer(n)
+        case UInt8(ascii: "$"):
+            guard let n = Int(rest) else { throw RESPError.protocolError("bad bulk length") }
+            return .bulk(n < 0 ? nil : try readBytes(n))
+        case UInt8(ascii: "*"):
+            guard let n = Int(rest) else { throw RESPError.protocolError("bad array length") }
+            if n < 0 { return .array(nil) }
+            var items: [RESPValue] = []
+            items.reserveCapacity(n)
+            for _ in 0..<n { items.append(try readValue()) }
+            return .array(items)
+        default: throw RESPError.protocolError("unknown reply type \(kind)")
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import CSystemShims
+import EEKV
+import EERPC
+import Foundation
+import Testing
+import YCSB
+import YCSBBindings
+
+/// A real redis-server on a free loopback port (plain or TLS), stopped on deinit.
+final class RedisServer: @unchecked Sendable {
+    let port: UInt16
+    let process = Process()
+    let directory: String
+
+    init(tls certificates: String? = nil) throws {
+        directory = NSTemporaryDirectory() + "eekv-redis-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let fd = ee_tcp_listen(0x7F00_0001, 0)
+        port = UInt16(ee_socket_port(fd))
+        close(fd)
+        var args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory, "--protected-mode", "no"]
+        if let certificates {
+            args += [
+                "--port", "0", "--tls-port", "\(port)", "--tls-cert-file", certificates + "/node-0.pem",
+                "--tls-key-file", certificates + "/node-0.key", "--tls-ca-cert-file", certificates + "/ca.pem",
+            ]
+        } else {
+            args += ["--port", "\(port)"]
+        }
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = args
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// A connection, once the server accepts one.
+    func connect(tls: TLSConfig? = nil) throws -> RESPConnection {
+        let deadline = Date().addingTimeInterval(10)
+        while true {
+            do {
+                let c = try RESPConnection(host: "127.0.0.1", port: port, tls: tls)
+                _ = try c.command("PING")
+                return c
+            } catch {
+                if Date() > deadline { throw error }
+                usleep(50_000)
+            }
+        }
+    }
+
+    deinit {
+        // SIGKILL: a child started from a libdispatch thread inherits its blocked SIGTERM.
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+@Suite(
+    "YCSB against Redis", .serialized,
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server"), "needs redis-server (make test installs it)"))
+struct RedisTests {
+    @Test("Java's String.hashCode, which YCSB's Redis binding scores its scan index with")
+    func javaHash() {
+        #expect(RedisDatabase.javaHashCode("") == 0)
+        #expect(RedisDatabase.javaHashCode("hello") == 99_162_322)
+        #expect(RedisDatabase.javaHashCode("user6284781860667377211") == RedisDatabase.javaHashCode("user6284781860667377211"))
+    }
+
+    @Test("RESP commands and replies against a real server")
+    func resp() throws {
+        let redis = try RedisServer()
+        let c = try redis.connect()
+        #expect(try c.command("SET", "k", "v") == .simple("OK"))
+        #expect(try c.command("GET", "k") == .bulk(Array("v".utf8)))
+        #expect(try c.command("GET", "missing") == .bulk(nil))
+        #expect(try c.command("INCR", "n") == .integer(1))
+        #expect(throws: RESPError.self) { try c.command("INCR", "k") }
+        #expect(try c.command("PING") == .simple("PONG"))
+    }
+
+    @Test("load and run workloads A and E through the Redis binding", arguments: ["a", "e"])
+    func ycsb(letter: String) throws {
+        let redis = try RedisServer()
+        _ = try redis.connect()
+        var workload = try #require(Workload.standard(letter))
+        workload.recordCount = 300
+        workload.operationCount = 600
+        let port = redis.port
+        let connect: @Sendable (Int) throws -> any YCSBDatabase = { _ in
+            RedisDatabase(connection: try RESPConnection(host: "127.0.0.1", port: port, tls: nil))
+        }
+        let load = try Runner.load(workload: workload, threads: 2, connect: connect)
+        #expect(load.operations == 300 && load.perOperation.allSatisfy { $0.errors == 0 })
+        let run = try Runner.run(workload: workload, threads: 2, seconds: nil, connect: connect)
+        #expect(run.operations == 600)
+        #expect(run.perOperation.allSatisfy { $0.errors == 0 && $0.notFound == 0 })
+        let c = try redis.connect()
+        guard case .array(let fields) = try c.command("HGETALL", ycsbKey(0)) else { Issue.record("no record"); return }
+        #expect(fields?.count == 20)  // 10 field names and 10 values
+    }
+
+    @Test("Redis over TLS with the cluster's certificates")
+    func tls() throws {
+        var template = Array("/tmp/eekv-redis-certs-XXXXXX".utf8CString)
+        let dir = String(cString: mkdtemp(&template)!)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try ClusterCertificates.initialize(directory: dir, nodes: 1, clients: 1)
+        let redis = try RedisServer(tls: dir)
+        let c = try redis.connect(tls: TLSConfig(directory: dir, name: "client-0"))
+        #expect(try c.command("SET", "secure", "yes") == .simple("OK"))
+        #expect(try c.command("GET", "secure") == .bulk(Array("yes".utf8)))
+        // Plain TCP to the TLS port gets nowhere.
+        #expect(throws: (any Error).self) {
+            let plain = try RESPConnection(host: "127.0.0.1", port: redis.port, tls: nil, timeoutMs: 1_000)
+            _ = try plain.command("PING")
+        }
+    }
+}
