@@ -65,7 +65,9 @@ let package = Package(
         ),
 
         // MARK: The YCSB load generator (no dependency on the runtime)
-        .target(name: "YCSB", swiftSettings: strictSettings),
+        .target(
+            name: "YCSB", dependencies: [.product(name: "Histogram", package: "hdrhistogram-swift")],
+            swiftSettings: strictSettings),
         // Database bindings for the YCSB runner.
         .target(
             name: "YCSBBindings", dependencies: ["YCSB", "EEKV", "EERPC", "CSystemShims", "CCryptoShims"],

@@ -1,4 +1,5 @@
 import Glibc
+import Histogram
 import Synchronization
 
 /// Latency statistics of one operation type, in microseconds.
@@ -29,22 +30,31 @@ public struct RunSummary: Sendable {
     public var perSecond: [Int]
 }
 
-/// Latencies of one thread, kept as a sorted sample at the end (exact percentiles; a run's
-/// operation count bounds the memory).
+/// Latencies of one thread: an HdrHistogram per operation type (nanoseconds, 3 significant
+/// digits, up to 100 s), merged across threads at the end.
 struct Recorder {
     let start: UInt64
     /// Shared live counter for the per-second progress lines.
     let live: UnsafePointer<Atomic<Int>>?
-    var latenciesNs: [Operation.Kind: [UInt64]] = [:]
+    var latencies: [Operation.Kind: Histogram<UInt64>] = [:]
     var errors: [Operation.Kind: Int] = [:]
     var notFound: [Operation.Kind: Int] = [:]
-    /// The second of the run in which each operation completed.
-    var completionSeconds: [Int] = []
+    /// Operations completed in each second of the run.
+    var perSecond: [Int] = []
 
+    static func histogram() -> Histogram<UInt64> {
+        Histogram(highestTrackableValue: 100_000_000_000, numberOfSignificantValueDigits: .three)
+    }
+
+    /// `began` is when the operation started, or, in an open loop, when it was meant to start (so
+    /// queueing behind a slow request counts: no coordinated omission).
     mutating func record(_ kind: Operation.Kind, began: UInt64) {
         let end = Runner.now()
-        latenciesNs[kind, default: []].append(end - began)
-        completionSeconds.append(Int((end - start) / 1_000_000_000))
+        if latencies[kind] == nil { latencies[kind] = Self.histogram() }
+        _ = latencies[kind]!.record(max(1, end &- began))
+        let second = Int((end - start) / 1_000_000_000)
+        if perSecond.count <= second { perSecond += [Int](repeating: 0, count: second + 1 - perSecond.count) }
+        perSecond[second] += 1
         live?.pointee.add(1, ordering: .relaxed)
     }
 }
@@ -75,20 +85,31 @@ public enum Runner {
     }
 
     /// Run phase: `operationCount` operations (or until `seconds` pass), drawn by the workload.
+    /// - Parameter targetRate: operations per second over all threads (an open loop: each thread
+    ///   issues on a fixed schedule and latency is measured from the scheduled start); nil runs a
+    ///   closed loop as fast as the database answers.
     public static func run(
-        workload: Workload, threads: Int, seconds: Double?, connect: @escaping @Sendable (Int) throws -> any YCSBDatabase,
+        workload: Workload, threads: Int, seconds: Double?, targetRate: Double? = nil,
+        connect: @escaping @Sendable (Int) throws -> any YCSBDatabase,
         progress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws -> RunSummary {
         let total = Atomic<Int>(0)
         let limit = workload.operationCount
         let deadline = seconds.map { now() + UInt64($0 * 1e9) }
+        // Each thread's interval between intended starts, offset so threads interleave.
+        let interval = targetRate.map { UInt64(Double(threads) / $0 * 1e9) }
         return try execute(phase: "run", workload: workload, threads: threads, connect: connect, progress: progress) {
-            _, chooser, db, recorder, stop in
+            thread, chooser, db, recorder, stop in
+            var intended = recorder.start &+ (interval.map { $0 * UInt64(thread) / UInt64(threads) } ?? 0)
             while !stop() {
                 if total.wrappingAdd(1, ordering: .relaxed).oldValue >= limit { break }
                 if let deadline, now() >= deadline { break }
+                if let interval {
+                    intended &+= interval
+                    while now() < intended { usleep(UInt32(min(1_000, (intended - now()) / 1_000))) }
+                }
                 let (op, inserted) = chooser.next()
-                let t = now()
+                let t = interval == nil ? now() : intended
                 var found = true
                 do {
                     switch op {
@@ -171,27 +192,26 @@ public enum Runner {
         let recorders = shared.recorders.compactMap { $0 }
         var series = [Int](repeating: 0, count: max(1, Int(seconds.rounded(.up))))
         for r in recorders {
-            for s in r.completionSeconds { series[min(series.count - 1, s)] += 1 }
+            for (i, n) in r.perSecond.enumerated() { series[min(series.count - 1, i)] += n }
         }
         var summaries: [OperationSummary] = []
         for kind in Operation.Kind.allCases {
-            var all: [UInt64] = []
+            var merged = Recorder.histogram()
             var errors = 0
             var notFound = 0
             for r in recorders {
-                all += r.latenciesNs[kind] ?? []
+                if let h = r.latencies[kind] { merged.add(h) }
                 errors += r.errors[kind] ?? 0
                 notFound += r.notFound[kind] ?? 0
             }
-            guard !all.isEmpty else { continue }
-            all.sort()
-            func pct(_ p: Double) -> Double { Double(all[min(all.count - 1, Int(Double(all.count) * p / 100))]) / 1_000 }
+            guard merged.totalCount > 0 else { continue }
+            func us(_ ns: UInt64) -> Double { Double(ns) / 1_000 }
             summaries.append(
                 OperationSummary(
-                    kind: kind, count: all.count, errors: errors, notFound: notFound,
-                    averageUs: Double(all.reduce(0, +)) / Double(all.count) / 1_000, minUs: Double(all[0]) / 1_000,
-                    maxUs: Double(all[all.count - 1]) / 1_000, p50Us: pct(50), p95Us: pct(95), p99Us: pct(99),
-                    p999Us: pct(99.9)))
+                    kind: kind, count: Int(merged.totalCount), errors: errors, notFound: notFound,
+                    averageUs: merged.mean / 1_000, minUs: us(merged.min), maxUs: us(merged.max),
+                    p50Us: us(merged.valueAtPercentile(50)), p95Us: us(merged.valueAtPercentile(95)),
+                    p99Us: us(merged.valueAtPercentile(99)), p999Us: us(merged.valueAtPercentile(99.9))))
         }
         return RunSummary(
             phase: phase, workload: workload.name, threads: threads, seconds: seconds,

@@ -81,4 +81,23 @@ struct EEKVYCSBTests {
         let value = try #require(try client.get(Array(ycsbKey(0).utf8)))
         #expect(RecordCodec.decode(value)?.count == 10)
     }
+
+    /// Open loop: operations start on a schedule, so a run of N operations at R per second takes
+    /// N / R seconds however fast the node is, and latency counts from the scheduled start.
+    @Test("an open-loop run keeps the target rate")
+    func openLoop() throws {
+        let node = try Node()
+        var workload = try #require(Workload.standard("c"))
+        workload.recordCount = 100
+        workload.operationCount = 400
+        let config = node.config
+        let connect: @Sendable (Int) throws -> any YCSBDatabase = { _ in
+            EEKVDatabase(client: try KVClient(config: config, tls: nil))
+        }
+        _ = try Runner.load(workload: workload, threads: 1, connect: connect)
+        let run = try Runner.run(workload: workload, threads: 2, seconds: nil, targetRate: 400, connect: connect)
+        #expect(run.operations == 400)
+        #expect(run.seconds > 0.85 && run.seconds < 1.6, "\(run.seconds) s for 400 operations at 400/s")
+        #expect(run.perOperation.first?.kind == .read)
+    }
 }

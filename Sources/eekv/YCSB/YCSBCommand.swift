@@ -124,9 +124,16 @@ struct YCSBRun: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "run", abstract: "Run the workload's operations.")
     @OptionGroup var options: YCSBOptions
     @Option(help: "Stop after this many seconds even if operations remain.") var duration: Double?
+    @Option(help: "Open loop: operations per second over all threads, latency measured from each operation's intended start.")
+    var targetRate: Double?
+    func validate() throws {
+        if let targetRate, targetRate <= 0 { throw ValidationError("--target-rate must be positive") }
+    }
     func run() throws {
         try options.execute { w, connect in
-            try Runner.run(workload: w, threads: options.threads, seconds: duration, connect: connect, progress: progressLine)
+            try Runner.run(
+                workload: w, threads: options.threads, seconds: duration, targetRate: targetRate, connect: connect,
+                progress: progressLine)
         }
     }
 }
