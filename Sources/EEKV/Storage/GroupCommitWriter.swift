@@ -57,8 +57,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
 
     private let environment: LMDBEnvironment
     private let queue = BoundedQueue<WriteOp>(capacity: 65_536)
-    private let semaphore: UnsafeMutablePointer<sem_t>
-    private let sleeping = Atomic<Bool>(false)
+    private let waiter = IdleWaiter()
     private let running = Atomic<Bool>(true)
     private var thread: JoinableThread?
     // Writer-thread state, allocated once.
@@ -71,8 +70,6 @@ public final class GroupCommitWriter: @unchecked Sendable {
 
     init(environment: LMDBEnvironment) {
         self.environment = environment
-        semaphore = .allocate(capacity: 1)
-        sem_init(semaphore, 0, 0)
         batch = .allocate(capacity: Self.maxBatch)
         results = .allocate(capacity: Self.maxBatch)
         thread = Threads.spawn(name: "eekv-writer") { [unowned(unsafe) self] in self.run() }
@@ -80,8 +77,6 @@ public final class GroupCommitWriter: @unchecked Sendable {
 
     deinit {
         stop()
-        sem_destroy(semaphore)
-        semaphore.deallocate()
         batch.deallocate()
         results.deallocate()
     }
@@ -91,15 +86,14 @@ public final class GroupCommitWriter: @unchecked Sendable {
     public func submit(_ op: WriteOp) -> Bool {
         guard running.load(ordering: .acquiring) else { return false }
         while !queue.push(op) { _ = sched_yield() }
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if sleeping.load(ordering: .relaxed) { sem_post(semaphore) }
+        waiter.notify()
         return true
     }
 
     /// Commits everything queued, then ends the writer thread. Idempotent.
     public func stop() {
         guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
-        sem_post(semaphore)
+        waiter.wake()
         thread?.join()
         thread = nil
     }
@@ -135,12 +129,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
                 if queue.isEmpty { return }
                 continue
             }
-            sleeping.store(true, ordering: .relaxed)
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if queue.isEmpty && running.load(ordering: .relaxed) {
-                while sem_wait(semaphore) != 0 && errno == EINTR {}
-            }
-            sleeping.store(false, ordering: .relaxed)
+            waiter.sleep { !queue.isEmpty || !running.load(ordering: .relaxed) }
         }
     }
 

@@ -144,8 +144,7 @@ public final class AESPool: @unchecked Sendable {
 
 final class AESWorker: @unchecked Sendable {
     private let queue = BoundedQueue<AESJob>(capacity: 4_096)
-    private let semaphore: UnsafeMutablePointer<sem_t>
-    private let sleeping = Atomic<Bool>(false)
+    private let waiter = IdleWaiter()
     private let running = Atomic<Bool>(true)
     private let pinRequest = Atomic<Int>(-1)
     private var thread: JoinableThread?
@@ -153,26 +152,16 @@ final class AESWorker: @unchecked Sendable {
     private var openSSLKeys = OpenSSLKeyCache()
 
     init(index: Int) {
-        semaphore = .allocate(capacity: 1)
-        sem_init(semaphore, 0, 0)
         // unowned(unsafe): stop() joins the thread before the worker can go away.
         thread = Threads.spawn(name: "eerpc-aes-\(index)") { [unowned(unsafe) self] in self.run() }
     }
 
-    deinit {
-        openSSLKeys.release()
-        sem_destroy(semaphore)
-        semaphore.deallocate()
-    }
+    deinit { openSSLKeys.release() }
 
     @inline(__always)
     func submit(_ job: AESJob) -> Bool {
         guard queue.push(job) else { return false }
-        // Dekker-style hand-shake with the worker's `sleeping.store` then queue re-check: the full
-        // fence keeps our push from being reordered after this load (x86 reorders a store with a
-        // later load), so either the worker sees the job or we see it sleeping and wake it.
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if sleeping.load(ordering: .relaxed) { sem_post(semaphore) }
+        waiter.notify()
         return true
     }
 
@@ -180,7 +169,7 @@ final class AESWorker: @unchecked Sendable {
 
     func stop() {
         running.store(false, ordering: .sequentiallyConsistent)
-        sem_post(semaphore)
+        waiter.wake()
         thread?.join()
         thread = nil
     }
@@ -203,12 +192,7 @@ final class AESWorker: @unchecked Sendable {
                 spinPause()
                 continue
             }
-            sleeping.store(true, ordering: .relaxed)
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if queue.isEmpty && running.load(ordering: .relaxed) {
-                while sem_wait(semaphore) != 0 && errno == EINTR {}
-            }
-            sleeping.store(false, ordering: .relaxed)
+            waiter.sleep { !queue.isEmpty || !running.load(ordering: .relaxed) }
             idleSpins = 0
         }
     }
