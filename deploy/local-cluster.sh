@@ -22,10 +22,20 @@ build() {
     fi
 }
 
+# The certificates go where the config's [tls] dir says (relative to the config's folder), so the
+# nodes and the CLI find them; no [tls] section means a plaintext cluster and no certificates.
+certs_dir() {
+    local dir
+    dir=$(sed -n '/^\[tls\]/,/^\[/s/^dir *= *"\(.*\)".*/\1/p' "$CONFIG" | head -1)
+    [[ -z $dir ]] && return 0
+    [[ $dir = /* ]] && echo "$dir" || echo "$(dirname "$CONFIG")/$dir"
+}
+
 certs() {
-    mkdir -p "$RUN_DIR"
-    if [[ ! -f $RUN_DIR/certs/ca.pem ]]; then
-        "$EEKV" certs init --dir "$RUN_DIR/certs" --nodes "$NODES" --clients 1
+    local dir
+    dir=$(certs_dir)
+    if [[ -n $dir && ! -f $dir/ca.pem ]]; then
+        "$EEKV" certs init --dir "$dir" --nodes "$NODES" --clients 1
     fi
 }
 
