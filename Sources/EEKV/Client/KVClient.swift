@@ -48,13 +48,11 @@ public final class KVClient {
         }
         // Bind where the cluster can reach us back (loopback for a local cluster).
         let local = ee_local_address_for(first)
+        // A client seals its own (few) packets inline: no AES pool, no handlers, no background threads.
         nexus = try Nexus(
-            host: "127.0.0.1", backgroundThreads: 0, tls: config.crypto.encrypts ? tls : nil,
-            aesWorkers: config.crypto.encrypts ? 1 : 0)
-        try nexus.register(type: 255) { _ in }  // freezes the (empty) handler table: clients serve nothing
+            host: "127.0.0.1", backgroundThreads: 0, tls: config.crypto.encrypts ? tls : nil, aesWorkers: 0)
         var rpcConfig = RpcConfig()
-        rpcConfig.crypto = config.crypto
-        if rpcConfig.crypto != .none && rpcConfig.crypto != .inline { rpcConfig.crypto = .inline }
+        rpcConfig.crypto = config.crypto.encrypts ? .inline : .none
         rpc = try Rpc(
             nexus: nexus, id: 0, transport: try UDPTransport(address: local == 0 ? 0x7F00_0001 : local),
             config: rpcConfig)

@@ -133,13 +133,11 @@ enum KVHandlers {
             w.u8(KVStatus.ok.rawValue)
             w.u32(UInt32(count))
             w.u8(more ? 1 : 0)
-            var written = 0
             try s.scan(from: start, to: end, limit: count) { k, v in
                 w.u16(UInt16(k.count))
                 w.bytes(k)
                 w.u32(UInt32(v.count))
                 w.bytes(v)
-                written += 1
                 return true
             }
             response.resize(to: w.count)

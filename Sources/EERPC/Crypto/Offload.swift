@@ -104,8 +104,6 @@ extension RpcEndpoint {
         guard !txOffload.isFull, let pool = aesPool else { return false }
         let k = Int(item.pointee.owner)
         let s = k / Wire.sessionRequestWindow
-        if sessions[s].role == .client { maybeStartKeyUpdate(session: s) }
-        let keys = crypto[s].tx.unsafelyUnwrapped
         let i = txOffload.tail
         let entry = txOffload.entries + i
         let staging = txOffload.slot(i)
@@ -113,15 +111,11 @@ extension RpcEndpoint {
         entry.initialize(
             to: OffloadEntry(item: item.pointee, length: length, session: Int32(s), token: sessions[s].token,
                 owner: Int32(k), cancelled: false))
-        if keys.phase { entry.pointee.item.header0 |= UInt64(0x80 << 8).littleEndian }
-        let header1 = UInt64(littleEndian: entry.pointee.item.header1)
-        let nonce = staging + length + Wire.tagSize
-        keys.current.writeNonce(
-            requestNumber: header1 & PacketHeader.maxRequestNumber,
-            packetNumber: UInt16(truncatingIfNeeded: header1 >> 48), to: nonce)
+        // The entry's copy of the header is the one sealed (and sent): it carries the phase bit.
+        let (key, nonce) = prepareSeal(&entry.pointee.item, session: s, staging: staging)
         txOffload.flags[i].store(0, ordering: .relaxed)
         let job = AESJob(
-            seal: true, key: keys.current.key, nonce: nonce, aad: UnsafeRawPointer(entry), aadCount: Wire.headerSize,
+            seal: true, key: key, nonce: nonce, aad: UnsafeRawPointer(entry), aadCount: Wire.headerSize,
             source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
             tag: staging + length, done: UnsafePointer(txOffload.flags + i))
         entry.pointee.job = job

@@ -33,24 +33,34 @@ extension RpcEndpoint {
     /// The current key phase of session `s`'s sending direction.
     public func transmitKeyPhase(session s: Int) -> Bool? { crypto[s].tx?.phase }
 
+    /// Readies a packet of session `s` for sealing under its current transmit key, inline or in
+    /// the AES pool alike: starts a due client key update, marks the header with the key phase,
+    /// and writes the packet's nonce after the tag room of `staging` (the slot has those 16 bytes).
+    @inline(__always)
+    func prepareSeal(_ item: inout TxItem, session s: Int, staging: UnsafeMutableRawPointer)
+        -> (key: KeyHandle, nonce: UnsafeMutableRawPointer)
+    {
+        if sessions[s].role == .client { maybeStartKeyUpdate(session: s) }
+        let keys = crypto[s].tx.unsafelyUnwrapped
+        if keys.phase { item.header0 |= UInt64(0x80 << 8).littleEndian }
+        let header1 = UInt64(littleEndian: item.header1)
+        let nonce = staging + item.dataLength + Wire.tagSize
+        keys.current.writeNonce(
+            requestNumber: header1 & PacketHeader.maxRequestNumber,
+            packetNumber: UInt16(truncatingIfNeeded: header1 >> 48), to: nonce)
+        return (keys.current.key, nonce)
+    }
+
     /// Seals one queued packet of an encrypted session into `staging` (at least
-    /// `dataLength + 16` bytes), sets its key-phase bit, and points the item at the sealed bytes.
+    /// `dataLength + 32` bytes), sets its key-phase bit, and points the item at the sealed bytes.
     /// Items of plaintext sessions are left alone.
     @inline(__always)
     func sealIfNeeded(_ item: UnsafeMutablePointer<TxItem>, staging: UnsafeMutableRawPointer) {
         let s = Int(item.pointee.owner) / Wire.sessionRequestWindow
         guard crypto[s].tx != nil else { return }
-        if sessions[s].role == .client { maybeStartKeyUpdate(session: s) }
-        let keys = crypto[s].tx.unsafelyUnwrapped
-        if keys.phase { item.pointee.header0 |= UInt64(0x80 << 8).littleEndian }
-        let header1 = UInt64(littleEndian: item.pointee.header1)
+        let (key, nonce) = prepareSeal(&item.pointee, session: s, staging: staging)
         let length = item.pointee.dataLength
-        // The nonce goes in the 16 bytes after the tag room; the staging slot has them.
-        let nonce = staging + length + Wire.tagSize
-        keys.current.writeNonce(
-            requestNumber: header1 & PacketHeader.maxRequestNumber,
-            packetNumber: UInt16(truncatingIfNeeded: header1 >> 48), to: nonce)
-        keys.current.key.seal(
+        key.seal(
             nonce: nonce, aad: UnsafeRawPointer(item), aadCount: Wire.headerSize,
             source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
             tag: staging + length)

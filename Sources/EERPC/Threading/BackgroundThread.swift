@@ -2,12 +2,10 @@ import Glibc
 import Synchronization
 
 /// One background handler thread of a Nexus. Requests arrive on a lock-free queue; the thread
-/// sleeps on a semaphore when idle, and posting costs an atomic increment (no system call)
-/// while it is busy.
+/// sleeps when idle (``IdleWaiter``), and posting costs no system call while it is awake.
 final class BackgroundThread: @unchecked Sendable {
     private let queue = BoundedQueue<BackgroundRequest>(capacity: 8192)
-    // Owned here: allocated in init, destroyed in deinit after the thread has been joined.
-    private let semaphore: UnsafeMutablePointer<sem_t>
+    private let waiter = IdleWaiter()
     private let running = Atomic<Bool>(true)
     private var thread: JoinableThread?
     // unowned(unsafe): the Nexus joins this thread in shutdown (at the latest from its deinit).
@@ -18,27 +16,20 @@ final class BackgroundThread: @unchecked Sendable {
 
     init(index: Int, nexus: Nexus) {
         self.nexus = nexus
-        semaphore = .allocate(capacity: 1)
-        sem_init(semaphore, 0, 0)
         thread = Threads.spawn(name: "eerpc-bg-\(index)") { [unowned self] in self.run() }
-    }
-
-    deinit {
-        sem_destroy(semaphore)
-        semaphore.deallocate()
     }
 
     /// False once the thread has been stopped (nobody would run the request).
     func submit(_ request: BackgroundRequest) -> Bool {
         guard running.load(ordering: .acquiring) else { return false }
         while !queue.push(request) { _ = sched_yield() }
-        sem_post(semaphore)
+        waiter.notify()
         return true
     }
 
     func stop() {
         running.store(false, ordering: .releasing)
-        sem_post(semaphore)
+        waiter.wake()
         thread?.join()
         thread = nil
     }
@@ -47,7 +38,7 @@ final class BackgroundThread: @unchecked Sendable {
         while true {
             while let work = queue.pop() { execute(work) }
             if !running.load(ordering: .acquiring) { return }
-            while sem_wait(semaphore) != 0 && errno == EINTR {}
+            waiter.sleep { !queue.isEmpty || !running.load(ordering: .relaxed) }
         }
     }
 

@@ -1,4 +1,5 @@
 import CSystemShims
+import Glibc
 import EERPC
 import Synchronization
 
@@ -15,7 +16,7 @@ final class BenchControl: Sendable {
 
     /// Spins (with a short sleep) until the server thread has bound its socket.
     func waitForServer() -> Int {
-        while !serverReady.load(ordering: .acquiring) { usleepShim(100) }
+        while !serverReady.load(ordering: .acquiring) { usleep(100) }
         return serverPort.load(ordering: .acquiring)
     }
 }
@@ -29,7 +30,3 @@ enum BenchCPUs {
 /// Monotonic nanoseconds.
 @inline(__always)
 func nowNs() -> UInt64 { ee_now_ns() }
-
-import Glibc
-
-func usleepShim(_ us: UInt32) { _ = usleep(us) }
