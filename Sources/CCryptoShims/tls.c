@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -137,8 +138,17 @@ int ee_cert_write_signed(const char *ca_cert_path, const char *ca_key_path, cons
 
 // MARK: TLS
 
+/* SSL_write on a socket whose peer has hung up raises SIGPIPE, which would kill the process; a
+   TLS user wants the write to fail instead. OpenSSL's socket BIO cannot pass MSG_NOSIGNAL, so the
+   first TLS context ignores SIGPIPE process-wide, unless the application set its own handler. */
+static void ignore_sigpipe_once(void) {
+    struct sigaction current;
+    if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+}
+
 void *ee_tls_context_new(int server, const char *ca_path, const char *cert_path, const char *key_path, char *err,
                          size_t err_len) {
+    ignore_sigpipe_once();
     SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     if (!ctx) { set_error(err, err_len, "SSL_CTX_new"); return NULL; }
     // TLS 1.3 only: the exporter we derive keys from is the RFC 8446 one.

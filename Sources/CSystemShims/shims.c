@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -30,6 +31,27 @@ int ee_recvmmsg(int fd, ee_mmsghdr *msgs, unsigned int count) {
 int ee_sendmmsg(int fd, ee_mmsghdr *msgs, unsigned int count) {
     int n = sendmmsg(fd, (struct mmsghdr *)msgs, count, MSG_DONTWAIT);
     return n < 0 ? -errno : n;
+}
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h; older libc headers lack it */
+#endif
+
+size_t ee_udp_gso_control_size(void) { return CMSG_SPACE(sizeof(uint16_t)); }
+
+void ee_udp_set_gso(ee_mmsghdr *m, void *control, uint16_t segment) {
+    if (segment == 0) {
+        m->msg_hdr.msg_control = NULL;
+        m->msg_hdr.msg_controllen = 0;
+        return;
+    }
+    m->msg_hdr.msg_control = control;
+    m->msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(c), &segment, sizeof segment);
 }
 
 void ee_make_sockaddr_in(void *out, uint32_t ip, uint16_t port) {
@@ -77,7 +99,24 @@ int ee_pin_thread_to_cpu(int cpu) {
 
 int ee_current_cpu(void) { return sched_getcpu(); }
 
-int ee_cpu_count(void) { return (int)sysconf(_SC_NPROCESSORS_ONLN); }
+/* The CPUs the process may run on (taskset, cgroup cpusets), read from the main thread's mask so
+   the answer does not change once a dispatch thread has pinned itself. */
+static int allowed_cpus(cpu_set_t *set) { return sched_getaffinity(getpid(), sizeof *set, set); }
+
+int ee_cpu_count(void) {
+    cpu_set_t set;
+    if (allowed_cpus(&set) == 0) return CPU_COUNT(&set);
+    return (int)sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+int ee_allowed_cpu(int index) {
+    cpu_set_t set;
+    if (allowed_cpus(&set) != 0) return index;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (CPU_ISSET(cpu, &set) && index-- == 0) return cpu;
+    }
+    return -1;
+}
 
 uint64_t ee_now_ns(void) {
     struct timespec ts;

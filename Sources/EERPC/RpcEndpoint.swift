@@ -213,6 +213,10 @@ public final class RpcEndpoint: @unchecked Sendable {
 
     // MARK: Inspection
 
+    /// True while background handlers hold requests of this endpoint (their responses are not
+    /// back yet). An event loop sharing its core with the background threads yields then.
+    public var hasBackgroundWork: Bool { backgroundOutstanding.load(ordering: .relaxed) > 0 }
+
     public var stats: RpcStats {
         var s = counters
         for r in DropReason.allCases where dropCounts[r.rawValue] > 0 { s.drops[r] = dropCounts[r.rawValue] }

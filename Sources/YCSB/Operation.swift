@@ -27,5 +27,16 @@ public enum Operation: Sendable, Equatable {
         case insert = "INSERT"
         case scan = "SCAN"
         case readModifyWrite = "READ-MODIFY-WRITE"
+
+        /// Position in `allCases`, for per-kind arrays.
+        public var index: Int {
+            switch self {
+            case .read: 0
+            case .update: 1
+            case .insert: 2
+            case .scan: 3
+            case .readModifyWrite: 4
+            }
+        }
     }
 }

@@ -2,32 +2,11 @@ import Glibc
 import Histogram
 import Synchronization
 
-/// Latency statistics of one operation type, in microseconds.
-public struct OperationSummary: Sendable {
-    public var kind: Operation.Kind
-    public var count: Int
-    public var errors: Int
-    public var notFound: Int
-    public var averageUs: Double
-    public var minUs: Double
-    public var maxUs: Double
-    public var p50Us: Double
-    public var p95Us: Double
-    public var p99Us: Double
-    public var p999Us: Double
-}
-
-/// The result of a load or run phase.
-public struct RunSummary: Sendable {
-    public var phase: String
-    public var workload: String
-    public var threads: Int
-    public var seconds: Double
-    public var operations: Int
-    public var throughput: Double { seconds > 0 ? Double(operations) / seconds : 0 }
-    public var perOperation: [OperationSummary]
-    /// Operations completed in each second of the run.
-    public var perSecond: [Int]
+public enum RunnerError: Error, CustomStringConvertible {
+    case notAsynchronous
+    public var description: String {
+        "this database binding runs one operation at a time per thread; use outstanding 1 (more threads instead)"
+    }
 }
 
 /// Latencies of one thread: an HdrHistogram per operation type (nanoseconds, 3 significant
@@ -36,9 +15,12 @@ struct Recorder {
     let start: UInt64
     /// Shared live counter for the per-second progress lines.
     let live: UnsafePointer<Atomic<Int>>?
-    var latencies: [Operation.Kind: Histogram<UInt64>] = [:]
-    var errors: [Operation.Kind: Int] = [:]
-    var notFound: [Operation.Kind: Int] = [:]
+    // Indexed by `Operation.Kind.index` (arrays, not dictionaries: this runs once per operation).
+    var latencies: [Histogram<UInt64>?] = Array(repeating: nil, count: Operation.Kind.allCases.count)
+    var errors = [Int](repeating: 0, count: Operation.Kind.allCases.count)
+    var notFound = [Int](repeating: 0, count: Operation.Kind.allCases.count)
+    /// The first error of each operation type, to say what went wrong.
+    var firstError: [String?] = Array(repeating: nil, count: Operation.Kind.allCases.count)
     /// Operations completed in each second of the run.
     var perSecond: [Int] = []
 
@@ -46,12 +28,17 @@ struct Recorder {
         Histogram(highestTrackableValue: 100_000_000_000, numberOfSignificantValueDigits: .three)
     }
 
+    mutating func failed(_ kind: Operation.Kind, _ error: any Error) {
+        errors[kind.index] += 1
+        if firstError[kind.index] == nil { firstError[kind.index] = "\(error)" }
+    }
+
     /// `began` is when the operation started, or, in an open loop, when it was meant to start (so
     /// queueing behind a slow request counts: no coordinated omission).
     mutating func record(_ kind: Operation.Kind, began: UInt64) {
         let end = Runner.now()
-        if latencies[kind] == nil { latencies[kind] = Self.histogram() }
-        _ = latencies[kind]!.record(max(1, end &- began))
+        if latencies[kind.index] == nil { latencies[kind.index] = Self.histogram() }
+        _ = latencies[kind.index]!.record(max(1, end &- began))
         let second = Int((end - start) / 1_000_000_000)
         if perSecond.count <= second { perSecond += [Int](repeating: 0, count: second + 1 - perSecond.count) }
         perSecond[second] += 1
@@ -59,24 +46,37 @@ struct Recorder {
     }
 }
 
-/// Runs a YCSB phase in a closed loop: `threads` client threads, each with one request
-/// outstanding, each with its own database connection from `connect`.
+/// Runs a YCSB phase: `threads` client threads, each with its own database connection from
+/// `connect`, in a closed loop (one or more operations in flight per thread) or an open loop.
 public enum Runner {
-    /// Load phase: inserts records `0..<recordCount`, split over the threads.
+    /// Load phase: inserts records `0..<recordCount`, split over the threads, each thread keeping
+    /// `outstanding` inserts in flight.
     public static func load(
-        workload: Workload, threads: Int, connect: @escaping @Sendable (Int) throws -> any YCSBDatabase,
+        workload: Workload, threads: Int, outstanding: Int = 1,
+        connect: @escaping @Sendable (Int) throws -> any YCSBDatabase,
         progress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws -> RunSummary {
-        return try execute(phase: "load", workload: workload, threads: threads, connect: connect, progress: progress) {
-            thread, chooser, db, recorder, stop in
+        return try execute(
+            phase: "load", workload: workload, threads: threads, connect: checked(connect, outstanding: outstanding),
+            progress: progress
+        ) { thread, chooser, db, recorder, stop in
             var n = Int64(thread)
-            while n < workload.recordCount && !stop() {
+            func another() -> Bool { n < workload.recordCount && !stop() }
+            if outstanding > 1 {
+                runPipelined(db as! any YCSBAsyncDatabase, outstanding: outstanding, recorder: &recorder, another: another) {
+                    let record = chooser.loadRecord(n)
+                    n += Int64(threads)
+                    return (.insert(key: record.key, fields: record.fields), nil)
+                }
+                return
+            }
+            while another() {
                 let record = chooser.loadRecord(n)
                 let t = now()
                 do {
                     try db.insert(key: record.key, fields: record.fields)
                 } catch {
-                    recorder.errors[.insert, default: 0] += 1
+                    recorder.failed(.insert, error)
                 }
                 recorder.record(.insert, began: t)
                 n += Int64(threads)
@@ -84,26 +84,57 @@ public enum Runner {
         }
     }
 
+    /// `connect`, failing early if `outstanding` needs an asynchronous binding it does not give.
+    static func checked(
+        _ connect: @escaping @Sendable (Int) throws -> any YCSBDatabase, outstanding: Int
+    ) -> @Sendable (Int) throws -> any YCSBDatabase {
+        precondition(outstanding >= 1, "outstanding must be at least 1")
+        return { thread in
+            let db = try connect(thread)
+            if outstanding > 1 && !(db is any YCSBAsyncDatabase) { throw RunnerError.notAsynchronous }
+            return db
+        }
+    }
+
     /// Run phase: `operationCount` operations (or until `seconds` pass), drawn by the workload.
-    /// - Parameter targetRate: operations per second over all threads (an open loop: each thread
-    ///   issues on a fixed schedule and latency is measured from the scheduled start); nil runs a
-    ///   closed loop as fast as the database answers.
+    /// - Parameters:
+    ///   - outstanding: operations each thread keeps in flight (closed loop); above 1 the
+    ///     binding must be a ``YCSBAsyncDatabase``.
+    ///   - targetRate: operations per second over all threads (an open loop: each thread issues
+    ///     on a fixed schedule and latency is measured from the scheduled start); nil runs a
+    ///     closed loop as fast as the database answers.
     public static func run(
-        workload: Workload, threads: Int, seconds: Double?, targetRate: Double? = nil,
+        workload: Workload, threads: Int, outstanding: Int = 1, seconds: Double?, targetRate: Double? = nil,
         connect: @escaping @Sendable (Int) throws -> any YCSBDatabase,
         progress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws -> RunSummary {
+        precondition(outstanding == 1 || targetRate == nil, "an open loop keeps one operation in flight per thread")
         let total = Atomic<Int>(0)
         let limit = workload.operationCount
         let deadline = seconds.map { now() + UInt64($0 * 1e9) }
         // Each thread's interval between intended starts, offset so threads interleave.
         let interval = targetRate.map { UInt64(Double(threads) / $0 * 1e9) }
-        return try execute(phase: "run", workload: workload, threads: threads, connect: connect, progress: progress) {
+        return try execute(
+            phase: "run", workload: workload, threads: threads, connect: checked(connect, outstanding: outstanding),
+            progress: progress
+        ) {
             thread, chooser, db, recorder, stop in
+            /// Takes the budget for one more operation; false when the run is over.
+            func another() -> Bool {
+                if stop() { return false }
+                if let deadline, now() >= deadline { return false }
+                return total.wrappingAdd(1, ordering: .relaxed).oldValue < limit
+            }
+            if outstanding > 1 {
+                let keySpace = chooser
+                runPipelined(db as! any YCSBAsyncDatabase, outstanding: outstanding, recorder: &recorder, another: another) {
+                    let (op, inserted) = chooser.next()
+                    return (op, inserted.map { n in { keySpace.acknowledgeInsert(n) } })
+                }
+                return
+            }
             var intended = recorder.start &+ (interval.map { $0 * UInt64(thread) / UInt64(threads) } ?? 0)
-            while !stop() {
-                if total.wrappingAdd(1, ordering: .relaxed).oldValue >= limit { break }
-                if let deadline, now() >= deadline { break }
+            while another() {
                 if let interval {
                     intended &+= interval
                     while now() < intended { usleep(UInt32(min(1_000, (intended - now()) / 1_000))) }
@@ -112,23 +143,59 @@ public enum Runner {
                 let t = interval == nil ? now() : intended
                 var found = true
                 do {
-                    switch op {
-                    case .read(let key, let field): found = try db.read(key: key, field: field)
-                    case .update(let key, let fields): try db.update(key: key, fields: fields)
-                    case .insert(let key, let fields): try db.insert(key: key, fields: fields)
-                    case .scan(let start, let count): _ = try db.scan(start: start, count: count)
-                    case .readModifyWrite(let key, let fields):
-                        found = try db.read(key: key, field: nil)
-                        try db.update(key: key, fields: fields)
-                    }
+                    found = try db.perform(op)
                     if let n = inserted { chooser.acknowledgeInsert(n) }
                 } catch {
-                    recorder.errors[op.kind, default: 0] += 1
+                    recorder.failed(op.kind, error)
                 }
-                if !found { recorder.notFound[op.kind, default: 0] += 1 }
+                if !found { recorder.notFound[op.kind.index] += 1 }
                 recorder.record(op.kind, began: t)
             }
         }
+    }
+
+    /// A closed loop with `outstanding` operations in flight on one thread: start operations
+    /// (from `next`, while `another` grants them) until the window is full, then poll; each
+    /// completion frees its place and runs the operation's `acknowledge` if it succeeded.
+    private static func runPipelined(
+        _ db: any YCSBAsyncDatabase, outstanding: Int, recorder: inout Recorder, another: () -> Bool,
+        next: () -> (Operation, acknowledge: (() -> Void)?)
+    ) {
+        // Completions run inside `db.poll()` on this thread; they reach the recorder through
+        // this box because an escaping closure cannot capture an `inout` parameter.
+        final class Window {
+            var recorder: Recorder
+            var inFlight = 0
+            init(_ recorder: Recorder) { self.recorder = recorder }
+        }
+        let window = Window(recorder)
+        var more = true
+        while true {
+            while more && window.inFlight < outstanding {
+                guard another() else {
+                    more = false
+                    break
+                }
+                let (op, acknowledge) = next()
+                let kind = op.kind
+                let t = now()
+                window.inFlight += 1
+                db.start(op) { result in
+                    switch result {
+                    case .success(let found):
+                        if !found { window.recorder.notFound[kind.index] += 1 }
+                        acknowledge?()
+                    case .failure(let error):
+                        window.recorder.failed(kind, error)
+                    }
+                    window.recorder.record(kind, began: t)
+                    window.inFlight -= 1
+                }
+            }
+            if window.inFlight == 0 { break }
+            db.poll()
+        }
+        recorder = window.recorder
     }
 
     private static func execute(
@@ -199,24 +266,31 @@ public enum Runner {
             var merged = Recorder.histogram()
             var errors = 0
             var notFound = 0
+            var firstError: String?
             for r in recorders {
-                if let h = r.latencies[kind] { merged.add(h) }
-                errors += r.errors[kind] ?? 0
-                notFound += r.notFound[kind] ?? 0
+                firstError = firstError ?? r.firstError[kind.index]
+                if let h = r.latencies[kind.index] { merged.add(h) }
+                errors += r.errors[kind.index]
+                notFound += r.notFound[kind.index]
             }
             guard merged.totalCount > 0 else { continue }
             func us(_ ns: UInt64) -> Double { Double(ns) / 1_000 }
             summaries.append(
                 OperationSummary(
-                    kind: kind, count: Int(merged.totalCount), errors: errors, notFound: notFound,
+                    kind: kind, count: Int(merged.totalCount), errors: errors, firstError: firstError, notFound: notFound,
                     averageUs: merged.mean / 1_000, minUs: us(merged.min), maxUs: us(merged.max),
                     p50Us: us(merged.valueAtPercentile(50)), p95Us: us(merged.valueAtPercentile(95)),
-                    p99Us: us(merged.valueAtPercentile(99)), p999Us: us(merged.valueAtPercentile(99.9))))
+                    p99Us: us(merged.valueAtPercentile(99)), p999Us: us(merged.valueAtPercentile(99.9)),
+                    cdf: cdfPercentiles.map { CDFPoint(percentile: $0, us: us(merged.valueAtPercentile($0))) }))
         }
         return RunSummary(
-            phase: phase, workload: workload.name, threads: threads, seconds: seconds,
-            operations: summaries.reduce(0) { $0 + $1.count }, perOperation: summaries, perSecond: series)
+            phase: phase, workload: workload.name, threads: threads, seconds: seconds, perOperation: summaries,
+            perSecond: series)
     }
+
+    /// Even steps to p90, then ever closer to p100 (the tail is where the curves differ).
+    static let cdfPercentiles: [Double] =
+        stride(from: 0.0, through: 90, by: 2.5).map { $0 } + [92.5, 95, 97, 98, 99, 99.5, 99.7, 99.9, 99.95, 99.99, 100]
 
     static func now() -> UInt64 {
         var ts = timespec()

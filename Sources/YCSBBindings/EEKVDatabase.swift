@@ -11,8 +11,7 @@ public final class EEKVDatabase: YCSBDatabase {
 
     public func read(key: String, field: Int?) throws -> Bool {
         guard let value = try client.get(Array(key.utf8)) else { return false }
-        guard let record = RecordCodec.decode(value) else { throw KVClientError.protocolError("\(key) is not a YCSB record") }
-        return field.map { record[$0] != nil } ?? true
+        return try Self.found(value, key: key, field: field)
     }
 
     public func update(key: String, fields: [Int: [UInt8]]) throws {
@@ -22,11 +21,74 @@ public final class EEKVDatabase: YCSBDatabase {
         try client.put(k, RecordCodec.encode(record))
     }
 
+    /// Whether a stored value holds the field read (any record when `field` is nil).
+    static func found(_ value: [UInt8], key: String, field: Int?) throws -> Bool {
+        if RecordCodec.check(value, hasField: field) { return true }
+        guard RecordCodec.check(value, hasField: nil) else {
+            throw KVClientError.protocolError("\(key) is not a YCSB record")
+        }
+        return false
+    }
+
     public func insert(key: String, fields: [Int: [UInt8]]) throws {
         try client.put(Array(key.utf8), RecordCodec.encode(fields))
     }
 
     public func scan(start: String, count: Int) throws -> Int {
         try client.scan(from: Array(start.utf8), limit: count).count
+    }
+}
+
+/// Several operations in flight on one client: each is a chain of client calls (an update reads
+/// the record, then writes it back) whose last step completes the operation.
+extension EEKVDatabase: YCSBAsyncDatabase {
+    public func start(_ operation: Operation, completion: @escaping (Result<Bool, any Error>) -> Void) {
+        do {
+            switch operation {
+            case .read(let key, let field):
+                try client.get(Array(key.utf8)) { result in
+                    completion(
+                        result.mapError { $0 as any Error }.flatMap { value in
+                            guard let value else { return .success(false) }
+                            return Result { try Self.found(value, key: key, field: field) }
+                        })
+                }
+            case .update(let key, let fields):
+                try readModifyWrite(Array(key.utf8), fields, completion)
+            case .readModifyWrite(let key, let fields):
+                // YCSB times the read and the update as one operation; the update itself reads
+                // the record again, as the synchronous binding does.
+                start(.read(key: key, field: nil)) { [self] read in
+                    guard case .success(let found) = read else { return completion(read) }
+                    start(.update(key: key, fields: fields)) { completion($0.map { _ in found }) }
+                }
+            case .insert(let key, let fields):
+                try client.put(Array(key.utf8), RecordCodec.encode(fields)) {
+                    completion($0.map { true }.mapError { $0 })
+                }
+            case .scan(let start, let count):
+                try client.scan(from: Array(start.utf8), limit: count) {
+                    completion($0.map { _ in true }.mapError { $0 })
+                }
+            }
+        } catch {
+            completion(.failure(error))
+        }
+    }
+
+    public func poll() { client.poll() }
+
+    private func readModifyWrite(
+        _ key: [UInt8], _ fields: [Int: [UInt8]], _ completion: @escaping (Result<Bool, any Error>) -> Void
+    ) throws {
+        try client.get(key) { [client] result in
+            do {
+                var record = try result.get().flatMap(RecordCodec.decode) ?? [:]
+                for (i, v) in fields { record[i] = v }
+                try client.put(key, RecordCodec.encode(record)) { completion($0.map { true }.mapError { $0 }) }
+            } catch {
+                completion(.failure(error))
+            }
+        }
     }
 }

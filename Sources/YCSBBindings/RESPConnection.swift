@@ -72,27 +72,42 @@ public final class RESPConnection {
     /// Sends one command and reads its reply. A Redis error reply throws.
     @discardableResult
     public func command(_ args: [[UInt8]]) throws -> RESPValue {
-        var out: [UInt8] = Array("*\(args.count)\r\n".utf8)
-        for a in args {
-            out += Array("$\(a.count)\r\n".utf8)
-            out += a
-            out += [13, 10]
-        }
-        try send(out)
-        let reply = try readValue()
+        queue(args)
+        try flush()
+        let reply = try readReply()
         if case .error(let message) = reply { throw RESPError.server(message) }
         return reply
     }
 
     public func command(_ args: String...) throws -> RESPValue { try command(args.map { Array($0.utf8) }) }
 
-    private func send(_ bytes: [UInt8]) throws {
-        let r = bytes.withUnsafeBytes { b in
+    /// Commands queued by ``queue(_:)`` and not yet flushed.
+    private var output: [UInt8] = []
+
+    /// Appends a command to the output without sending it (pipelining: replies come back in the
+    /// order the commands were sent).
+    public func queue(_ args: [[UInt8]]) {
+        output += Array("*\(args.count)\r\n".utf8)
+        for a in args {
+            output += Array("$\(a.count)\r\n".utf8)
+            output += a
+            output += [13, 10]
+        }
+    }
+
+    /// Sends every queued command in one write (one TLS record per 16 KiB).
+    public func flush() throws {
+        guard !output.isEmpty else { return }
+        let r = output.withUnsafeBytes { b in
             if let ssl { return ee_tls_write_all(ssl, b.baseAddress, b.count) }
             return ee_write_all(fd, b.baseAddress, b.count)
         }
+        output.removeAll(keepingCapacity: true)
         guard r == 0 else { throw RESPError.io("write failed") }
     }
+
+    /// Reads the next reply, waiting for it. A Redis error reply is returned, not thrown.
+    public func readReply() throws -> RESPValue { try readValue() }
 
     private func fill() throws {
         if start == end {

@@ -6,6 +6,9 @@ import YCSB
 public final class RedisDatabase: YCSBDatabase {
     public static let indexKey = "_indices"
     let connection: RESPConnection
+    /// What to do with each pipelined reply, in the order the commands were queued.
+    private var pending: [(Result<RESPValue, any Error>) -> Void] = []
+    private var head = 0
 
     public init(connection: RESPConnection) { self.connection = connection }
 
@@ -57,5 +60,84 @@ public final class RedisDatabase: YCSBDatabase {
             args.append(v)
         }
         return args
+    }
+}
+
+/// Several operations in flight on one connection by pipelining (as asynchronous Redis clients
+/// do): commands are queued, written together on `poll`, and their replies, which Redis sends in
+/// command order, are handed to the waiting operations one by one.
+extension RedisDatabase: YCSBAsyncDatabase {
+    public func start(_ operation: Operation, completion: @escaping (Result<Bool, any Error>) -> Void) {
+        switch operation {
+        case .read(let key, let field):
+            if let field {
+                send([Array("HMGET".utf8), Array(key.utf8), Array("field\(field)".utf8)]) { reply in
+                    completion(reply.map { if case .array(let items?) = $0, let first = items.first { first != .bulk(nil) } else { false } })
+                }
+            } else {
+                send([Array("HGETALL".utf8), Array(key.utf8)]) { reply in
+                    completion(reply.map { if case .array(let items?) = $0 { !items.isEmpty } else { false } })
+                }
+            }
+        case .update(let key, let fields):
+            send(hset(key, fields)) { completion($0.map { _ in true }) }
+        case .insert(let key, let fields):
+            var failure: (any Error)?
+            send(hset(key, fields)) { if case .failure(let e) = $0 { failure = e } }
+            send(["ZADD", Self.indexKey, String(Self.javaHashCode(key)), key].map { Array($0.utf8) }) { reply in
+                completion(failure.map { .failure($0) } ?? reply.map { _ in true })
+            }
+        case .scan(let start, let count):
+            let range = ["ZRANGEBYSCORE", Self.indexKey, String(Self.javaHashCode(start)), "+inf", "LIMIT", "0", String(count)]
+            send(range.map { Array($0.utf8) }) { [self] reply in
+                guard case .success(.array(let keys)) = reply, let keys, !keys.isEmpty else {
+                    return completion(reply.map { _ in true })
+                }
+                let names = keys.compactMap { if case .bulk(let k?) = $0 { k } else { nil } }
+                guard names.count == keys.count else {
+                    return completion(.failure(RESPError.protocolError("ZRANGEBYSCORE returned a non-string")))
+                }
+                var remaining = names.count
+                var failure: (any Error)?
+                for name in names {
+                    send([Array("HGETALL".utf8), name]) { r in
+                        if case .failure(let e) = r { failure = e }
+                        remaining -= 1
+                        if remaining == 0 { completion(failure.map { .failure($0) } ?? .success(true)) }
+                    }
+                }
+            }
+        case .readModifyWrite(let key, let fields):
+            start(.read(key: key, field: nil)) { [self] read in
+                guard case .success(let found) = read else { return completion(read) }
+                send(hset(key, fields)) { completion($0.map { _ in found }) }
+            }
+        }
+    }
+
+    public func poll() {
+        do {
+            try connection.flush()
+            guard head < pending.count else { return }
+            let reply = try connection.readReply()
+            let handler = pending[head]
+            head += 1
+            if head == pending.count {
+                pending.removeAll(keepingCapacity: true)
+                head = 0
+            }
+            if case .error(let message) = reply { handler(.failure(RESPError.server(message))) } else { handler(.success(reply)) }
+        } catch {
+            // The connection is broken: every operation waiting on it fails.
+            let waiting = pending[head...]
+            pending.removeAll()
+            head = 0
+            for handler in waiting { handler(.failure(error)) }
+        }
+    }
+
+    private func send(_ args: [[UInt8]], then handler: @escaping (Result<RESPValue, any Error>) -> Void) {
+        connection.queue(args)
+        pending.append(handler)
     }
 }

@@ -10,8 +10,8 @@ enum ClientExit {
     static let serverOrNetwork: Int32 = 3
 }
 
-/// Options every client command takes.
-struct ClientOptions: ParsableArguments {
+/// Where the cluster is and which certificate to present.
+struct ClusterOptions: ParsableArguments {
     @Option(help: "Cluster configuration (default: $EEKV_CONFIG, else deploy/cluster.example.toml).")
     var config: String?
 
@@ -24,18 +24,14 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "Cluster CA (default: the config's [tls] dir/ca.pem).")
     var ca: String?
 
-    @Flag(help: "Print JSON.")
-    var json = false
-
     func configPath() -> String {
         if let config { return config }
         if let env = getenv("EEKV_CONFIG") { return String(cString: env) }
         return "deploy/cluster.example.toml"
     }
 
-    /// Connects, runs `body`, and turns failures into the documented exit codes.
-    func withClient(_ body: (KVClient, ClusterConfig) throws -> Int32) throws {
-        let cluster = try loadConfig(configPath())
+    /// The client's TLS files: --cert/--key/--ca over the config's.
+    func tls(for cluster: ClusterConfig) -> TLSConfig? {
         var tls = cluster.tls(name: cluster.clientCertificate)
         if let cert {
             tls = TLSConfig(
@@ -44,6 +40,21 @@ struct ClientOptions: ParsableArguments {
         } else if let ca, tls != nil {
             tls!.caFile = ca
         }
+        return tls
+    }
+}
+
+/// Options every client command takes.
+struct ClientOptions: ParsableArguments {
+    @OptionGroup var cluster: ClusterOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    /// Connects, runs `body`, and turns failures into the documented exit codes.
+    func withClient(_ body: (KVClient, ClusterConfig) throws -> Int32) throws {
+        let cluster = try loadConfig(self.cluster.configPath())
+        let tls = self.cluster.tls(for: cluster)
         do {
             let client = try KVClient(config: cluster, tls: tls)
             let code = try body(client, cluster)

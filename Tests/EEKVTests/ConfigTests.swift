@@ -28,9 +28,17 @@ struct ConfigTests {
             "[cluster]\ncrypto = \"none\"\n" + node + "udp-port = 3\n",  // misspelt key
             "[cluster]\ncrypto = \"inline\"\n" + node,  // encryption without [tls]
             "[cluster]\ncrypto = \"none\"\n",  // no nodes
+            "[cluster]\ncrypto = \"none\"\nmtu = 100\n" + node,  // MTU below the minimum
+            "[cluster]\ncrypto = \"none\"\nmtu = 70000\n" + node,  // MTU above a UDP datagram
         ])
     func rejected(text: String) {
         #expect(throws: ClusterConfig.Error.self) { try ClusterConfig.parse(text, source: "test.toml") }
+    }
+
+    @Test("the data-plane MTU defaults to a 1500-byte Ethernet frame's; jumbo frames are a setting")
+    func mtu() throws {
+        #expect(try ClusterConfig.parse("[cluster]\ncrypto = \"none\"\n" + Self.node, source: "t.toml").mtu == 1_472)
+        #expect(try ClusterConfig.parse("[cluster]\ncrypto = \"none\"\nmtu = 8972\n" + Self.node, source: "t.toml").mtu == 8_972)
     }
 
     @Test("hash slots are Redis Cluster's (CRC16-XMODEM, hash tags)")

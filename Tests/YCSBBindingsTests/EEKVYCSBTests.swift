@@ -14,7 +14,7 @@ struct EEKVYCSBTests {
         let directory: String
         let config: ClusterConfig
         let node: KVNode
-        init() throws {
+        init(mtu: Int = Wire.defaultMTU) throws {
             var template = Array("/tmp/eekv-ycsb-XXXXXX".utf8CString)
             directory = String(cString: mkdtemp(&template)!)
             let tcp = ee_tcp_listen(0x7F00_0001, 0)
@@ -23,6 +23,7 @@ struct EEKVYCSBTests {
                 [cluster]
                 crypto = "none"
                 durability = "nosync"
+                mtu = \(mtu)
                 [[node]]
                 id = 0
                 host = "127.0.0.1"
@@ -54,6 +55,100 @@ struct EEKVYCSBTests {
         #expect(RecordCodec.decode(RecordCodec.encode(fields)) == fields)
         #expect(RecordCodec.decode([1, 0, 0]) == nil)
         #expect(RecordCodec.decode(RecordCodec.encode(fields) + [0]) == nil)
+    }
+
+    @Test("a read checks the record's layout without decoding it")
+    func check() {
+        let record = RecordCodec.encode([0: [1, 2, 3], 7: []])
+        #expect(RecordCodec.check(record, hasField: nil))
+        #expect(RecordCodec.check(record, hasField: 7))
+        #expect(!RecordCodec.check(record, hasField: 3))
+        #expect(!RecordCodec.check(Array(record.dropLast()), hasField: nil))
+        #expect(!RecordCodec.check(record + [0], hasField: 0))
+        #expect(!RecordCodec.check([5], hasField: nil))
+    }
+
+    /// Several operations in flight per thread: every workload's operations (update = read then
+    /// write, read-modify-write, scans over every node, inserts) complete through the client's
+    /// asynchronous calls, and the inserts of D and E are acknowledged so later reads find them.
+    @Test("pipelined runs (8 in flight per thread) of every workload", arguments: ["a", "b", "c", "d", "e", "f"])
+    func pipelined(letter: String) throws {
+        let node = try Node()
+        var workload = try #require(Workload.standard(letter))
+        workload.recordCount = 400
+        workload.operationCount = 2_000
+        let config = node.config
+        let connect: @Sendable (Int) throws -> any YCSBDatabase = { _ in
+            EEKVDatabase(client: try KVClient(config: config, tls: nil))
+        }
+        let load = try Runner.load(workload: workload, threads: 1, outstanding: 8, connect: connect)
+        #expect(load.operations == 400 && load.perOperation.allSatisfy { $0.errors == 0 })
+        let run = try Runner.run(workload: workload, threads: 2, outstanding: 8, seconds: nil, connect: connect)
+        #expect(run.operations == 2_000)
+        #expect(run.perOperation.allSatisfy { $0.errors == 0 && $0.notFound == 0 }, "\(run.perOperation)")
+        // Every record the load wrote is there, whole.
+        let client = try KVClient(config: config, tls: nil)
+        for n in stride(from: 0, to: 400, by: 37) {
+            let value = try #require(try client.get(Array(ycsbKey(Int64(n)).utf8)))
+            #expect(RecordCodec.decode(value)?.count == 10)
+        }
+    }
+
+    /// Records of several packets each way at a jumbo-frame MTU: the transport sends the packets
+    /// of a burst as UDP GSO runs, and every record still arrives whole.
+    @Test("large records at the default MTU and at a jumbo MTU, pipelined", arguments: [1_472, 9_000])
+    func largeRecords(mtu: Int) throws {
+        let node = try Node(mtu: mtu)
+        var workload = try #require(Workload.standard("a"))
+        workload.recordCount = 60
+        workload.operationCount = 400
+        workload.fieldCount = 1
+        workload.fieldLength = 30_000
+        let config = node.config
+        let connect: @Sendable (Int) throws -> any YCSBDatabase = { _ in
+            EEKVDatabase(client: try KVClient(config: config, tls: nil))
+        }
+        _ = try Runner.load(workload: workload, threads: 1, outstanding: 8, connect: connect)
+        let run = try Runner.run(workload: workload, threads: 1, outstanding: 8, seconds: nil, connect: connect)
+        #expect(run.operations == 400)
+        #expect(run.perOperation.allSatisfy { $0.errors == 0 && $0.notFound == 0 }, "\(run.perOperation)")
+        let client = try KVClient(config: config, tls: nil)
+        let value = try #require(try client.get(Array(ycsbKey(3).utf8)))
+        #expect(RecordCodec.decode(value)?[0]?.count == 30_000)
+    }
+
+    /// The client's asynchronous calls directly: many started before any completes, each
+    /// completing once with its own answer.
+    @Test("asynchronous client calls complete once each, with their own answers")
+    func asynchronousClient() throws {
+        let node = try Node()
+        let client = try KVClient(config: node.config, tls: nil)
+        final class Results {
+            var puts = 0
+            var gets: [Int: [UInt8]?] = [:]
+            var scanned: [[UInt8]] = []
+            var deleted: Bool?
+        }
+        let results = Results()
+        for i in 0..<40 {
+            try client.put(Array("k\(100 + i)".utf8), Array("v\(i)".utf8)) { r in
+                if case .success = r { results.puts += 1 }
+            }
+        }
+        while results.puts < 40 { client.poll() }
+        for i in 0..<40 {
+            try client.get(Array("k\(100 + i)".utf8)) { r in results.gets[i] = try? r.get() }
+        }
+        try client.get(Array("absent".utf8)) { r in results.gets[-1] = try? r.get() }
+        try client.scan(from: Array("k110".utf8), limit: 5) { r in results.scanned = (try? r.get())?.map(\.0) ?? [] }
+        try client.delete(Array("k100".utf8)) { r in results.deleted = try? r.get() }
+        while results.gets.count < 41 || results.scanned.isEmpty || results.deleted == nil { client.poll() }
+        for i in 0..<40 { #expect(results.gets[i] == .some(Array("v\(i)".utf8))) }
+        #expect(results.gets[-1] == .some(nil))
+        #expect(results.scanned == (110..<115).map { Array("k\($0)".utf8) })
+        #expect(results.deleted == true)
+        // A bad request fails when it is started, not later.
+        #expect(throws: KVClientError.self) { try client.get([]) { _ in Issue.record("completed") } }
     }
 
     @Test("load then run workloads A and E: every operation succeeds and reads find their records",

@@ -101,6 +101,41 @@ struct RedisTests {
         #expect(fields?.count == 20)  // 10 field names and 10 values
     }
 
+    /// Pipelining: 8 commands in flight per connection, replies matched to operations in order,
+    /// including the follow-up commands of scans and read-modify-writes.
+    @Test("pipelined runs (8 in flight per connection) of every workload", arguments: ["a", "b", "c", "d", "e", "f"])
+    func pipelined(letter: String) throws {
+        let redis = try RedisServer()
+        _ = try redis.connect()
+        var workload = try #require(Workload.standard(letter))
+        workload.recordCount = 300
+        workload.operationCount = 1_500
+        let port = redis.port
+        let connect: @Sendable (Int) throws -> any YCSBDatabase = { _ in
+            RedisDatabase(connection: try RESPConnection(host: "127.0.0.1", port: port, tls: nil))
+        }
+        let load = try Runner.load(workload: workload, threads: 1, outstanding: 8, connect: connect)
+        #expect(load.operations == 300 && load.perOperation.allSatisfy { $0.errors == 0 })
+        let run = try Runner.run(workload: workload, threads: 2, outstanding: 8, seconds: nil, connect: connect)
+        #expect(run.operations == 1_500)
+        #expect(run.perOperation.allSatisfy { $0.errors == 0 && $0.notFound == 0 }, "\(run.perOperation)")
+        let c = try redis.connect()
+        #expect(try c.command("ZCARD", RedisDatabase.indexKey) == .integer(Int(300 + (letter == "d" || letter == "e" ? run.perOperation.first { $0.kind == .insert }?.count ?? 0 : 0))))
+    }
+
+    @Test("a dead connection fails every pipelined operation instead of hanging")
+    func brokenPipeline() throws {
+        let redis = try RedisServer()
+        let db = RedisDatabase(connection: try redis.connect())
+        var failures = 0
+        for i in 0..<5 {
+            db.start(.read(key: "k\(i)", field: nil)) { if case .failure = $0 { failures += 1 } }
+        }
+        _ = try redis.connect().command("CLIENT", "KILL", "TYPE", "normal")
+        for _ in 0..<5 where failures < 5 { db.poll() }
+        #expect(failures == 5)
+    }
+
     @Test("Redis over TLS with the cluster's certificates")
     func tls() throws {
         var template = Array("/tmp/eekv-redis-certs-XXXXXX".utf8CString)

@@ -20,6 +20,12 @@ int ee_recvmmsg(int fd, ee_mmsghdr *msgs, unsigned int count);
 /// sendmmsg(2), non-blocking (MSG_DONTWAIT). Returns the number sent or -errno.
 int ee_sendmmsg(int fd, ee_mmsghdr *msgs, unsigned int count);
 
+/// Bytes of control buffer one UDP_SEGMENT (GSO) cmsg takes.
+size_t ee_udp_gso_control_size(void);
+/// Makes `m` carry `control` (ee_udp_gso_control_size() bytes, owned by the caller) asking the
+/// kernel to cut the datagram into `segment`-byte datagrams (UDP GSO); segment 0 clears it.
+void ee_udp_set_gso(ee_mmsghdr *m, void *control, uint16_t segment);
+
 /// Opens a non-blocking IPv4 UDP socket bound to `ip:port` (network byte order not required:
 /// `ip` and `port` are host order). Port 0 picks a free port. Returns the fd or -errno.
 int ee_udp_open(uint32_t ip_host_order, uint16_t port, int buffer_bytes);
@@ -34,7 +40,10 @@ int ee_pin_thread_to_cpu(int cpu);
 /// The CPU the calling thread runs on, or -1.
 int ee_current_cpu(void);
 /// Number of CPUs online.
+/* How many CPUs this process may run on (its affinity mask, not the machine's count). */
 int ee_cpu_count(void);
+/* The index-th CPU of that mask, or -1. */
+int ee_allowed_cpu(int index);
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO: no syscall).
 uint64_t ee_now_ns(void);

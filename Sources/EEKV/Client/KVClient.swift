@@ -54,7 +54,7 @@ public final class KVClient {
         var rpcConfig = RpcConfig()
         rpcConfig.crypto = config.crypto.encrypts ? .inline : .none
         rpc = try Rpc(
-            nexus: nexus, id: 0, transport: try UDPTransport(address: local == 0 ? 0x7F00_0001 : local),
+            nexus: nexus, id: 0, transport: try UDPTransport(address: local == 0 ? 0x7F00_0001 : local, mtu: config.mtu),
             config: rpcConfig)
     }
 
@@ -67,106 +67,161 @@ public final class KVClient {
 
     /// The value, or nil if the key does not exist.
     public func get(_ key: [UInt8]) throws -> [UInt8]? {
-        let reply = try call(key: key, type: KVProtocol.readType) { w in
-            w.u8(KVOperation.get.rawValue)
-            key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-        }
-        return try reply.withUnsafeBytes { r throws in
-            var reader = ByteReader(r)
-            switch try status(&reader) {
-            case .ok: return Array(reader.rest())
-            case .notFound: return nil
-            default: throw KVClientError.protocolError("unexpected status")
-            }
-        }
+        try wait { done in try get(key, completion: done) }
     }
 
     /// Stores the value; returns once its transaction has committed on the node.
     public func put(_ key: [UInt8], _ value: [UInt8]) throws {
-        try checkKey(key)
-        guard value.count <= KVProtocol.maxValueSize else {
-            throw KVClientError.badRequest("value of \(value.count) bytes exceeds \(KVProtocol.maxValueSize)")
-        }
-        let reply = try call(key: key, type: KVProtocol.writeType, size: 3 + key.count + value.count) { w in
-            w.u8(KVOperation.put.rawValue)
-            key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            value.withUnsafeBytes { w.bytes($0) }
-        }
-        try reply.withUnsafeBytes { r throws in
-            var reader = ByteReader(r)
-            guard try status(&reader) == .ok else { throw KVClientError.protocolError("unexpected status") }
-        }
+        try wait { done in try put(key, value, completion: done) }
     }
 
     /// Deletes the key; false if it did not exist.
     @discardableResult
     public func delete(_ key: [UInt8]) throws -> Bool {
-        let reply = try call(key: key, type: KVProtocol.writeType) { w in
-            w.u8(KVOperation.delete.rawValue)
-            key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-        }
-        return try reply.withUnsafeBytes { r throws in
-            var reader = ByteReader(r)
-            return try status(&reader) == .ok
-        }
+        try wait { done in try delete(key, completion: done) }
     }
 
     /// Keys from `start` (inclusive) to `end` (exclusive, nil: to the last key), in key order, at
     /// most `limit`: every node is asked in parallel and the answers are merged.
     public func scan(from start: [UInt8], to end: [UInt8]? = nil, limit: Int = 100) throws -> [([UInt8], [UInt8])] {
+        try wait { done in try scan(from: start, to: end, limit: limit, completion: done) }
+    }
+
+    // MARK: Operations, several in flight
+    //
+    // These start an operation and return at once; `completion` runs on this thread from inside
+    // `poll()` (or a synchronous call) when the replies are in. A request that cannot be sent
+    // (bad key, node unreachable) throws here instead. Requests that the node never answers fail
+    // with `.timedOut` once the runtime's retransmissions give up on the session.
+
+    /// Starts a get; completes with the value, or nil if the key does not exist.
+    public func get(_ key: [UInt8], completion: @escaping (Result<[UInt8]?, KVClientError>) -> Void) throws {
+        try start(key: key, type: KVProtocol.readType) { w in
+            w.u8(KVOperation.get.rawValue)
+            key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+        } done: { [unowned self] replies in
+            completion(
+                replies.flatMap { r in
+                    decode(r[0]) { reader in
+                        switch try status(&reader) {
+                        case .ok: return Array(reader.rest())
+                        case .notFound: return nil
+                        default: throw KVClientError.protocolError("unexpected status")
+                        }
+                    }
+                })
+        }
+    }
+
+    /// Starts a put; completes once its transaction has committed on the node.
+    public func put(_ key: [UInt8], _ value: [UInt8], completion: @escaping (Result<Void, KVClientError>) -> Void) throws {
+        guard value.count <= KVProtocol.maxValueSize else {
+            throw KVClientError.badRequest("value of \(value.count) bytes exceeds \(KVProtocol.maxValueSize)")
+        }
+        try start(key: key, type: KVProtocol.writeType, size: 3 + key.count + value.count) { w in
+            w.u8(KVOperation.put.rawValue)
+            key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+            value.withUnsafeBytes { w.bytes($0) }
+        } done: { [unowned self] replies in
+            completion(
+                replies.flatMap { r in
+                    decode(r[0]) { reader in
+                        guard try status(&reader) == .ok else { throw KVClientError.protocolError("unexpected status") }
+                    }
+                })
+        }
+    }
+
+    /// Starts a delete; completes with false if the key did not exist.
+    public func delete(_ key: [UInt8], completion: @escaping (Result<Bool, KVClientError>) -> Void) throws {
+        try start(key: key, type: KVProtocol.writeType) { w in
+            w.u8(KVOperation.delete.rawValue)
+            key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+        } done: { [unowned self] replies in
+            completion(replies.flatMap { r in decode(r[0]) { reader in try status(&reader) == .ok } })
+        }
+    }
+
+    /// Starts a scan (see ``scan(from:to:limit:)``).
+    public func scan(
+        from start: [UInt8], to end: [UInt8]? = nil, limit: Int = 100,
+        completion: @escaping (Result<[([UInt8], [UInt8])], KVClientError>) -> Void
+    ) throws {
         guard limit >= 1 && limit <= KVProtocol.maxScanLimit else {
             throw KVClientError.badRequest("scan limit must be 1-\(KVProtocol.maxScanLimit)")
         }
         guard start.count <= Store.maxKeySize, (end?.count ?? 0) <= Store.maxKeySize else {
             throw KVClientError.badRequest("scan bounds must be at most \(Store.maxKeySize) bytes")
         }
-        // Each node returns its own first keys from `from`. A node whose reply was cut short (by
-        // the limit or by the message size) says so, and its last key bounds what the merge can
-        // trust: keys beyond it may exist on that node. Merge up to the lowest such bound, then
-        // continue from just after it until `limit` keys are in or no node has more.
-        var result: [([UInt8], [UInt8])] = []
-        var from = start
-        while result.count < limit {
-            let wanted = limit - result.count
-            let encode: (inout ByteWriter) -> Void = { w in
-                w.u8(KVOperation.scan.rawValue)
-                from.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-                w.u8(end == nil ? 0 : 1)
-                (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-                w.u32(UInt32(wanted))
-            }
-            let replies = try callAll(config.nodes.map { ($0, 0) }, type: KVProtocol.readType, encode: encode)
-            var merged: [([UInt8], [UInt8])] = []
-            var bound: [UInt8]? = nil
-            for reply in replies {
-                try reply.withUnsafeBytes { r throws in
-                    var reader = ByteReader(r)
-                    guard try status(&reader) == .ok, let n = reader.u32(), let more = reader.u8() else {
-                        throw KVClientError.protocolError("bad scan reply")
+        try scanRound(from: start, to: end, limit: limit, result: [], completion: completion)
+    }
+
+    /// One round of a scan. Each node returns its own first keys from `from`. A node whose reply
+    /// was cut short (by the limit or by the message size) says so, and its last key bounds what
+    /// the merge can trust: keys beyond it may exist on that node. The round merges up to the
+    /// lowest such bound; the next round continues from just after it until `limit` keys are in
+    /// or no node has more.
+    private func scanRound(
+        from: [UInt8], to end: [UInt8]?, limit: Int, result: [([UInt8], [UInt8])],
+        completion: @escaping (Result<[([UInt8], [UInt8])], KVClientError>) -> Void
+    ) throws {
+        let wanted = limit - result.count
+        try startAll(config.nodes.map { ($0, 0) }, type: KVProtocol.readType) { w in
+            w.u8(KVOperation.scan.rawValue)
+            from.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+            w.u8(end == nil ? 0 : 1)
+            (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+            w.u32(UInt32(wanted))
+        } done: { [unowned self] replies in
+            let merged = replies.flatMap { replies in
+                decode(replies) { readers -> ([([UInt8], [UInt8])], [UInt8]?) in
+                    var merged: [([UInt8], [UInt8])] = []
+                    var bound: [UInt8]? = nil
+                    for var reader in readers {
+                        guard try status(&reader) == .ok, let n = reader.u32(), let more = reader.u8() else {
+                            throw KVClientError.protocolError("bad scan reply")
+                        }
+                        var last: [UInt8]? = nil
+                        for _ in 0..<n {
+                            guard let kl = reader.u16(), let k = reader.take(Int(kl)), let vl = reader.u32(),
+                                let v = reader.take(Int(vl))
+                            else { throw KVClientError.protocolError("truncated scan reply") }
+                            merged.append((Array(k), Array(v)))
+                            last = Array(k)
+                        }
+                        if more == 1 {
+                            guard let last else { throw KVClientError.tooLarge("a record is too large for a scan reply") }
+                            if bound == nil || last.lexicographicallyPrecedes(bound!) { bound = last }
+                        }
                     }
-                    var last: [UInt8]? = nil
-                    for _ in 0..<n {
-                        guard let kl = reader.u16(), let k = reader.take(Int(kl)), let vl = reader.u32(),
-                            let v = reader.take(Int(vl))
-                        else { throw KVClientError.protocolError("truncated scan reply") }
-                        merged.append((Array(k), Array(v)))
-                        last = Array(k)
-                    }
-                    if more == 1 {
-                        guard let last else { throw KVClientError.tooLarge("a record is too large for a scan reply") }
-                        if bound == nil || last.lexicographicallyPrecedes(bound!) { bound = last }
-                    }
+                    return (merged, bound)
                 }
             }
-            merged.sort { $0.0.lexicographicallyPrecedes($1.0) }
-            if let bound { merged.removeAll { bound.lexicographicallyPrecedes($0.0) } }
-            result += merged.prefix(wanted)
-            guard let bound, result.count < limit else { break }
-            from = bound + [0]  // the smallest key after the bound
-            guard from.count <= Store.maxKeySize else { break }
+            switch merged {
+            case .failure(let error): completion(.failure(error))
+            case .success(let (unsorted, bound)):
+                var merged = unsorted.sorted { $0.0.lexicographicallyPrecedes($1.0) }
+                if let bound { merged.removeAll { bound.lexicographicallyPrecedes($0.0) } }
+                let result = result + merged.prefix(wanted)
+                // The smallest key after the bound.
+                guard let bound, result.count < limit, bound.count < Store.maxKeySize else {
+                    return completion(.success(result))
+                }
+                do {
+                    try scanRound(from: bound + [0], to: end, limit: limit, result: result, completion: completion)
+                } catch let error as KVClientError {
+                    completion(.failure(error))
+                } catch {
+                    completion(.failure(.protocolError("\(error)")))
+                }
+            }
         }
-        return result
     }
+
+    /// Runs the client's event loop once: sends what is queued and completes what has arrived.
+    /// Returns false if there was nothing to do.
+    @discardableResult
+    public func poll() -> Bool { rpc.runOnce() }
 
     /// Values of `keys`, in order (nil where a key does not exist); one request per node.
     public func multiGet(_ keys: [[UInt8]]) throws -> [[UInt8]?] {
@@ -179,11 +234,13 @@ public final class KVClient {
             for part in stride(from: 0, to: chunk.value.count, by: KVProtocol.maxMultiGet) {
                 let indices = Array(chunk.value[part..<min(part + KVProtocol.maxMultiGet, chunk.value.count)])
                 let size = 3 + indices.reduce(0) { $0 + 2 + keys[$1].count }
-                let reply = try callAll([(node, 0)], type: KVProtocol.readType, size: size) { w in
-                    w.u8(KVOperation.multiGet.rawValue)
-                    w.u16(UInt16(indices.count))
-                    for i in indices { keys[i].withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) } }
-                }[0]
+                let reply = try wait { done in
+                    try startAll([(node, 0)], type: KVProtocol.readType, size: size) { w in
+                        w.u8(KVOperation.multiGet.rawValue)
+                        w.u16(UInt16(indices.count))
+                        for i in indices { keys[i].withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) } }
+                    } done: { done($0.map { $0[0] }) }
+                }
                 try reply.withUnsafeBytes { r throws in
                     var reader = ByteReader(r)
                     guard try status(&reader) == .ok, let n = reader.u16(), Int(n) == indices.count else {
@@ -223,59 +280,135 @@ public final class KVClient {
         }
     }
 
-    private func call(key: [UInt8], type: UInt8, size: Int = 600, encode: (inout ByteWriter) -> Void) throws -> [UInt8] {
-        try checkKey(key)
-        let node = key.withUnsafeBytes { config.node(for: $0) }
-        let thread = HashSlot.of(key) % node.threads
-        return try callAll([(node, thread)], type: type, size: size, encode: encode)[0]
+    /// Runs the event loop until an operation started by `begin` completes.
+    private func wait<T>(_ begin: (@escaping (Result<T, KVClientError>) -> Void) throws -> Void) throws -> T {
+        var result: Result<T, KVClientError>?
+        try begin { result = $0 }
+        let deadline = ee_now_ns() &+ timeoutNs
+        while result == nil {
+            rpc.runOnce()
+            if ee_now_ns() > deadline, result == nil { throw KVClientError.timedOut(node: lastCall?.firstUnanswered ?? 0) }
+        }
+        return try result!.get()
     }
 
-    /// Sends one request to each target and runs the event loop until every reply is in.
-    private func callAll(
-        _ targets: [(ClusterConfig.Node, Int)], type: UInt8, size: Int = 1_100, encode: (inout ByteWriter) -> Void
-    ) throws -> [[UInt8]] {
+    /// Parses a reply (or several) with a reader; errors become a failed result.
+    private func decode<T>(_ reply: [UInt8], _ body: (inout ByteReader) throws -> T) -> Result<T, KVClientError> {
+        reply.withUnsafeBytes { r in
+            var reader = ByteReader(r)
+            return capture { try body(&reader) }
+        }
+    }
+
+    private func decode<T>(_ replies: [[UInt8]], _ body: ([ByteReader]) throws -> T) -> Result<T, KVClientError> {
+        // The readers point into `replies`, which lives until this returns.
+        var readers: [ByteReader] = []
+        var result: Result<T, KVClientError>!
+        func nest(_ i: Int) {
+            if i == replies.count {
+                result = capture { try body(readers) }
+                return
+            }
+            replies[i].withUnsafeBytes { r in
+                readers.append(ByteReader(r))
+                nest(i + 1)
+            }
+        }
+        nest(0)
+        return result
+    }
+
+    private func capture<T>(_ body: () throws -> T) -> Result<T, KVClientError> {
+        do { return .success(try body()) } catch let error as KVClientError { return .failure(error) } catch {
+            return .failure(.protocolError("\(error)"))
+        }
+    }
+
+    private func start(
+        key: [UInt8], type: UInt8, size: Int = 600, encode: (inout ByteWriter) -> Void,
+        done: @escaping (Result<[[UInt8]], KVClientError>) -> Void
+    ) throws {
+        try checkKey(key)
+        let slot = HashSlot.of(key)
+        let node = config.node(forSlot: slot)
+        let thread = slot % node.threads
+        try startAll([(node, thread)], type: type, size: size, encode: encode, done: done)
+    }
+
+    /// The requests of one operation, one per target, and what is in so far.
+    private final class Call {
+        let nodes: [Int]
+        var replies: [[UInt8]?]
+        var failure: KVClientError?
+        var outstanding: Int
+        /// Set when sending failed part-way: the requests already sent complete into nothing.
+        var abandoned = false
+        let done: (Result<[[UInt8]], KVClientError>) -> Void
+
+        init(nodes: [Int], done: @escaping (Result<[[UInt8]], KVClientError>) -> Void) {
+            self.nodes = nodes
+            replies = Array(repeating: nil, count: nodes.count)
+            outstanding = nodes.count
+            self.done = done
+        }
+
+        var firstUnanswered: Int? { replies.indices.first { replies[$0] == nil }.map { nodes[$0] } }
+    }
+
+    /// The most recently started call, for naming the node in a timeout.
+    private var lastCall: Call?
+
+    /// Sends one request to each target; `done` runs once every reply is in (or with the first
+    /// failure once every request has finished).
+    private func startAll(
+        _ targets: [(ClusterConfig.Node, Int)], type: UInt8, size: Int = 1_100, encode: (inout ByteWriter) -> Void,
+        done: @escaping (Result<[[UInt8]], KVClientError>) -> Void
+    ) throws {
         let e = rpc.endpoint
-        final class Pending {
-            var replies: [[UInt8]?]
-            var failed: [RpcStatus?]
-            init(_ n: Int) {
-                replies = Array(repeating: nil, count: n)
-                failed = Array(repeating: nil, count: n)
+        let call = Call(nodes: targets.map { $0.0.id }, done: done)
+        lastCall = call
+        do {
+            for (i, (node, thread)) in targets.enumerated() {
+                let s = try session(node: node, thread: thread)
+                guard var request = e.allocate(size: size) else { throw KVClientError.badRequest("request too large") }
+                guard let response = e.allocate(size: Wire.maxMessageSize) else {
+                    e.free(request)
+                    throw KVClientError.badRequest("no buffer for the reply")
+                }
+                var w = ByteWriter(request)
+                encode(&w)
+                request.resize(to: w.count)
+                do {
+                    // Ownership: the runtime holds both buffers until the continuation runs; a
+                    // request whose node never answers keeps them (they are not reused).
+                    try e.enqueueRequest(session: s, type: type, request: request, response: response, tag: UInt64(i)) {
+                        c in
+                        let i = Int(c.tag)
+                        if c.status == .ok {
+                            call.replies[i] = Array(c.response.bytes)
+                        } else if call.failure == nil {
+                            call.failure =
+                                c.status == .sessionFailed
+                                ? .timedOut(node: call.nodes[i])
+                                : .protocolError("node \(call.nodes[i]): \(String(describing: c.status))")
+                        }
+                        c.rpc.free(c.request)
+                        c.rpc.free(c.response)
+                        call.outstanding -= 1
+                        if call.outstanding == 0 && !call.abandoned {
+                            call.done(call.failure.map { .failure($0) } ?? .success(call.replies.map { $0! }))
+                        }
+                    }
+                } catch {
+                    e.free(request)
+                    e.free(response)
+                    throw KVClientError.protocolError("node \(node.id): \(error)")
+                }
             }
+        } catch {
+            call.abandoned = true
+            throw error
         }
-        let pending = Pending(targets.count)
-        var buffers: [(request: MsgBuffer, response: MsgBuffer)] = []
-        defer {
-            // A request that has not completed (timeout, or a failure while sending the others)
-            // still owns its buffers: the runtime may retransmit from them. Those are leaked
-            // rather than handed back for reuse.
-            for (i, b) in buffers.enumerated() where pending.replies[i] != nil || pending.failed[i] != nil {
-                e.free(b.request)
-                e.free(b.response)
-            }
-        }
-        for (i, (node, thread)) in targets.enumerated() {
-            let s = try session(node: node, thread: thread)
-            guard var request = e.allocate(size: size) else { throw KVClientError.badRequest("request too large") }
-            guard let response = e.allocate(size: Wire.maxMessageSize) else {
-                e.free(request)
-                throw KVClientError.badRequest("no buffer for the reply")
-            }
-            buffers.append((request, response))
-            var w = ByteWriter(request)
-            encode(&w)
-            request.resize(to: w.count)
-            try e.enqueueRequest(session: s, type: type, request: request, response: response, tag: UInt64(i)) { c in
-                let i = Int(c.tag)
-                if c.status == .ok { pending.replies[i] = Array(c.response.bytes) } else { pending.failed[i] = c.status }
-            }
-        }
-        let done = rpc.run(until: { !pending.replies.indices.contains { pending.replies[$0] == nil && pending.failed[$0] == nil } }, timeoutNs: timeoutNs)
-        for (i, (node, _)) in targets.enumerated() where pending.replies[i] == nil {
-            if !done { throw KVClientError.timedOut(node: node.id) }
-            throw KVClientError.protocolError("node \(node.id): \(String(describing: pending.failed[i]!))")
-        }
-        return pending.replies.map { $0! }
     }
 
     private func session(node: ClusterConfig.Node, thread: Int) throws -> Int {

@@ -7,6 +7,7 @@ import Glibc
 /// [cluster]
 /// crypto = "adaptive"          # none | inline | offload | adaptive
 /// durability = "fsync"         # fsync | nosync
+/// mtu = 1472                   # UDP payload per packet, the same on every node and client
 ///
 /// [tls]
 /// dir = "certs"                # made by `eekv certs init`; relative to this file
@@ -33,6 +34,9 @@ public struct ClusterConfig: Sendable {
     public var nodes: [Node]
     public var crypto: CryptoMode
     public var durability: Durability
+    /// UDP payload per data-plane packet (eeRPC header and tag included). Every node and client
+    /// of the cluster must agree: sessions with a different MTU are refused.
+    public var mtu: Int
     public var tlsDirectory: String?
     public var clientCertificate: String
     /// Where the file was read from (relative paths in it are relative to its folder).
@@ -63,7 +67,7 @@ public struct ClusterConfig: Sendable {
         // Unknown tables and keys, and values of the wrong type, are errors: a typo must not
         // silently become a default.
         let known: [String: Set<String>] = [
-            "cluster": ["crypto", "durability"], "tls": ["dir", "client"],
+            "cluster": ["crypto", "durability", "mtu"], "tls": ["dir", "client"],
             "node": ["id", "host", "port", "udp_port", "threads", "slots"],
         ]
         for (name, table) in doc.tables {
@@ -101,6 +105,10 @@ public struct ClusterConfig: Sendable {
         let durabilityName = try string(cluster, "durability") ?? "fsync"
         guard let durability = Durability(rawValue: durabilityName) else {
             throw Error(description: "\(source): durability must be fsync or nosync")
+        }
+        let mtu = try int(cluster, "mtu") ?? Wire.defaultMTU
+        guard (Wire.minMTU...Wire.maxMTU).contains(mtu) else {
+            throw Error(description: "\(source): mtu must be \(Wire.minMTU)-\(Wire.maxMTU) (1472 for a 1500-byte Ethernet MTU)")
         }
         let base = source.contains("/") ? String(source[..<source.lastIndex(of: "/")!]) : "."
         var tlsDirectory: String? = nil
@@ -147,15 +155,15 @@ public struct ClusterConfig: Sendable {
         }
         if let free = owner.firstIndex(of: -1) { throw Error(description: "\(source): slot \(free) has no node") }
         return ClusterConfig(
-            nodes: nodes, crypto: crypto, durability: durability, tlsDirectory: tlsDirectory,
+            nodes: nodes, crypto: crypto, durability: durability, mtu: mtu, tlsDirectory: tlsDirectory,
             clientCertificate: try tls.flatMap { t throws(Error) in try string(t, "client") } ?? "client-0", source: source)
     }
 
     /// The node that owns `key`'s slot.
-    public func node(for key: UnsafeRawBufferPointer) -> Node {
-        let slot = HashSlot.of(key)
-        return nodes.first { $0.slots.contains(slot) }!
-    }
+    public func node(for key: UnsafeRawBufferPointer) -> Node { node(forSlot: HashSlot.of(key)) }
+
+    /// The node that owns `slot`.
+    public func node(forSlot slot: Int) -> Node { nodes.first { $0.slots.contains(slot) }! }
 
     public func node(id: Int) -> Node? { nodes.first { $0.id == id } }
 

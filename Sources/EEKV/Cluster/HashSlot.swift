@@ -16,13 +16,19 @@ public enum HashSlot {
 
     public static func of(_ key: [UInt8]) -> Int { key.withUnsafeBytes { of($0) } }
 
-    /// CRC16-XMODEM: polynomial 0x1021, initial value 0, no reflection.
+    /// CRC16-XMODEM: polynomial 0x1021, initial value 0, no reflection; a byte at a time from
+    /// a table (every client request computes one).
     static func crc16(_ bytes: UnsafeRawBufferPointer) -> UInt16 {
         var crc: UInt16 = 0
-        for b in bytes {
-            crc ^= UInt16(b) << 8
-            for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
+        table.withUnsafeBufferPointer { t in
+            for b in bytes { crc = (crc << 8) ^ t[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ b)] }
         }
+        return crc
+    }
+
+    static let table: [UInt16] = (0..<256).map { i in
+        var crc = UInt16(i) << 8
+        for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
         return crc
     }
 }

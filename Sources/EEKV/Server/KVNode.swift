@@ -27,6 +27,8 @@ public final class KVNode: @unchecked Sendable {
     }
 
     public let node: ClusterConfig.Node
+    /// The cluster's data-plane MTU (every session of the cluster uses it).
+    public let mtu: Int
     public let store: Store
     public let nexus: Nexus
     public let stats = KVServerStats()
@@ -49,6 +51,7 @@ public final class KVNode: @unchecked Sendable {
                 description: "node \(nodeID) has threads = \(node.threads) in the config; run it with that many (clients route by it)")
         }
         self.node = node
+        mtu = config.mtu
         self.options = options
         self.logger = logger
         store = try Store(directory: options.dataDirectory, durability: options.durability)
@@ -65,10 +68,11 @@ public final class KVNode: @unchecked Sendable {
             throw ClusterConfig.Error(description: "cannot resolve \(node.host)")
         }
         let ip = resolved
-        let cpuCount = Threads.cpuCount
         for i in 0..<options.threads {
             // Nodes sharing a machine start from different CPUs.
-            let cpu = options.cpus.isEmpty ? (node.id * options.threads + i) % cpuCount : options.cpus[i % options.cpus.count]
+            let cpu =
+                options.cpus.isEmpty
+                ? Threads.allowedCPU(node.id * options.threads + i) : options.cpus[i % options.cpus.count]
             let port = node.udpPort + UInt16(i)
             threads.append(
                 Threads.spawn(name: "eekv-dispatch-\(i)") { [self] in
@@ -87,7 +91,7 @@ public final class KVNode: @unchecked Sendable {
             metadata: [
                 "session_management": "\(node.host):\(node.port)", "udp_ports": "\(node.udpPort)-\(Int(node.udpPort) + options.threads - 1)",
                 "crypto": "\(options.crypto.name)", "durability": "\(options.durability.rawValue)",
-                "data": "\(options.dataDirectory)", "threads": "\(options.threads)",
+                "data": "\(options.dataDirectory)", "threads": "\(options.threads)", "mtu": "\(mtu)",
             ])
     }
 
@@ -96,20 +100,31 @@ public final class KVNode: @unchecked Sendable {
             var config = RpcConfig()
             config.crypto = options.crypto
             let rpc = try Rpc(
-                nexus: nexus, id: UInt8(index), transport: try UDPTransport(address: ip, port: port), cpu: cpu,
+                nexus: nexus, id: UInt8(index), transport: try UDPTransport(address: ip, port: port, mtu: mtu), cpu: cpu,
                 config: config)
             let state = DispatchState(reader: try store.makeReader(), store: store, stats: stats)
             rpc.endpoint.context = Unmanaged.passUnretained(state).toOpaque()
             ready.add(1, ordering: .releasing)
             var lastWork = ee_now_ns()
             while !stopping.load(ordering: .relaxed) {
-                for _ in 0..<16 where rpc.runOnce() { lastWork = ee_now_ns() }
+                var worked = false
+                for _ in 0..<16 where rpc.runOnce() { worked = true }
                 // Busy-poll while traffic flows; after a short quiet spell, sleep in the kernel until
                 // a packet comes, so nodes and clients sharing cores (a laptop, CI) do not starve
                 // each other. A dedicated core keeps the thread spinning through any steady load.
-                if ee_now_ns() &- lastWork > options.idleSpinNs {
+                // A quiet moment inside the spell yields the core, and so does a busy one while
+                // writes are out with the background thread and the group-commit writer: they may
+                // share this core, and they produce what this thread is waiting for. (On a core
+                // of its own the yield returns at once; under steady reads with writes pending,
+                // not yielding would leave the writer waiting for the end of a time slice.)
+                if worked {
+                    lastWork = ee_now_ns()
+                    if rpc.endpoint.hasBackgroundWork { _ = sched_yield() }
+                } else if ee_now_ns() &- lastWork > options.idleSpinNs {
                     rpc.waitForTraffic(timeoutMs: 2)
                     lastWork = ee_now_ns()
+                } else {
+                    _ = sched_yield()
                 }
             }
             // Let in-flight writes come back from the writer and be answered before the Rpc goes.

@@ -21,7 +21,11 @@ public enum Threads {
     }
 
     /// CPUs online.
+    /// The CPUs this process may use (its affinity mask: taskset or a cgroup cpuset narrows it).
     public static var cpuCount: Int { Int(ee_cpu_count()) }
+
+    /// The `index`-th CPU this process may use, wrapping around.
+    public static func allowedCPU(_ index: Int) -> Int { Int(ee_allowed_cpu(Int32(index % max(cpuCount, 1)))) }
 
     /// Starts a joinable thread running `body`.
     public static func spawn(name: String, _ body: @escaping @Sendable () -> Void) -> JoinableThread {

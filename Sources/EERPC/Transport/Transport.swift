@@ -93,6 +93,8 @@ public struct TransportStats: Sendable, Equatable {
     public var rxPackets: UInt64 = 0
     /// Packets dropped at send because the device stayed full (the protocol recovers them).
     public var txDropped: UInt64 = 0
+    /// Sends that carried several packets as one UDP GSO datagram.
+    public var txSegmentedSends: UInt64 = 0
     /// Datagrams longer than the MTU (delivered truncated to the runtime, which drops them).
     public var rxOversized: UInt64 = 0
     public init() {}

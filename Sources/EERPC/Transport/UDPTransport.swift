@@ -11,6 +11,11 @@ public enum TransportError: Error, Equatable, Sendable {
 /// `recvmmsg`/`sendmmsg` batches. TX is zero-copy on our side: each datagram is gathered from
 /// the header inside its ``TxItem`` and the message slice (the kernel copies once).
 ///
+/// Consecutive packets of a burst that go to the same address with the same length (the last
+/// may be shorter) leave as one UDP GSO send: the kernel walks its send path once for the group
+/// and cuts it into the same datagrams at the end (on loopback, at the receiving socket). A
+/// kernel or device that refuses GSO turns it off for the transport.
+///
 /// Routing info: `w0` = IPv4 address (host order) | port << 32. Resolved: `w0, w1` hold a
 /// `sockaddr_in`, used directly as `msg_name`.
 public struct UDPTransport: Transport, ~Copyable {
@@ -32,16 +37,22 @@ public struct UDPTransport: Transport, ~Copyable {
     private let rxIovecs: UnsafeMutablePointer<iovec>
     private let rxLengths: UnsafeMutablePointer<Int>
     private let txMsgs: UnsafeMutablePointer<ee_mmsghdr>
-    private let txIovecs: UnsafeMutablePointer<iovec>  // two per message: header, data
+    private let txIovecs: UnsafeMutablePointer<iovec>  // two per packet: header, data
+    private let txControl: UnsafeMutableRawPointer  // one UDP_SEGMENT cmsg buffer per message
+    private let txControlSize: Int
+    private let txPacketsPerMessage: UnsafeMutablePointer<Int>
+    /// Off once the kernel has refused a GSO send (no checksum offload, old kernel).
+    public private(set) var segmentationOffload: Bool
 
     /// Opens and binds the socket.
     /// - Parameters:
     ///   - address: IPv4 address to bind (host order); default 127.0.0.1.
     ///   - port: UDP port; 0 picks a free one.
     ///   - mtu: UDP payload per datagram, eeRPC header included.
+    ///   - gso: group same-size packets to one address into UDP GSO sends.
     public init(
         address: UInt32 = 0x7F00_0001, port: UInt16 = 0, mtu: Int = Wire.defaultMTU,
-        burst: Int = UDPTransport.defaultBurst
+        burst: Int = UDPTransport.defaultBurst, gso: Bool = true
     ) throws(TransportError) {
         guard mtu >= Wire.minMTU && mtu <= Wire.maxMTU else { throw .invalidMTU(mtu) }
         // Socket buffers hold several full credit windows so bursts are not dropped in the kernel.
@@ -68,13 +79,16 @@ public struct UDPTransport: Transport, ~Copyable {
         rxLengths = .allocate(capacity: burst)
         txMsgs = .allocate(capacity: burst)
         txIovecs = .allocate(capacity: 2 * burst)
+        txControlSize = ee_udp_gso_control_size()
+        txControl = .allocate(byteCount: txControlSize * burst, alignment: 8)
+        txPacketsPerMessage = .allocate(capacity: burst)
+        segmentationOffload = gso
         for i in 0..<burst {
             rxIovecs[i] = iovec(iov_base: rxBuffer + i * rxSlotSize, iov_len: rxSlotSize)
             rxMsgs[i] = ee_mmsghdr()
             rxMsgs[i].msg_hdr.msg_iov = rxIovecs + i
             rxMsgs[i].msg_hdr.msg_iovlen = 1
             txMsgs[i] = ee_mmsghdr()
-            txMsgs[i].msg_hdr.msg_iov = txIovecs + 2 * i
             txMsgs[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
         }
     }
@@ -87,6 +101,8 @@ public struct UDPTransport: Transport, ~Copyable {
         rxLengths.deallocate()
         txMsgs.deallocate()
         txIovecs.deallocate()
+        txControl.deallocate()
+        txPacketsPerMessage.deallocate()
     }
 
     public func resolve(_ remote: RoutingInfo) -> RoutingInfo? {
@@ -107,28 +123,72 @@ public struct UDPTransport: Transport, ~Copyable {
             iov[0] = iovec(
                 iov_base: UnsafeMutableRawPointer(mutating: UnsafeRawPointer(item)), iov_len: Wire.headerSize)
             iov[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: item.pointee.data), iov_len: item.pointee.dataLength)
-            txMsgs[i].msg_hdr.msg_iovlen = item.pointee.dataLength > 0 ? 2 : 1
-            txMsgs[i].msg_hdr.msg_name = UnsafeMutableRawPointer(mutating: UnsafeRawPointer(item.pointee.route))
         }
-        var sent = 0
+        var messages = buildMessages(items, from: 0, to: n)
+        var packet = 0  // first packet of message `m`
+        var m = 0
         var fullRetries = 0
-        while sent < n {
-            let r = ee_sendmmsg(fd, txMsgs + sent, UInt32(n - sent))
+        while m < messages {
+            let r = ee_sendmmsg(fd, txMsgs + m, UInt32(messages - m))
             if r > 0 {
-                sent += Int(r)
+                for k in m..<m + Int(r) {
+                    packet += txPacketsPerMessage[k]
+                    if txPacketsPerMessage[k] > 1 { stats.txSegmentedSends &+= 1 }
+                }
+                m += Int(r)
                 continue
             }
             if r == -EINTR { continue }
+            if segmentationOffload && txPacketsPerMessage[m] > 1 && (r == -EIO || r == -EINVAL || r == -ENOPROTOOPT) {
+                // GSO refused (no checksum offload on the device, or an old kernel): send the
+                // rest one datagram per message from now on.
+                segmentationOffload = false
+                messages = buildMessages(items, from: packet, to: n)
+                m = 0
+                continue
+            }
             // Socket buffer full (or a transient error): retry briefly, then drop the rest; the
             // client-driven protocol retransmits whatever it needs.
             fullRetries += 1
             if fullRetries > 64 {
-                stats.txDropped &+= UInt64(n - sent)
+                stats.txDropped &+= UInt64(n - packet)
                 break
             }
         }
-        stats.txPackets &+= UInt64(sent)
+        stats.txPackets &+= UInt64(packet)
         return n
+    }
+
+    /// Lays packets `from..<to` out as messages from `txMsgs[0]`: a run of packets to one address
+    /// with one length (the last may be shorter) becomes one GSO message. Returns the count.
+    private mutating func buildMessages(_ items: UnsafePointer<TxItem>, from: Int, to: Int) -> Int {
+        var m = 0
+        var i = from
+        while i < to {
+            let first = items + i
+            let length = Wire.headerSize + first.pointee.dataLength
+            var j = i + 1
+            if segmentationOffload {
+                // UDP caps one send at 65,507 bytes of payload.
+                while j < to && (j - i + 1) * length <= Wire.maxMTU {
+                    let next = items + j
+                    guard next.pointee.route.pointee == first.pointee.route.pointee else { break }
+                    let nextLength = Wire.headerSize + next.pointee.dataLength
+                    if nextLength > length { break }
+                    j += 1
+                    if nextLength < length { break }  // a shorter datagram can only come last
+                }
+            }
+            let msg = txMsgs + m
+            msg.pointee.msg_hdr.msg_iov = txIovecs + 2 * i
+            msg.pointee.msg_hdr.msg_iovlen = 2 * (j - i)
+            msg.pointee.msg_hdr.msg_name = UnsafeMutableRawPointer(mutating: UnsafeRawPointer(first.pointee.route))
+            ee_udp_set_gso(msg, txControl + m * txControlSize, j - i > 1 ? UInt16(length) : 0)
+            txPacketsPerMessage[m] = j - i
+            m += 1
+            i = j
+        }
+        return m
     }
 
     public mutating func receive() -> Int {

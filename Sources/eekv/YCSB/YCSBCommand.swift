@@ -12,8 +12,9 @@ struct YCSBCommand: ParsableCommand {
         discussion: """
             The workloads are YCSB's own (A-F: proportions, scrambled-Zipfian/latest/uniform key choice, \
             10 fields of 100 B, FNV-hashed keys), or a YCSB property file. Closed loop: --threads client \
-            threads, each with one request outstanding. Prints YCSB's summary lines; --json writes the \
-            summary and the per-second series.
+            threads, each with --outstanding requests in flight; or an open loop at --target-rate. Prints \
+            YCSB's summary lines; --json writes the summary and the per-second series, --plot an SVG of the \
+            latency CDF per operation and the throughput over time.
             """,
         subcommands: [YCSBLoad.self, YCSBRun.self]
     )
@@ -23,12 +24,18 @@ struct YCSBOptions: ParsableArguments {
     @Option(help: "a, b, c, d, e, f, or a YCSB workload file.") var workload = "a"
     @Option(help: "Records (recordcount).") var records: Int64?
     @Option(help: "Operations in the run phase (operationcount).") var operations: Int64?
+    @Option(name: .customShort("p"), help: ArgumentHelp("A YCSB property, as in a workload file (repeatable).", valueName: "name=value"))
+    var property: [String] = []
     @Option(help: "Client threads.") var threads = 1
+    @Option(help: "Requests each thread keeps in flight (Redis: pipelined on its connection).") var outstanding = 1
+    @Option(help: "For --db eekv: the cluster's crypto mode, none for plaintext sessions (default: the config's). The client seals its own packets inline.")
+    var crypto: String?
     @Option(help: "Write the summary and per-second series as JSON to this file.") var json: String?
+    @Option(help: "Write an SVG with the latency CDF per operation and the throughput of each second.") var plot: String?
     @Option(help: "eekv or redis.") var db = "eekv"
     @Option(help: "For --db redis: redis://HOST:PORT, or rediss://HOST:PORT for TLS (client certificate from --cert/--key/--ca or the config).")
     var redisURL = "redis://127.0.0.1:6379"
-    @OptionGroup var client: ClientOptions
+    @OptionGroup var client: ClusterOptions
 
     /// Host, port and whether TLS is on, from --redis-url.
     func redisTarget() throws -> (host: String, port: UInt16, tls: Bool) {
@@ -55,26 +62,46 @@ struct YCSBOptions: ParsableArguments {
             do { w = try Workload.parse(text) } catch { throw ValidationError("\(workload): \(error)") }
             w.name = workload
         }
+        for p in property {
+            do { w = try Workload.parse(p, base: w) } catch { throw ValidationError("-p \(p): \(error)") }
+        }
         if let records { w.recordCount = records }
         if let operations { w.operationCount = operations }
         guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be 1-256") }
+        guard outstanding >= 1 && outstanding <= 256 else { throw ValidationError("--outstanding must be 1-256") }
         return w
     }
 
-    func execute(_ phase: (Workload, @escaping @Sendable (Int) throws -> any YCSBDatabase) throws -> RunSummary) throws {
+    /// Runs a phase against the chosen database and reports it. `isLoad` and `seconds` size the
+    /// progress bar.
+    func execute(
+        isLoad: Bool, seconds: Double? = nil,
+        _ phase: (Workload, @escaping @Sendable (Int) throws -> any YCSBDatabase, Progress) throws -> RunSummary
+    ) throws {
         let workload = try load()
+        let progress = Progress(
+            total: isLoad ? Int(workload.recordCount) : Int(workload.operationCount), seconds: seconds)
         let summary: RunSummary
         var label = "eekv"
         var crypto = "none"
         var nodes = 1
+        var mtu: Int? = nil
         switch db {
         case "eekv":
-            let cluster = try loadConfig(client.configPath())
-            let tls = cluster.tls(name: cluster.clientCertificate)
+            var config = try loadConfig(client.configPath())
+            if let mode = self.crypto {
+                guard let m = CryptoMode(name: mode) else {
+                    throw ValidationError("--crypto is none, inline, offload or adaptive")
+                }
+                config.crypto = m
+            }
+            let cluster = config
+            let tls = client.tls(for: cluster)
             crypto = cluster.crypto.name
             nodes = cluster.nodes.count
+            mtu = cluster.mtu
             do {
-                summary = try phase(workload) { _ in EEKVDatabase(client: try KVClient(config: cluster, tls: tls)) }
+                summary = try phase(workload, { _ in EEKVDatabase(client: try KVClient(config: cluster, tls: tls)) }, progress)
             } catch let error as KVClientError {
                 fail("eekv ycsb: \(error); is the cluster running (deploy/local-cluster.sh status)?", ClientExit.serverOrNetwork)
             }
@@ -82,30 +109,41 @@ struct YCSBOptions: ParsableArguments {
             let target = try redisTarget()
             var tls: TLSConfig? = nil
             if target.tls {
+                // The cluster's CA and client certificate serve Redis too, unless --cert says otherwise.
                 if let cert = client.cert {
                     tls = TLSConfig(
                         caFile: client.ca ?? "ca.pem", certificateFile: cert,
                         keyFile: client.key ?? cert.replacingSuffix(".pem", with: ".key"))
                 } else {
-                    let cluster = try loadConfig(client.configPath())
-                    tls = cluster.tls(name: cluster.clientCertificate)
+                    tls = client.tls(for: try loadConfig(client.configPath()))
                 }
             }
             label = target.tls ? "redis+tls" : "redis"
             crypto = target.tls ? "tls" : "none"
             let tlsConfig = tls
             do {
-                summary = try phase(workload) { _ in
-                    RedisDatabase(connection: try RESPConnection(host: target.host, port: target.port, tls: tlsConfig))
-                }
+                summary = try phase(
+                    workload,
+                    { _ in
+                        RedisDatabase(connection: try RESPConnection(host: target.host, port: target.port, tls: tlsConfig))
+                    }, progress)
             } catch let error as RESPError {
                 fail("eekv ycsb: \(error); is redis-server running at \(redisURL)?", ClientExit.serverOrNetwork)
             }
         default:
             throw ValidationError("--db is eekv or redis")
         }
+        progress.finish()
         printSummary(summary)
-        if let json { try writeJSON(summary, to: json, db: label, crypto: crypto, nodes: nodes) }
+        if let json {
+            try writeJSON(
+                summary, workload: workload, to: json, db: label, crypto: crypto, nodes: nodes, mtu: mtu,
+                outstanding: outstanding)
+        }
+        if let plot {
+            let title = "\(label) \(crypto == "none" || crypto == "tls" ? "" : crypto + " ")workload \(workload.name)"
+            try writeText(summary.svgPlot(title: title), to: plot)
+        }
         if summary.perOperation.contains(where: { $0.errors > 0 }) { throw ExitCode(ClientExit.serverOrNetwork) }
     }
 }
@@ -114,8 +152,10 @@ struct YCSBLoad: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "load", abstract: "Insert the workload's records.")
     @OptionGroup var options: YCSBOptions
     func run() throws {
-        try options.execute { w, connect in
-            try Runner.load(workload: w, threads: options.threads, connect: connect, progress: progressLine)
+        try options.execute(isLoad: true) { w, connect, progress in
+            try Runner.load(
+                workload: w, threads: options.threads, outstanding: options.outstanding, connect: connect,
+                progress: progress.tick)
         }
     }
 }
@@ -128,20 +168,52 @@ struct YCSBRun: ParsableCommand {
     var targetRate: Double?
     func validate() throws {
         if let targetRate, targetRate <= 0 { throw ValidationError("--target-rate must be positive") }
+        if targetRate != nil && options.outstanding > 1 {
+            throw ValidationError("--target-rate issues one request at a time per thread; use --threads, not --outstanding")
+        }
     }
     func run() throws {
-        try options.execute { w, connect in
+        try options.execute(isLoad: false, seconds: duration) { w, connect, progress in
             try Runner.run(
-                workload: w, threads: options.threads, seconds: duration, targetRate: targetRate, connect: connect,
-                progress: progressLine)
+                workload: w, threads: options.threads, outstanding: options.outstanding, seconds: duration,
+                targetRate: targetRate, connect: connect, progress: progress.tick)
         }
     }
 }
 
-/// Per-second lines on standard error (so standard output stays the summary).
-let progressLine: @Sendable (Int, Int) -> Void = { second, ops in
-    let line = "\(second) sec: \(ops) operations; \(ops) current ops/sec\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
+/// Progress on standard error (standard output stays the summary): a bar redrawn in place on a
+/// terminal, YCSB's per-second lines otherwise.
+final class Progress: @unchecked Sendable {
+    let total: Int
+    let seconds: Double?
+    let terminal = isatty(2) == 1
+    /// Touched only by the runner's reporting thread, then by `finish` after the run.
+    private var done = 0
+
+    init(total: Int, seconds: Double?) {
+        self.total = max(total, 1)
+        self.seconds = seconds
+    }
+
+    var tick: @Sendable (Int, Int) -> Void { { [self] second, ops in update(second: second, ops: ops) } }
+
+    private func update(second: Int, ops: Int) {
+        done += ops
+        guard terminal else {
+            return emit("\(second) sec: \(done) operations; \(ops) current ops/sec\n")
+        }
+        var fraction = Double(done) / Double(total)
+        if let seconds { fraction = max(fraction, Double(second) / seconds) }
+        fraction = min(fraction, 1)
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+        emit("\r[\(bar)] \(Int(fraction * 100))%  \(second) s  \(done) ops  \(ops) ops/s   ")
+    }
+
+    func finish() { if terminal && done > 0 { emit("\n") } }
+
+    private func emit(_ text: String) { _ = text.withCString { write(2, $0, strlen($0)) } }
 }
 
 func printSummary(_ s: RunSummary) {
@@ -160,11 +232,14 @@ func printSummary(_ s: RunSummary) {
         print("[\(name)], 99.9thPercentileLatency(us), \(fixed(o.p999Us, 1))")
         print("[\(name)], Return=OK, \(o.count - o.errors - o.notFound)")
         if o.notFound > 0 { print("[\(name)], Return=NOT_FOUND, \(o.notFound)") }
-        if o.errors > 0 { print("[\(name)], Return=ERROR, \(o.errors)") }
+        if o.errors > 0 { print("[\(name)], Return=ERROR, \(o.errors) (first: \(o.firstError ?? "?"))") }
     }
 }
 
-func writeJSON(_ s: RunSummary, to path: String, db: String, crypto: String, nodes: Int) throws {
+func writeJSON(
+    _ s: RunSummary, workload: Workload, to path: String, db: String, crypto: String, nodes: Int, mtu: Int?,
+    outstanding: Int
+) throws {
     let ops = s.perOperation.map { o in
         "{\"operation\":\"\(o.kind.rawValue)\",\"count\":\(o.count),\"errors\":\(o.errors),\"not_found\":\(o.notFound),"
             + "\"avg_us\":\(fixed(o.averageUs, 2)),\"min_us\":\(fixed(o.minUs, 2)),\"max_us\":\(fixed(o.maxUs, 2)),"
@@ -173,9 +248,14 @@ func writeJSON(_ s: RunSummary, to path: String, db: String, crypto: String, nod
     }
     let text =
         "{\"phase\":\"\(s.phase)\",\"workload\":\"\(s.workload)\",\"db\":\"\(db)\",\"crypto\":\"\(crypto)\","
-        + "\"nodes\":\(nodes),\"threads\":\(s.threads),\"seconds\":\(fixed(s.seconds, 3)),"
+        + "\"records\":\(workload.recordCount),\"fieldcount\":\(workload.fieldCount),\"fieldlength\":\(workload.fieldLength),"
+        + "\"nodes\":\(nodes),\(mtu.map { "\"mtu\":\($0)," } ?? "")\"threads\":\(s.threads),\"outstanding\":\(outstanding),\"seconds\":\(fixed(s.seconds, 3)),"
         + "\"operations\":\(s.operations),\"throughput\":\(fixed(s.throughput, 1)),\"per_operation\":[\(ops.joined(separator: ","))],"
         + "\"per_second\":[\(s.perSecond.map(String.init).joined(separator: ","))]}\n"
+    try writeText(text, to: path)
+}
+
+func writeText(_ text: String, to path: String) throws {
     guard let file = fopen(path, "w") else { throw ValidationError("cannot write \(path)") }
     defer { fclose(file) }
     fputs(text, file)
