@@ -13,7 +13,13 @@ enum TestRequest {
     static let sized: UInt8 = 3
     /// Echoes and counts how often it ran per request id (first 8 bytes) in the Rpc context.
     static let countingEcho: UInt8 = 4
+    /// Answers a small request (id u64, size u32) with `size` bytes that depend on the id.
+    static let patterned: UInt8 = 5
 }
+
+/// Byte `i` of the `patterned` response to request `id`.
+@inline(__always)
+func patternByte(id: UInt64, _ i: Int) -> UInt8 { UInt8(truncatingIfNeeded: id &* 31 &+ UInt64(i) &* 7 &+ UInt64(i >> 10)) }
 
 /// Responds to `handle` with the request's bytes.
 func echo(_ handle: RequestHandle) {
@@ -37,6 +43,14 @@ func registerTestHandlers(_ nexus: Nexus) throws {
         let n = Int(handle.request.loadUnaligned(as: UInt32.self))
         var response = handle.allocateResponse(size: n)!
         for i in stride(from: 0, to: n, by: 1) { response.data.storeBytes(of: UInt8(truncatingIfNeeded: i &* 7), toByteOffset: i, as: UInt8.self) }
+        response.resize(to: n)
+        handle.respond(response)
+    }
+    try nexus.register(type: TestRequest.patterned) { handle in
+        let id = handle.request.loadUnaligned(as: UInt64.self)
+        let n = Int(handle.request.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        var response = handle.allocateResponse(size: n)!
+        for i in 0..<n { response.data.storeBytes(of: patternByte(id: id, i), toByteOffset: i, as: UInt8.self) }
         response.resize(to: n)
         handle.respond(response)
     }

@@ -16,22 +16,41 @@ struct AESJob: BitwiseCopyable {
     var destination: UnsafeMutableRawPointer
     var count: Int
     var tag: UnsafeMutableRawPointer
-    /// The job's state: ``AESJob/queued``, then ``claimed`` by whoever runs it (a worker, or the
-    /// submitting dispatch thread helping when no worker gets to it), then ``succeeded`` or
-    /// ``failed`` (stored with release ordering).
+    /// The job's state word: its ``ticket`` plus ``AESJob/queued``, then ``claimed`` by whoever
+    /// runs it (a worker, or the submitting dispatch thread helping when no worker gets to it),
+    /// then ``succeeded`` or ``failed`` (stored with release ordering).
     var done: UnsafePointer<Atomic<UInt32>>
+    /// The generation of `done` this job belongs to (see ``arm(_:)``), in the upper 30 bits.
+    var ticket: UInt32
 
     static let queued: UInt32 = 0
     static let claimed: UInt32 = 1
     static let succeeded: UInt32 = 2
     static let failed: UInt32 = 3
 
+    /// The state part of a state word.
+    @inline(__always) static func state(_ word: UInt32) -> UInt32 { word & 3 }
+
+    /// Readies a reused state word for its next job and returns that job's ticket. The word's
+    /// generation goes up by one each time, so a stale copy of an earlier job, still queued at a
+    /// worker after the dispatch thread ran it itself, can never claim the next job's word (it
+    /// would seal or open the next packet's bytes under its own nonce and pointers).
+    @inline(__always)
+    static func arm(_ word: UnsafeMutablePointer<Atomic<UInt32>>) -> UInt32 {
+        let ticket = ((word.pointee.load(ordering: .relaxed) >> 2) &+ 1) << 2
+        word.pointee.store(ticket | queued, ordering: .relaxed)
+        return ticket
+    }
+
     /// Runs the job on the calling thread if nobody has claimed it yet. `openSSL` supplies the
     /// calling thread's own contexts for OpenSSL keys (nil: the key's own state, which only its
     /// owning dispatch thread may use).
     @inline(__always)
     func runIfUnclaimed(openSSL: ((KeyHandle) -> KeyHandle)? = nil) -> Bool {
-        guard done.pointee.compareExchange(expected: AESJob.queued, desired: AESJob.claimed, ordering: .acquiring).exchanged
+        guard
+            done.pointee.compareExchange(
+                expected: ticket | AESJob.queued, desired: ticket | AESJob.claimed, ordering: .acquiring
+            ).exchanged
         else { return false }
         let key = key.backend == .openSSL ? (openSSL?(key) ?? key) : key
         var ok = true
@@ -41,7 +60,7 @@ struct AESJob: BitwiseCopyable {
             ok = key.open(
                 nonce: nonce, aad: aad, aadCount: aadCount, source: source, destination: destination, count: count, tag: tag)
         }
-        done.pointee.store(ok ? AESJob.succeeded : AESJob.failed, ordering: .releasing)
+        done.pointee.store(ticket | (ok ? AESJob.succeeded : AESJob.failed), ordering: .releasing)
         return true
     }
 }
@@ -109,17 +128,17 @@ public final class AESPool: @unchecked Sendable {
             var spent: UInt64 = 0
             var t = ee_now_ns()
             for i in 0..<32 {
-                flags[i].store(0, ordering: .relaxed)
+                let ticket = AESJob.arm(flags + i)
                 let job = AESJob(
                     seal: true, key: key, nonce: nonce, aad: aad, aadCount: 16, source: data, destination: data + 128,
-                    count: 0, tag: tag, done: UnsafePointer(flags + i))
+                    count: 0, tag: tag, done: UnsafePointer(flags + i), ticket: ticket)
                 while !submit(job) { spinPause() }
             }
             spent &+= ee_now_ns() &- t
-            for i in 0..<32 { while flags[i].load(ordering: .acquiring) < AESJob.succeeded { spinPause() } }
+            for i in 0..<32 { while AESJob.state(flags[i].load(ordering: .acquiring)) < AESJob.succeeded { spinPause() } }
             t = ee_now_ns()
             var finished = 0
-            for i in 0..<32 where flags[i].load(ordering: .acquiring) >= AESJob.succeeded { finished += 1 }
+            for i in 0..<32 where AESJob.state(flags[i].load(ordering: .acquiring)) >= AESJob.succeeded { finished += 1 }
             spent &+= ee_now_ns() &- t
             if finished == 32 { handoff = min(handoff, Double(spent) / 32) }
         }

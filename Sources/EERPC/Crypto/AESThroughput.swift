@@ -83,9 +83,10 @@ public enum AESThroughput {
             for i in 0..<inFlight { (flags + i).initialize(to: Atomic(0)) }
             @inline(__always) func job(_ i: Int) -> AESJob {
                 let b = buffers + i * slot
+                let ticket = AESJob.arm(flags + i)
                 return AESJob(
                     seal: true, key: key, nonce: header + 16, aad: header, aadCount: 16, source: b + 64,
-                    destination: b + 64, count: size, tag: b, done: UnsafePointer(flags + i))
+                    destination: b + 64, count: size, tag: b, done: UnsafePointer(flags + i), ticket: ticket)
             }
             var messages: UInt64 = 0
             var head = 0
@@ -94,15 +95,13 @@ public enum AESThroughput {
             var now = start
             // Fill the window, then replace each completed job (in order) with a new one.
             while submitted < inFlight {
-                flags[submitted].store(0, ordering: .relaxed)
                 while !pool.submit(job(submitted)) { spinPause() }
                 submitted += 1
             }
             var polls = 0
             while true {
-                if flags[head].load(ordering: .acquiring) >= AESJob.succeeded {
+                if AESJob.state(flags[head].load(ordering: .acquiring)) >= AESJob.succeeded {
                     messages &+= 1
-                    flags[head].store(0, ordering: .relaxed)
                     if now &- start < ns {
                         while !pool.submit(job(head)) { spinPause() }
                     } else {

@@ -57,7 +57,7 @@ struct OffloadRing {
     /// The head entry's index if its job has finished (`AESJob.succeeded` or `.failed`).
     @inline(__always) func finishedHead() -> (index: Int, result: UInt32)? {
         guard count > 0 else { return nil }
-        let r = flags[head].load(ordering: .acquiring)
+        let r = AESJob.state(flags[head].load(ordering: .acquiring))
         return r >= AESJob.succeeded ? (head, r) : nil
     }
 
@@ -80,7 +80,7 @@ struct OffloadRing {
         var i = head
         for _ in 0..<count {
             if let job = entries[i].job { _ = job.runIfUnclaimed() }
-            while flags[i].load(ordering: .acquiring) < AESJob.succeeded { spinPause() }
+            while AESJob.state(flags[i].load(ordering: .acquiring)) < AESJob.succeeded { spinPause() }
             i = (i + 1) % capacity
         }
     }
@@ -113,11 +113,11 @@ extension RpcEndpoint {
                 owner: Int32(k), cancelled: false))
         // The entry's copy of the header is the one sealed (and sent): it carries the phase bit.
         let (key, nonce) = prepareSeal(&entry.pointee.item, session: s, staging: staging)
-        txOffload.flags[i].store(0, ordering: .relaxed)
+        let ticket = AESJob.arm(txOffload.flags + i)
         let job = AESJob(
             seal: true, key: key, nonce: nonce, aad: UnsafeRawPointer(entry), aadCount: Wire.headerSize,
             source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
-            tag: staging + length, done: UnsafePointer(txOffload.flags + i))
+            tag: staging + length, done: UnsafePointer(txOffload.flags + i), ticket: ticket)
         entry.pointee.job = job
         guard pool.submit(job) else { return false }
         entry.pointee.item.data = UnsafeRawPointer(staging)
@@ -172,12 +172,12 @@ extension RpcEndpoint {
         rxOffload.entries[i] = OffloadEntry(
             item: TxItem(header: header, data: nil, dataLength: 0, route: UnsafePointer(routes)), length: length,
             session: Int32(s), token: sessions[s].token, owner: -1, cancelled: false)
-        rxOffload.flags[i].store(0, ordering: .relaxed)
+        let ticket = AESJob.arm(rxOffload.flags + i)
         let body = staging + Wire.headerSize
         let job = AESJob(
             seal: false, key: rx.current.key, nonce: nonce, aad: UnsafeRawPointer(staging), aadCount: Wire.headerSize,
             source: body, destination: body, count: count, tag: body + count,
-            done: UnsafePointer(rxOffload.flags + i))
+            done: UnsafePointer(rxOffload.flags + i), ticket: ticket)
         rxOffload.entries[i].job = job
         if !pool.submit(job) { _ = job.runIfUnclaimed() }  // every worker ring full: do it here
         rxOffload.commit()
