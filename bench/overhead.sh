@@ -47,19 +47,24 @@ EEKV=$ROOT/.build/release/eekv
 WORK=$(mktemp -d /tmp/eekv-overhead.XXXXXX)
 SERVER_PID=""
 REDIS_PID=""
+# Stops a server: SIGTERM, up to 10 s to finish, then SIGKILL.
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
 stop_eekv() {
-    if [ -n "$SERVER_PID" ]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
+    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
+    SERVER_PID=""
 }
 stop_redis() {
-    if [ -n "$REDIS_PID" ]; then
-        kill -TERM "$REDIS_PID" 2>/dev/null || true
-        wait "$REDIS_PID" 2>/dev/null || true
-        REDIS_PID=""
-    fi
+    [ -n "$REDIS_PID" ] && stop_pid "$REDIS_PID"
+    REDIS_PID=""
 }
 cleanup() {
     stop_eekv
@@ -95,6 +100,8 @@ start_eekv() { # mode
     SERVER_PID=$!
     # Up when a get of a missing key answers "not found" (exit 1).
     for _ in $(seq 1 100); do
+        # A server that exited (port taken, bad config) must not let a leftover one answer for it.
+        kill -0 "$SERVER_PID" 2>/dev/null || break
         code=0
         "$EEKV" get __probe__ --config "$WORK/node-$1.toml" >/dev/null 2>&1 || code=$?
         [ "$code" = 1 ] && return 0
@@ -112,10 +119,12 @@ start_redis() {
         --save "" --appendonly no --io-threads 1 --dir "$WORK" --logfile "$WORK/redis.log" &
     REDIS_PID=$!
     for _ in $(seq 1 100); do
+        kill -0 "$REDIS_PID" 2>/dev/null || break
         redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     echo "overhead.sh: redis-server did not start; see $WORK/redis.log" >&2
+    tail -5 "$WORK/redis.log" >&2
     exit 1
 }
 
@@ -126,9 +135,10 @@ ycsb() {
     taskset -c "$CLIENT_CPU" "$EEKV" ycsb "$phase" --workload "$workload" --records "$records" \
         -p "fieldcount=${shape%x*}" -p "fieldlength=${shape#*x}" \
         --threads "$THREADS" --outstanding "$OUTSTANDING" --config "$WORK/node-$mode.toml" --json "$json" "$@" \
-        >"$WORK/last.txt" 2>/dev/null || {
+        >"$WORK/last.txt" 2>"$WORK/last.err" || {
         echo "overhead.sh: ycsb $phase $workload failed:" >&2
         cat "$WORK/last.txt" >&2
+        grep -v " sec: " "$WORK/last.err" >&2 || true
         exit 1
     }
 }

@@ -8,7 +8,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <errno.h>
-#include <signal.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -138,17 +140,67 @@ int ee_cert_write_signed(const char *ca_cert_path, const char *ca_key_path, cons
 
 // MARK: TLS
 
-/* SSL_write on a socket whose peer has hung up raises SIGPIPE, which would kill the process; a
-   TLS user wants the write to fail instead. OpenSSL's socket BIO cannot pass MSG_NOSIGNAL, so the
-   first TLS context ignores SIGPIPE process-wide, unless the application set its own handler. */
-static void ignore_sigpipe_once(void) {
-    struct sigaction current;
-    if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+/* A socket BIO that writes with send(MSG_NOSIGNAL): OpenSSL's own socket BIO uses write(), which
+   raises SIGPIPE (killing the process) when the peer has hung up. With this one the write fails
+   with EPIPE and the caller reports it. Reads, control and the rest behave as a plain socket BIO. */
+static BIO_METHOD *nosigpipe_method;
+static pthread_once_t nosigpipe_once = PTHREAD_ONCE_INIT;
+
+static int nosigpipe_write(BIO *b, const char *data, int len) {
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = send(fd, data, (size_t)len, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int nosigpipe_read(BIO *b, char *data, int len) {
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = recv(fd, data, (size_t)len, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_read(b);
+    return (int)n;
+}
+
+static long nosigpipe_ctrl(BIO *b, int cmd, long num, void *ptr) {
+    (void)num;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;
+    case BIO_C_GET_FD:
+        if (ptr) *(int *)ptr = (int)(intptr_t)BIO_get_data(b);
+        return (long)(intptr_t)BIO_get_data(b);
+    default: return 0;
+    }
+}
+
+static int nosigpipe_create(BIO *b) {
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void nosigpipe_setup(void) {
+    nosigpipe_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "eekv socket");
+    if (!nosigpipe_method) return;
+    BIO_meth_set_write(nosigpipe_method, nosigpipe_write);
+    BIO_meth_set_read(nosigpipe_method, nosigpipe_read);
+    BIO_meth_set_ctrl(nosigpipe_method, nosigpipe_ctrl);
+    BIO_meth_set_create(nosigpipe_method, nosigpipe_create);
+}
+
+/* Gives `ssl` the socket through the MSG_NOSIGNAL BIO (a plain socket BIO if that cannot be made). */
+static void attach_socket(SSL *ssl, int fd) {
+    pthread_once(&nosigpipe_once, nosigpipe_setup);
+    BIO *bio = nosigpipe_method ? BIO_new(nosigpipe_method) : NULL;
+    if (!bio) {
+        SSL_set_fd(ssl, fd);
+        return;
+    }
+    BIO_set_data(bio, (void *)(intptr_t)fd);
+    SSL_set_bio(ssl, bio, bio); /* one BIO both ways: SSL_free frees it once; the fd stays ours */
 }
 
 void *ee_tls_context_new(int server, const char *ca_path, const char *cert_path, const char *key_path, char *err,
                          size_t err_len) {
-    ignore_sigpipe_once();
     SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     if (!ctx) { set_error(err, err_len, "SSL_CTX_new"); return NULL; }
     // TLS 1.3 only: the exporter we derive keys from is the RFC 8446 one.
@@ -183,7 +235,7 @@ void ee_tls_context_free(void *ctx) { SSL_CTX_free(ctx); }
 void *ee_tls_handshake(void *c, int fd, int server, char *err, size_t err_len) {
     SSL *ssl = SSL_new((SSL_CTX *)c);
     if (!ssl) { set_error(err, err_len, "SSL_new"); return NULL; }
-    SSL_set_fd(ssl, fd);
+    attach_socket(ssl, fd);
     int r = server ? SSL_accept(ssl) : SSL_connect(ssl);
     if (r != 1) {
         long verify = SSL_get_verify_result(ssl);
@@ -272,7 +324,7 @@ int ee_tls_probe(uint32_t ip, uint16_t port, const char *ca_path, const char *ce
     if (fd < 0) { snprintf(err, err_len, "connect: %s", strerror(-fd)); SSL_CTX_free(ctx); return 0; }
     ee_set_io_timeout(fd, 2000);
     SSL *ssl = SSL_new(ctx);
-    SSL_set_fd(ssl, fd);
+    attach_socket(ssl, fd);
     int ok = 0;
     if (SSL_connect(ssl) != 1) {
         set_error(err, err_len, "handshake");

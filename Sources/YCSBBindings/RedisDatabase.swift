@@ -21,8 +21,7 @@ public final class RedisDatabase: YCSBDatabase {
 
     public func read(key: String, field: Int?) throws -> Bool {
         if let field {
-            guard case .array(let items)? = try? connection.command("HMGET", key, "field\(field)"),
-                let first = items?.first
+            guard case .array(let items) = try connection.command("HMGET", key, "field\(field)"), let first = items?.first
             else { return false }
             return first != .bulk(nil)
         }

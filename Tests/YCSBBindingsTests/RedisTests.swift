@@ -123,17 +123,30 @@ struct RedisTests {
         #expect(try c.command("ZCARD", RedisDatabase.indexKey) == .integer(Int(300 + (letter == "d" || letter == "e" ? run.perOperation.first { $0.kind == .insert }?.count ?? 0 : 0))))
     }
 
-    @Test("a dead connection fails every pipelined operation instead of hanging")
-    func brokenPipeline() throws {
-        let redis = try RedisServer()
-        let db = RedisDatabase(connection: try redis.connect())
+    /// Over TLS this also proves a write to a hung-up peer fails with EPIPE instead of raising
+    /// SIGPIPE (which would end the test process).
+    @Test("a dead connection fails every pipelined operation instead of hanging", arguments: [false, true])
+    func brokenPipeline(tls: Bool) throws {
+        var template = Array("/tmp/eekv-redis-certs-XXXXXX".utf8CString)
+        let dir = String(cString: mkdtemp(&template)!)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try ClusterCertificates.initialize(directory: dir, nodes: 1, clients: 1)
+        let redis = try RedisServer(tls: tls ? dir : nil)
+        let config = tls ? TLSConfig(directory: dir, name: "client-0") : nil
+        let db = RedisDatabase(connection: try redis.connect(tls: config))
+        // Kill the connection from the server side, then pipeline into it.
+        _ = try? redis.connect(tls: config).command("CLIENT", "KILL", "TYPE", "normal")
+        usleep(50_000)
         var failures = 0
-        for i in 0..<5 {
-            db.start(.read(key: "k\(i)", field: nil)) { if case .failure = $0 { failures += 1 } }
+        for round in 0..<3 {
+            for i in 0..<5 {
+                db.start(.insert(key: "k\(round)-\(i)", fields: [0: Array(repeating: 65, count: 40_000)])) {
+                    if case .failure = $0 { failures += 1 }
+                }
+            }
+            for _ in 0..<10 { db.poll() }
         }
-        _ = try redis.connect().command("CLIENT", "KILL", "TYPE", "normal")
-        for _ in 0..<5 where failures < 5 { db.poll() }
-        #expect(failures == 5)
+        #expect(failures == 15)
     }
 
     @Test("Redis over TLS with the cluster's certificates")

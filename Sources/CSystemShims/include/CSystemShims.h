@@ -39,10 +39,9 @@ void ee_make_sockaddr_in(void *out, uint32_t ip_host_order, uint16_t port);
 int ee_pin_thread_to_cpu(int cpu);
 /// The CPU the calling thread runs on, or -1.
 int ee_current_cpu(void);
-/// Number of CPUs online.
-/* How many CPUs this process may run on (its affinity mask, not the machine's count). */
+/// How many CPUs this process may run on (its affinity mask, not the machine's count).
 int ee_cpu_count(void);
-/* The index-th CPU of that mask, or -1. */
+/// The index-th CPU of that mask, or -1.
 int ee_allowed_cpu(int index);
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO: no syscall).

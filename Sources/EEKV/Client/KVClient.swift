@@ -30,8 +30,9 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
 
 /// A cluster-aware eekv client. It routes each key to the node that owns its slot (and to one of
 /// that node's dispatch threads), fans scans out to every node and merges them in key order, and
-/// groups multi-gets by node. Synchronous: each call runs the client's event loop until its
-/// replies are in. Use it from one thread.
+/// groups multi-gets by node. Each operation comes in two forms: a synchronous call that runs the
+/// client's event loop until its replies are in, and a start-and-complete form that keeps several
+/// operations in flight (completions run inside `poll()`). Use it from one thread.
 public final class KVClient {
     public let config: ClusterConfig
     private let nexus: Nexus
@@ -99,11 +100,11 @@ public final class KVClient {
         try start(key: key, type: KVProtocol.readType) { w in
             w.u8(KVOperation.get.rawValue)
             key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-        } done: { [unowned self] replies in
+        } done: { replies in
             completion(
                 replies.flatMap { r in
-                    decode(r[0]) { reader in
-                        switch try status(&reader) {
+                    Self.decode(r[0]) { reader in
+                        switch try Self.status(&reader) {
                         case .ok: return Array(reader.rest())
                         case .notFound: return nil
                         default: throw KVClientError.protocolError("unexpected status")
@@ -122,11 +123,11 @@ public final class KVClient {
             w.u8(KVOperation.put.rawValue)
             key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
             value.withUnsafeBytes { w.bytes($0) }
-        } done: { [unowned self] replies in
+        } done: { replies in
             completion(
                 replies.flatMap { r in
-                    decode(r[0]) { reader in
-                        guard try status(&reader) == .ok else { throw KVClientError.protocolError("unexpected status") }
+                    Self.decode(r[0]) { reader in
+                        guard try Self.status(&reader) == .ok else { throw KVClientError.protocolError("unexpected status") }
                     }
                 })
         }
@@ -137,8 +138,8 @@ public final class KVClient {
         try start(key: key, type: KVProtocol.writeType) { w in
             w.u8(KVOperation.delete.rawValue)
             key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-        } done: { [unowned self] replies in
-            completion(replies.flatMap { r in decode(r[0]) { reader in try status(&reader) == .ok } })
+        } done: { replies in
+            completion(replies.flatMap { r in Self.decode(r[0]) { reader in try Self.status(&reader) == .ok } })
         }
     }
 
@@ -172,13 +173,13 @@ public final class KVClient {
             w.u8(end == nil ? 0 : 1)
             (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
             w.u32(UInt32(wanted))
-        } done: { [unowned self] replies in
+        } done: { [weak self] replies in
             let merged = replies.flatMap { replies in
-                decode(replies) { readers -> ([([UInt8], [UInt8])], [UInt8]?) in
+                Self.decode(replies) { readers -> ([([UInt8], [UInt8])], [UInt8]?) in
                     var merged: [([UInt8], [UInt8])] = []
                     var bound: [UInt8]? = nil
                     for var reader in readers {
-                        guard try status(&reader) == .ok, let n = reader.u32(), let more = reader.u8() else {
+                        guard try Self.status(&reader) == .ok, let n = reader.u32(), let more = reader.u8() else {
                             throw KVClientError.protocolError("bad scan reply")
                         }
                         var last: [UInt8]? = nil
@@ -207,6 +208,7 @@ public final class KVClient {
                 guard let bound, result.count < limit, bound.count < Store.maxKeySize else {
                     return completion(.success(result))
                 }
+                guard let self else { return completion(.failure(.protocolError("the client was closed during a scan"))) }
                 do {
                     try scanRound(from: bound + [0], to: end, limit: limit, result: result, completion: completion)
                 } catch let error as KVClientError {
@@ -221,11 +223,18 @@ public final class KVClient {
     /// Runs the client's event loop once: sends what is queued and completes what has arrived.
     /// Returns false if there was nothing to do.
     @discardableResult
-    public func poll() -> Bool { rpc.runOnce() }
+    public func poll() -> Bool {
+        inEventLoop = true
+        defer { inEventLoop = false }
+        return rpc.runOnce()
+    }
+
+    /// True while the event loop runs (completions run inside it).
+    private var inEventLoop = false
 
     /// Values of `keys`, in order (nil where a key does not exist); one request per node.
     public func multiGet(_ keys: [[UInt8]]) throws -> [[UInt8]?] {
-        for k in keys { try checkKey(k) }
+        for k in keys { try Self.checkKey(k) }
         var byNode: [Int: [Int]] = [:]
         for (i, k) in keys.enumerated() { byNode[k.withUnsafeBytes { config.node(for: $0).id }, default: []].append(i) }
         var results = [[UInt8]?](repeating: nil, count: keys.count)
@@ -243,7 +252,7 @@ public final class KVClient {
                 }
                 try reply.withUnsafeBytes { r throws in
                     var reader = ByteReader(r)
-                    guard try status(&reader) == .ok, let n = reader.u16(), Int(n) == indices.count else {
+                    guard try Self.status(&reader) == .ok, let n = reader.u16(), Int(n) == indices.count else {
                         throw KVClientError.protocolError("bad mget reply")
                     }
                     for i in indices {
@@ -260,14 +269,14 @@ public final class KVClient {
 
     // MARK: Plumbing
 
-    private func checkKey(_ key: [UInt8]) throws {
+    private static func checkKey(_ key: [UInt8]) throws {
         guard key.count >= 1 && key.count <= Store.maxKeySize else {
             throw KVClientError.badRequest("keys must be 1-\(Store.maxKeySize) bytes, this one is \(key.count)")
         }
     }
 
     /// The reply's status; throws for error statuses (their body is the server's message).
-    private func status(_ reader: inout ByteReader) throws -> KVStatus {
+    private static func status(_ reader: inout ByteReader) throws -> KVStatus {
         guard let raw = reader.u8(), let status = KVStatus(rawValue: raw) else {
             throw KVClientError.protocolError("unknown reply status")
         }
@@ -286,27 +295,27 @@ public final class KVClient {
         try begin { result = $0 }
         let deadline = ee_now_ns() &+ timeoutNs
         while result == nil {
-            rpc.runOnce()
+            poll()
             if ee_now_ns() > deadline, result == nil { throw KVClientError.timedOut(node: lastCall?.firstUnanswered ?? 0) }
         }
         return try result!.get()
     }
 
     /// Parses a reply (or several) with a reader; errors become a failed result.
-    private func decode<T>(_ reply: [UInt8], _ body: (inout ByteReader) throws -> T) -> Result<T, KVClientError> {
+    private static func decode<T>(_ reply: [UInt8], _ body: (inout ByteReader) throws -> T) -> Result<T, KVClientError> {
         reply.withUnsafeBytes { r in
             var reader = ByteReader(r)
-            return capture { try body(&reader) }
+            return Self.capture { try body(&reader) }
         }
     }
 
-    private func decode<T>(_ replies: [[UInt8]], _ body: ([ByteReader]) throws -> T) -> Result<T, KVClientError> {
+    private static func decode<T>(_ replies: [[UInt8]], _ body: ([ByteReader]) throws -> T) -> Result<T, KVClientError> {
         // The readers point into `replies`, which lives until this returns.
         var readers: [ByteReader] = []
         var result: Result<T, KVClientError>!
         func nest(_ i: Int) {
             if i == replies.count {
-                result = capture { try body(readers) }
+                result = Self.capture { try body(readers) }
                 return
             }
             replies[i].withUnsafeBytes { r in
@@ -318,7 +327,7 @@ public final class KVClient {
         return result
     }
 
-    private func capture<T>(_ body: () throws -> T) -> Result<T, KVClientError> {
+    private static func capture<T>(_ body: () throws -> T) -> Result<T, KVClientError> {
         do { return .success(try body()) } catch let error as KVClientError { return .failure(error) } catch {
             return .failure(.protocolError("\(error)"))
         }
@@ -328,7 +337,7 @@ public final class KVClient {
         key: [UInt8], type: UInt8, size: Int = 600, encode: (inout ByteWriter) -> Void,
         done: @escaping (Result<[[UInt8]], KVClientError>) -> Void
     ) throws {
-        try checkKey(key)
+        try Self.checkKey(key)
         let slot = HashSlot.of(key)
         let node = config.node(forSlot: slot)
         let thread = slot % node.threads
@@ -414,6 +423,11 @@ public final class KVClient {
     private func session(node: ClusterConfig.Node, thread: Int) throws -> Int {
         let id = node.id * 64 + thread
         if let s = sessions[id], rpc.endpoint.sessionState(s) == .connected { return s }
+        // Connecting runs the event loop; from inside it (a completion starting a follow-up
+        // request) that would reuse the receive burst still being processed.
+        guard !inEventLoop else {
+            throw KVClientError.unreachable(node: node.id, "the session was lost; the next call reconnects")
+        }
         do {
             let s = try rpc.connect(host: node.host, port: node.port, remoteRpcID: UInt8(thread), timeoutNs: timeoutNs)
             sessions[id] = s

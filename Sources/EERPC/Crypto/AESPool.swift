@@ -159,6 +159,11 @@ public final class AESPool: @unchecked Sendable {
 
     /// Pins worker `i` to a CPU (benchmarks and deployments that dedicate a core to crypto).
     public func pin(worker i: Int, to cpu: Int) { workers[i].pin(to: cpu) }
+
+    /// Waits until every worker has taken every job posted so far off its queue, including stale
+    /// copies of jobs a dispatch thread already ran itself: an endpoint calls this before freeing
+    /// the completion words and buffers those copies point to.
+    func waitUntilDrained() { for w in workers { w.waitUntilDrained() } }
 }
 
 final class AESWorker: @unchecked Sendable {
@@ -169,6 +174,9 @@ final class AESWorker: @unchecked Sendable {
     private var thread: JoinableThread?
     /// OpenSSL contexts are per thread: this worker keys its own from the job's raw key.
     private var openSSLKeys = OpenSSLKeyCache()
+    /// Jobs pushed and jobs taken off the queue (run, or found already claimed).
+    private let posted = Atomic<UInt64>(0)
+    private let taken = Atomic<UInt64>(0)
 
     init(index: Int) {
         // unowned(unsafe): stop() joins the thread before the worker can go away.
@@ -180,8 +188,15 @@ final class AESWorker: @unchecked Sendable {
     @inline(__always)
     func submit(_ job: AESJob) -> Bool {
         guard queue.push(job) else { return false }
+        posted.add(1, ordering: .relaxed)
         waiter.notify()
         return true
+    }
+
+    func waitUntilDrained() {
+        let target = posted.load(ordering: .acquiring)
+        // A stopped worker has emptied its queue on the way out and takes no more.
+        while running.load(ordering: .acquiring) && taken.load(ordering: .acquiring) < target { spinPause() }
     }
 
     func pin(to cpu: Int) { pinRequest.store(cpu, ordering: .releasing) }
@@ -220,6 +235,7 @@ final class AESWorker: @unchecked Sendable {
     private func execute(_ job: AESJob) {
         // The submitting thread may have run it already (it helps when no worker gets there).
         _ = job.runIfUnclaimed { key in self.openSSLKeys.key(for: key) }
+        taken.add(1, ordering: .releasing)
     }
 }
 

@@ -221,9 +221,11 @@ extension RpcEndpoint {
         }
     }
 
-    /// Waits for every job in the pool that uses this endpoint's keys or buffers.
+    /// Waits for every job in the pool that uses this endpoint's keys or buffers, and for the
+    /// workers to pass any stale copies of them.
     func waitForOffloadedJobs() {
         txOffload.waitForAll()
         rxOffload.waitForAll()
+        aesPool?.waitUntilDrained()
     }
 }

@@ -20,7 +20,6 @@ public enum Threads {
         return 0
     }
 
-    /// CPUs online.
     /// The CPUs this process may use (its affinity mask: taskset or a cgroup cpuset narrows it).
     public static var cpuCount: Int { Int(ee_cpu_count()) }
 

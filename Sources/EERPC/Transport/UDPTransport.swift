@@ -169,8 +169,8 @@ public struct UDPTransport: Transport, ~Copyable {
             let length = Wire.headerSize + first.pointee.dataLength
             var j = i + 1
             if segmentationOffload {
-                // UDP caps one send at 65,507 bytes of payload.
-                while j < to && (j - i + 1) * length <= Wire.maxMTU {
+                // UDP caps one send at 65,507 bytes of payload, and Linux at 64 segments.
+                while j < to && j - i < 64 && (j - i + 1) * length <= Wire.maxMTU {
                     let next = items + j
                     guard next.pointee.route.pointee == first.pointee.route.pointee else { break }
                     let nextLength = Wire.headerSize + next.pointee.dataLength

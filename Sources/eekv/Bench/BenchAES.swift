@@ -57,7 +57,7 @@ struct BenchAES: ParsableCommand {
         let pool = nexus.aesPool!
         // Workers on the cores the submitter does not use (all on CPU 1 on a 2-core machine).
         let cpus = Threads.cpuCount
-        for w in 0..<workers { pool.pin(worker: w, to: cpus > 1 ? 1 + w % (cpus - 1) : 0) }
+        for w in 0..<workers { pool.pin(worker: w, to: Threads.allowedCPU(cpus > 1 ? 1 + w % (cpus - 1) : 0)) }
         let duration = UInt64(seconds * 1e9)
         var rows: [(size: Int, pool: AESRate, raw: AESRate)] = []
         // Raw, pool, pool, raw, each for half the time: drift on a shared machine hits both alike.

@@ -23,8 +23,8 @@ final class BenchControl: Sendable {
 
 /// Where the bench pins its threads: client and server on different cores when there are two.
 enum BenchCPUs {
-    static var client: Int { 0 }
-    static var server: Int { Threads.cpuCount > 1 ? 1 : 0 }
+    static var client: Int { Threads.allowedCPU(0) }
+    static var server: Int { Threads.allowedCPU(Threads.cpuCount > 1 ? 1 : 0) }
 }
 
 /// Monotonic nanoseconds.
