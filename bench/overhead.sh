@@ -4,12 +4,14 @@
 # record shapes, all in one run on this machine. Writes every run's JSON under $OUT/raw, then
 # `eekv bench report` turns them into $OUT/overhead.{json,md} and one SVG chart per record shape.
 #
-# Fairness: the server under test (eekv's node, or redis-server) gets the same CPU ($SERVER_CPU)
-# and the load generator another ($CLIENT_CPU); both databases see the same generator, threads and
-# requests in flight, the same TLS certificates (mutual TLS 1.3, ECDSA P-256), and the same
-# durability (none: eekv runs `nosync`, Redis without AOF or snapshots). Each round runs every
-# configuration once, so slow spells of this shared machine hit all of them; the report takes
-# the median over rounds.
+# Fairness: every server under test (an eekv node per crypto mode, and redis-server) is pinned to
+# the same CPU ($SERVER_CPU) and the load generator to another ($CLIENT_CPU); both databases see
+# the same generator, threads and requests in flight, the same TLS certificates (mutual TLS 1.3,
+# ECDSA P-256), and the same durability (none: eekv runs `nosync`, Redis without AOF or
+# snapshots). All six servers are up at once, idle but for the one under load (an idle eekv node
+# sleeps in poll(), Redis in epoll), so the six configurations of a workload run back to back,
+# seconds apart: the machine's slow spells hit neighbours alike, and the report compares each
+# configuration with its neighbours of the same round (median over rounds).
 #
 # Knobs (environment): ROUNDS, SECONDS_PER_RUN, OUTSTANDING, THREADS, SHAPES, WORKLOADS, MODES,
 # MTU (eekv's data-plane packet size; 1472 = a 1500-byte Ethernet frame, the default), SERVER_CPU,
@@ -35,8 +37,7 @@ else
     CLIENT_CPU=${CLIENT_CPU:-0}
 fi
 OUT=${OUT:-$ROOT/bench/results/overhead}
-EEKV_PORT=${EEKV_PORT:-33850}
-EEKV_UDP=${EEKV_UDP:-33900}
+BASE_PORT=${BASE_PORT:-33850}
 REDIS_PORT=${REDIS_PORT:-33379}
 REDIS_TLS_PORT=${REDIS_TLS_PORT:-33380}
 
@@ -45,8 +46,8 @@ make -s release >/dev/null
 EEKV=$ROOT/.build/release/eekv
 
 WORK=$(mktemp -d /tmp/eekv-overhead.XXXXXX)
-SERVER_PID=""
-REDIS_PID=""
+declare -A PIDS=()
+
 # Stops a server: SIGTERM, up to 10 s to finish, then SIGKILL.
 stop_pid() {
     local pid=$1
@@ -58,24 +59,21 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
-stop_eekv() {
-    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
-    SERVER_PID=""
-}
-stop_redis() {
-    [ -n "$REDIS_PID" ] && stop_pid "$REDIS_PID"
-    REDIS_PID=""
+stop_all() {
+    for name in "${!PIDS[@]}"; do stop_pid "${PIDS[$name]}"; done
+    PIDS=()
 }
 cleanup() {
-    stop_eekv
-    stop_redis
+    stop_all
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 "$EEKV" certs init --dir "$WORK/certs" --nodes 1 --clients 1 >/dev/null
-# One config per crypto mode (the client's sessions must match the node's: plaintext or sealed).
+# One node (config, ports, data) per crypto mode; the client's sessions must match its node's
+# (plaintext or sealed), so each mode has its own config.
+i=0
 for mode in none inline offload adaptive; do
     cat >"$WORK/node-$mode.toml" <<EOF
 [cluster]
@@ -88,27 +86,28 @@ client = "client-0"
 [[node]]
 id = 0
 host = "127.0.0.1"
-port = $EEKV_PORT
-udp_port = $EEKV_UDP
+port = $((BASE_PORT + i))
+udp_port = $((BASE_PORT + 50 + 10 * i))
 threads = 1
 EOF
+    i=$((i + 1))
 done
 
-start_eekv() { # mode
-    taskset -c "$SERVER_CPU" "$EEKV" server --config "$WORK/node-$1.toml" --node 0 --data "$WORK/data" \
-        >>"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!
+start_eekv() { # mode data-dir
+    taskset -c "$SERVER_CPU" "$EEKV" server --config "$WORK/node-$1.toml" --node 0 --data "$2" \
+        >>"$WORK/server-$1.log" 2>&1 &
+    PIDS[eekv-$1]=$!
     # Up when a get of a missing key answers "not found" (exit 1).
     for _ in $(seq 1 100); do
         # A server that exited (port taken, bad config) must not let a leftover one answer for it.
-        kill -0 "$SERVER_PID" 2>/dev/null || break
+        kill -0 "${PIDS[eekv-$1]}" 2>/dev/null || break
         code=0
         "$EEKV" get __probe__ --config "$WORK/node-$1.toml" >/dev/null 2>&1 || code=$?
         [ "$code" = 1 ] && return 0
         sleep 0.1
     done
-    echo "overhead.sh: eekv node did not start; see $WORK/server.log" >&2
-    tail -5 "$WORK/server.log" >&2
+    echo "overhead.sh: the $1 eekv node did not start:" >&2
+    tail -5 "$WORK/server-$1.log" >&2
     exit 1
 }
 
@@ -117,26 +116,31 @@ start_redis() {
         --tls-cert-file "$WORK/certs/node-0.pem" --tls-key-file "$WORK/certs/node-0.key" \
         --tls-ca-cert-file "$WORK/certs/ca.pem" --tls-auth-clients yes \
         --save "" --appendonly no --io-threads 1 --dir "$WORK" --logfile "$WORK/redis.log" &
-    REDIS_PID=$!
+    PIDS[redis]=$!
     for _ in $(seq 1 100); do
-        kill -0 "$REDIS_PID" 2>/dev/null || break
+        kill -0 "${PIDS[redis]}" 2>/dev/null || break
         redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    echo "overhead.sh: redis-server did not start; see $WORK/redis.log" >&2
+    echo "overhead.sh: redis-server did not start:" >&2
     tail -5 "$WORK/redis.log" >&2
     exit 1
 }
 
-# ycsb PHASE WORKLOAD SHAPE RECORDS JSON MODE [args...]
+# ycsb PHASE WORKLOAD SHAPE RECORDS JSON CONFIG [args...]; CONFIG is an eekv mode, redis or redis-tls.
 ycsb() {
-    local phase=$1 workload=$2 shape=$3 records=$4 json=$5 mode=$6
+    local phase=$1 workload=$2 shape=$3 records=$4 json=$5 config=$6
     shift 6
+    local target=(--config "$WORK/node-$config.toml")
+    case $config in
+    redis) target=(--config "$WORK/node-none.toml" --db redis --redis-url "redis://127.0.0.1:$REDIS_PORT") ;;
+    redis-tls) target=(--config "$WORK/node-adaptive.toml" --db redis --redis-url "rediss://127.0.0.1:$REDIS_TLS_PORT") ;;
+    esac
     taskset -c "$CLIENT_CPU" "$EEKV" ycsb "$phase" --workload "$workload" --records "$records" \
         -p "fieldcount=${shape%x*}" -p "fieldlength=${shape#*x}" \
-        --threads "$THREADS" --outstanding "$OUTSTANDING" --config "$WORK/node-$mode.toml" --json "$json" "$@" \
+        --threads "$THREADS" --outstanding "$OUTSTANDING" "${target[@]}" --json "$json" "$@" \
         >"$WORK/last.txt" 2>"$WORK/last.err" || {
-        echo "overhead.sh: ycsb $phase $workload failed:" >&2
+        echo "overhead.sh: ycsb $phase $workload against $config failed:" >&2
         cat "$WORK/last.txt" >&2
         grep -v " sec: " "$WORK/last.err" >&2 || true
         exit 1
@@ -145,42 +149,36 @@ ycsb() {
 
 rm -rf "$OUT/raw"
 mkdir -p "$OUT/raw"
+CONFIGS="$MODES redis redis-tls"
 echo "overhead study: rounds=$ROUNDS seconds=$SECONDS_PER_RUN threads=$THREADS outstanding=$OUTSTANDING mtu=$MTU server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU"
 for entry in $SHAPES; do
     shape=${entry%%:*}
     records=${entry#*:}
     ops=$((records * 5))
-    rm -rf "$WORK/data"
-    start_eekv adaptive
+    # Load once, then give every mode's node its own copy of the same data.
+    rm -rf "$WORK"/data-*
+    start_eekv adaptive "$WORK/data-load"
     ycsb load a "$shape" "$records" "$WORK/load.json" adaptive
-    stop_eekv
-    echo "$shape: $records records loaded in eekv"
+    stop_all
+    for mode in $MODES; do cp -r "$WORK/data-load" "$WORK/data-$mode"; done
+    rm -rf "$WORK/data-load"
+    for mode in $MODES; do start_eekv "$mode" "$WORK/data-$mode"; done
+    start_redis
+    ycsb load a "$shape" "$records" "$WORK/load.json" redis
+    echo "$shape: $records records loaded in each eekv node and in Redis"
     for round in $(seq 1 "$ROUNDS"); do
-        # Every other round runs the modes in reverse, so a slow spell does not always hit the same one.
-        order=$MODES
-        [ $((round % 2)) = 0 ] && order=$(echo "$MODES" | tr ' ' '\n' | tac | tr '\n' ' ')
-        for mode in $order; do
-            start_eekv "$mode"
-            for w in $WORKLOADS; do
-                ycsb run "$w" "$shape" "$records" "$OUT/raw/$shape-$w-eekv-$mode-r$round.json" "$mode" \
+        # Every other round runs the configurations in reverse, so none is always first.
+        order=$CONFIGS
+        [ $((round % 2)) = 0 ] && order=$(echo "$CONFIGS" | tr ' ' '\n' | tac | tr '\n' ' ')
+        for w in $WORKLOADS; do
+            for config in $order; do
+                ycsb run "$w" "$shape" "$records" "$OUT/raw/$shape-$w-$config-r$round.json" "$config" \
                     --operations "$ops" --duration "$SECONDS_PER_RUN"
             done
-            stop_eekv
         done
-        # Redis keeps its data in memory only (no AOF, no snapshots): each round loads it afresh,
-        # and one server serves the plain and the TLS port from the same data.
-        start_redis
-        ycsb load a "$shape" "$records" "$WORK/load.json" none --db redis --redis-url "redis://127.0.0.1:$REDIS_PORT"
-        for w in $WORKLOADS; do
-            ycsb run "$w" "$shape" "$records" "$OUT/raw/$shape-$w-redis-none-r$round.json" none \
-                --operations "$ops" --duration "$SECONDS_PER_RUN" --db redis --redis-url "redis://127.0.0.1:$REDIS_PORT"
-            ycsb run "$w" "$shape" "$records" "$OUT/raw/$shape-$w-redis-tls-r$round.json" adaptive \
-                --operations "$ops" --duration "$SECONDS_PER_RUN" --db redis \
-                --redis-url "rediss://127.0.0.1:$REDIS_TLS_PORT"
-        done
-        stop_redis
         echo "$shape: round $round done"
     done
+    stop_all
 done
 
 "$EEKV" bench report --dir "$OUT"

@@ -39,6 +39,9 @@ struct Server: ParsableCommand {
     @Option(help: "fsync or nosync (default: the config's).")
     var durability: String?
 
+    @Option(help: "Microseconds a dispatch thread keeps polling after its last packet before it sleeps in poll() (waking costs tens of µs; spinning costs a core).")
+    var idleSpinUs: Int = 20
+
     func run() throws {
         // Before any thread starts (they inherit the mask): a parent may have blocked these.
         ee_unblock_termination_signals()
@@ -59,9 +62,11 @@ struct Server: ParsableCommand {
         }
         let base = config.contains("/") ? String(config[..<config.lastIndex(of: "/")!]) : "."
         let directory = data ?? base + "/data/node-\(node)"
-        let options = KVNode.Options(
+        var options = KVNode.Options(
             dataDirectory: directory, threads: me.threads, crypto: mode, aesWorkers: aesWorkers,
             durability: writeDurability)
+        guard idleSpinUs >= 0 && idleSpinUs <= 10_000_000 else { throw ValidationError("--idle-spin-us is 0-10000000") }
+        options.idleSpinNs = UInt64(idleSpinUs) * 1_000
         if writeDurability == .nosync {
             logger.warning("durability nosync: acknowledged writes may be lost if the machine crashes")
         }
