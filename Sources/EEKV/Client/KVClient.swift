@@ -54,6 +54,10 @@ public final class KVClient {
             host: "127.0.0.1", backgroundThreads: 0, tls: config.crypto.encrypts ? tls : nil, aesWorkers: 0)
         var rpcConfig = RpcConfig()
         rpcConfig.crypto = config.crypto.encrypts ? .inline : .none
+        // A node that is alive but slow (a write waiting on the disk) must not fail the session
+        // before the client's own timeout: keep retransmitting for that long.
+        rpcConfig.maxRetransmissionsWithoutProgress = max(
+            1, Int(timeoutNs / rpcConfig.retransmitTimeoutNs))
         rpc = try Rpc(
             nexus: nexus, id: 0, transport: try UDPTransport(address: local == 0 ? 0x7F00_0001 : local, mtu: config.mtu),
             config: rpcConfig)

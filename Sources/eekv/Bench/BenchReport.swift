@@ -54,6 +54,8 @@ struct BenchReport: ParsableCommand {
         var byRound: [Int: Double] = [:]
         var p99: [String: [Double]] = [:]
         var p50: [String: [Double]] = [:]
+        /// Failed operations over all rounds.
+        var errors = 0
         var medianThroughput: Double { median(throughputs) }
         func medianP99(_ op: String) -> Double { median(p99[op] ?? []) }
         /// The highest per-operation median p99 (the operation a user waits longest for).
@@ -78,6 +80,7 @@ struct BenchReport: ParsableCommand {
                 cell.byRound[r] = run.throughput
             }
             for op in run.per_operation {
+                cell.errors += op.errors
                 cell.p99[op.operation, default: []].append(op.p99_us)
                 cell.p50[op.operation, default: []].append(op.p50_us)
             }
@@ -107,7 +110,9 @@ struct BenchReport: ParsableCommand {
                 let none = row[Config(db: "eekv", crypto: "none")]
                 let redisTLS = row[Config(db: "redis+tls", crypto: "tls")]
                 md += "| \(w.uppercased()) | "
-                md += Config.order.map { c in tput(c).map { fixed($0 / 1_000, 1) } ?? "–" }.joined(separator: " | ")
+                md += Config.order.map { c in
+                    tput(c).map { fixed($0 / 1_000, 1) + (row[c]!.errors > 0 ? " (\(row[c]!.errors) failed)" : "") } ?? "–"
+                }.joined(separator: " | ")
                 let vsNone = pairedRatio(adaptive, none)
                 let vsRedis = pairedRatio(adaptive, redisTLS)
                 md += " | \(vsNone.map { fixed($0, 2) + "×" } ?? "–") | \(vsRedis.map { fixed($0, 2) + "×" } ?? "–") |\n"
@@ -120,7 +125,7 @@ struct BenchReport: ParsableCommand {
                     }
                     results.append(
                         "{\"records\":\"\(shape)\",\"workload\":\"\(w)\",\"db\":\"\(c.db)\",\"crypto\":\"\(c.crypto)\","
-                            + "\"throughput\":\(fixed(cell.medianThroughput, 1)),"
+                            + "\"throughput\":\(fixed(cell.medianThroughput, 1)),\"errors\":\(cell.errors),"
                             + "\"rounds\":[\(cell.throughputs.map { fixed($0, 1) }.joined(separator: ","))],"
                             + "\"per_operation\":[\(ops.joined(separator: ","))]}")
                 }
