@@ -205,7 +205,11 @@ extension RunSummary {
             title: "\(title): throughput", xLabel: "second of the run", yLabel: "operations per second",
             series: [
                 SVGChart.Series(
-                    name: "ops/s", points: perSecond.enumerated().map { (x: Double($0.offset + 1), y: Double($0.element)) })
+                    // The last second is usually cut short by the end of the run: leave it out.
+                    name: "ops/s",
+                    points: perSecond.prefix(max(1, Int(seconds))).enumerated().map {
+                        (x: Double($0.offset + 1), y: Double($0.element))
+                    })
             ], logX: false, width: 520, height: 340)
         return SVGChart.document(
             width: 1_040, height: 340, panels: [.init(x: 0, y: 0, body: cdf), .init(x: 520, y: 0, body: rate)])

@@ -367,8 +367,10 @@ struct CryptoModeTests {
         let credentials = try TestCredentials()
         var config = RpcConfig.encrypted()
         config.crypto = mode
-        // Retransmissions while packets wait in the pool, too.
+        // Retransmissions while packets wait in the pool, too; the session may go a few seconds
+        // without progress when other test suites load both cores.
         config.retransmitTimeoutNs = 100_000
+        config.maxRetransmissionsWithoutProgress = 50_000
         let pair = try Pair(config: config, backgroundThreads: 1, tls: credentials.config("node-0"))
         let s = try pair.connect()
         let e = pair.client.endpoint
@@ -385,7 +387,9 @@ struct CryptoModeTests {
                 let response = e.allocate(size: 64)!
                 issued += 1
                 try e.enqueueRequest(session: s, type: TestRequest.backgroundEcho, request: request, response: response, tag: id) { c in
-                    if c.status != .ok || !sameBytes(c.response, c.request) { bad.append("#\(c.tag): background echo differs") }
+                    if c.status != .ok || !sameBytes(c.response, c.request) {
+                        bad.append("#\(c.tag): background echo \(c.status == .ok ? "differs" : "status \(c.status)")")
+                    }
                     done += 1
                     c.rpc.free(c.request)
                     c.rpc.free(c.response)
