@@ -16,9 +16,14 @@ public final class EEKVDatabase: YCSBDatabase {
 
     public func update(key: String, fields: [Int: [UInt8]]) throws {
         let k = Array(key.utf8)
-        var record = try client.get(k).flatMap(RecordCodec.decode) ?? [:]
+        try client.put(k, Self.merge(fields, into: try client.get(k)))
+    }
+
+    /// The stored record (if any) with `fields` written over it, encoded.
+    static func merge(_ fields: [Int: [UInt8]], into stored: [UInt8]?) -> [UInt8] {
+        var record = stored.flatMap(RecordCodec.decode) ?? [:]
         for (i, v) in fields { record[i] = v }
-        try client.put(k, RecordCodec.encode(record))
+        return RecordCodec.encode(record)
     }
 
     /// Whether a stored value holds the field read (any record when `field` is nil).
@@ -83,9 +88,9 @@ extension EEKVDatabase: YCSBAsyncDatabase {
     ) throws {
         try client.get(key) { [client] result in
             do {
-                var record = try result.get().flatMap(RecordCodec.decode) ?? [:]
-                for (i, v) in fields { record[i] = v }
-                try client.put(key, RecordCodec.encode(record)) { completion($0.map { true }.mapError { $0 }) }
+                try client.put(key, Self.merge(fields, into: try result.get())) {
+                    completion($0.map { true }.mapError { $0 })
+                }
             } catch {
                 completion(.failure(error))
             }

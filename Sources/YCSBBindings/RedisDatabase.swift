@@ -20,13 +20,29 @@ public final class RedisDatabase: YCSBDatabase {
     }
 
     public func read(key: String, field: Int?) throws -> Bool {
-        if let field {
-            guard case .array(let items) = try connection.command("HMGET", key, "field\(field)"), let first = items?.first
-            else { return false }
-            return first != .bulk(nil)
-        }
-        guard case .array(let items) = try connection.command("HGETALL", key) else { return false }
-        return !(items ?? []).isEmpty
+        Self.found(try connection.command(readCommand(key, field)), field: field)
+    }
+
+    /// HMGET of the one field, or HGETALL of the record.
+    private func readCommand(_ key: String, _ field: Int?) -> [[UInt8]] {
+        field.map { [Array("HMGET".utf8), Array(key.utf8), Array("field\($0)".utf8)] }
+            ?? [Array("HGETALL".utf8), Array(key.utf8)]
+    }
+
+    /// Whether a `readCommand` reply found the field (or any field of the record).
+    private static func found(_ reply: RESPValue, field: Int?) -> Bool {
+        guard case .array(let items?) = reply else { return false }
+        if field != nil { return items.first.map { $0 != .bulk(nil) } ?? false }
+        return !items.isEmpty
+    }
+
+    private static func zadd(_ key: String) -> [[UInt8]] {
+        ["ZADD", indexKey, String(javaHashCode(key)), key].map { Array($0.utf8) }
+    }
+
+    /// The next `count` keys of the scan index from `start`'s score on.
+    private static func zrange(from start: String, count: Int) -> [[UInt8]] {
+        ["ZRANGEBYSCORE", indexKey, String(javaHashCode(start)), "+inf", "LIMIT", "0", String(count)].map { Array($0.utf8) }
     }
 
     public func update(key: String, fields: [Int: [UInt8]]) throws {
@@ -35,14 +51,11 @@ public final class RedisDatabase: YCSBDatabase {
 
     public func insert(key: String, fields: [Int: [UInt8]]) throws {
         try connection.command(hset(key, fields))
-        try connection.command("ZADD", Self.indexKey, String(Self.javaHashCode(key)), key)
+        try connection.command(Self.zadd(key))
     }
 
     public func scan(start: String, count: Int) throws -> Int {
-        guard
-            case .array(let keys) = try connection.command(
-                "ZRANGEBYSCORE", Self.indexKey, String(Self.javaHashCode(start)), "+inf", "LIMIT", "0", String(count))
-        else { return 0 }
+        guard case .array(let keys) = try connection.command(Self.zrange(from: start, count: count)) else { return 0 }
         var found = 0
         for case .bulk(let key?) in keys ?? [] {
             if case .array(let items) = try connection.command([Array("HGETALL".utf8), key]), !(items ?? []).isEmpty {
@@ -69,26 +82,17 @@ extension RedisDatabase: YCSBAsyncDatabase {
     public func start(_ operation: Operation, completion: @escaping (Result<Bool, any Error>) -> Void) {
         switch operation {
         case .read(let key, let field):
-            if let field {
-                send([Array("HMGET".utf8), Array(key.utf8), Array("field\(field)".utf8)]) { reply in
-                    completion(reply.map { if case .array(let items?) = $0, let first = items.first { first != .bulk(nil) } else { false } })
-                }
-            } else {
-                send([Array("HGETALL".utf8), Array(key.utf8)]) { reply in
-                    completion(reply.map { if case .array(let items?) = $0 { !items.isEmpty } else { false } })
-                }
-            }
+            send(readCommand(key, field)) { reply in completion(reply.map { Self.found($0, field: field) }) }
         case .update(let key, let fields):
             send(hset(key, fields)) { completion($0.map { _ in true }) }
         case .insert(let key, let fields):
             var failure: (any Error)?
             send(hset(key, fields)) { if case .failure(let e) = $0 { failure = e } }
-            send(["ZADD", Self.indexKey, String(Self.javaHashCode(key)), key].map { Array($0.utf8) }) { reply in
+            send(Self.zadd(key)) { reply in
                 completion(failure.map { .failure($0) } ?? reply.map { _ in true })
             }
         case .scan(let start, let count):
-            let range = ["ZRANGEBYSCORE", Self.indexKey, String(Self.javaHashCode(start)), "+inf", "LIMIT", "0", String(count)]
-            send(range.map { Array($0.utf8) }) { [self] reply in
+            send(Self.zrange(from: start, count: count)) { [self] reply in
                 guard case .success(.array(let keys)) = reply, let keys, !keys.isEmpty else {
                     return completion(reply.map { _ in true })
                 }

@@ -33,14 +33,20 @@ struct ClusterOptions: ParsableArguments {
     /// The client's TLS files: --cert/--key/--ca over the config's.
     func tls(for cluster: ClusterConfig) -> TLSConfig? {
         var tls = cluster.tls(name: cluster.clientCertificate)
-        if let cert {
-            tls = TLSConfig(
-                caFile: ca ?? tls?.caFile ?? "ca.pem", certificateFile: cert,
-                keyFile: key ?? cert.replacingSuffix(".pem", with: ".key"))
+        if let given = certificateTLS(defaultCA: tls?.caFile ?? "ca.pem") {
+            tls = given
         } else if let ca, tls != nil {
             tls!.caFile = ca
         }
         return tls
+    }
+
+    /// The files --cert names (its key beside it unless --key says otherwise), or nil without --cert.
+    func certificateTLS(defaultCA: String) -> TLSConfig? {
+        cert.map { cert in
+            TLSConfig(
+                caFile: ca ?? defaultCA, certificateFile: cert, keyFile: key ?? cert.replacingSuffix(".pem", with: ".key"))
+        }
     }
 }
 

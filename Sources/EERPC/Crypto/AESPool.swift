@@ -174,9 +174,9 @@ final class AESWorker: @unchecked Sendable {
     private var thread: JoinableThread?
     /// OpenSSL contexts are per thread: this worker keys its own from the job's raw key.
     private var openSSLKeys = OpenSSLKeyCache()
-    /// Jobs pushed and jobs taken off the queue (run, or found already claimed).
-    private let posted = Atomic<UInt64>(0)
-    private let taken = Atomic<UInt64>(0)
+    /// Jobs taken off the queue and done with (run, or found already claimed); compared with
+    /// the queue's push count to wait for a drain.
+    private let taken = Atomic<Int>(0)
 
     init(index: Int) {
         // unowned(unsafe): stop() joins the thread before the worker can go away.
@@ -188,13 +188,12 @@ final class AESWorker: @unchecked Sendable {
     @inline(__always)
     func submit(_ job: AESJob) -> Bool {
         guard queue.push(job) else { return false }
-        posted.add(1, ordering: .relaxed)
         waiter.notify()
         return true
     }
 
     func waitUntilDrained() {
-        let target = posted.load(ordering: .acquiring)
+        let target = queue.pushCount
         // A stopped worker has emptied its queue on the way out and takes no more.
         while running.load(ordering: .acquiring) && taken.load(ordering: .acquiring) < target { spinPause() }
     }

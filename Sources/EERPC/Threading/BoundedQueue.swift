@@ -31,6 +31,10 @@ public final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
         values.deallocate()
     }
 
+    /// Pushes so far (each claims a position before it publishes its value, so every one counted
+    /// here will be poppable).
+    public var pushCount: Int { enqueuePosition.load(ordering: .acquiring) }
+
     /// False when the queue is full.
     public func push(_ value: Element) -> Bool {
         var pos = enqueuePosition.load(ordering: .relaxed)

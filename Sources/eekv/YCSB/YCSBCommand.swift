@@ -110,13 +110,7 @@ struct YCSBOptions: ParsableArguments {
             var tls: TLSConfig? = nil
             if target.tls {
                 // The cluster's CA and client certificate serve Redis too, unless --cert says otherwise.
-                if let cert = client.cert {
-                    tls = TLSConfig(
-                        caFile: client.ca ?? "ca.pem", certificateFile: cert,
-                        keyFile: client.key ?? cert.replacingSuffix(".pem", with: ".key"))
-                } else {
-                    tls = client.tls(for: try loadConfig(client.configPath()))
-                }
+                tls = try client.certificateTLS(defaultCA: "ca.pem") ?? client.tls(for: loadConfig(client.configPath()))
             }
             label = target.tls ? "redis+tls" : "redis"
             crypto = target.tls ? "tls" : "none"
