@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -250,4 +252,40 @@ void ee_unblock_termination_signals(void) {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+int ee_fallocate(int fd, int64_t offset, int64_t length) {
+    int r;
+    do {
+        r = fallocate(fd, 0, (off_t)offset, (off_t)length);
+    } while (r != 0 && errno == EINTR);
+    return r == 0 ? 0 : errno;
+}
+
+int ee_probe_address_space(size_t length) {
+    void *p = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return errno;
+    munmap(p, length);
+    return 0;
+}
+
+int ee_doorbell_open(void) {
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+void ee_doorbell_ring(int fd) {
+    uint64_t one = 1;
+    // EAGAIN only if the counter is about to overflow: it is rung already.
+    (void)!write(fd, &one, sizeof one);
+}
+
+void ee_doorbell_clear(int fd) {
+    uint64_t value;
+    (void)!read(fd, &value, sizeof value);
+}
+
+int ee_poll_two(int fd, int doorbell, int timeout_ms) {
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = doorbell, .events = POLLIN}};
+    return poll(p, doorbell >= 0 ? 2 : 1, timeout_ms);
 }

@@ -67,6 +67,7 @@ struct Server: ParsableCommand {
             durability: writeDurability)
         guard idleSpinUs >= 0 && idleSpinUs <= 10_000_000 else { throw ValidationError("--idle-spin-us is 0-10000000") }
         options.idleSpinNs = UInt64(idleSpinUs) * 1_000
+        if let limit = cluster.maxStoreBytes { options.maxStoreBytes = limit }
         if writeDurability == .nosync {
             logger.warning("durability nosync: acknowledged writes may be lost if the machine crashes")
         }
@@ -74,7 +75,17 @@ struct Server: ParsableCommand {
         signal(SIGINT) { _ in stopRequested.store(true, ordering: .relaxed) }
         signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed) }
         try kv.start()
-        while !stopRequested.load(ordering: .relaxed) { usleep(50_000) }
+        var refused = 0
+        while !stopRequested.load(ordering: .relaxed) {
+            usleep(50_000)
+            // Tell the operator once per burst of writes refused for want of room.
+            let now = kv.store.writer.rejectedFull.load(ordering: .relaxed)
+            if now > refused {
+                let limit = kv.store.maxMapSize == .max ? "the file system is full" : "max_store_mib reached"
+                logger.warning("store full (\(limit)): \(now - refused) writes refused, \(now) in all")
+                refused = now
+            }
+        }
         logger.info("stopping: committing queued writes")
         kv.stop()
     }

@@ -25,11 +25,12 @@ final class TestCluster {
     let config: ClusterConfig
     let nodes: [KVNode]
 
-    init(nodes count: Int = 3, crypto: String = "inline") throws {
+    /// `settings`: more lines for the config's [cluster] section.
+    init(nodes count: Int = 3, crypto: String = "inline", settings: String = "") throws {
         try ClusterCertificates.initialize(directory: directory.path + "/certs", nodes: count, clients: 1)
         let tcp = freePorts(count)
         let udp = freePorts(count)
-        var toml = "[cluster]\ncrypto = \"\(crypto)\"\ndurability = \"nosync\"\n[tls]\ndir = \"certs\"\nclient = \"client-0\"\n"
+        var toml = "[cluster]\ncrypto = \"\(crypto)\"\ndurability = \"nosync\"\n\(settings)[tls]\ndir = \"certs\"\nclient = \"client-0\"\n"
         for i in 0..<count {
             toml += "[[node]]\nid = \(i)\nhost = \"127.0.0.1\"\nport = \(tcp[i])\nudp_port = \(udp[i])\nthreads = 1\n"
         }
@@ -42,6 +43,7 @@ final class TestCluster {
                 dataDirectory: directory.path + "/node-\(i)", threads: 1, crypto: config.crypto, aesWorkers: 1,
                 durability: .nosync)
             options.cpus = [i % Threads.cpuCount]
+            if let limit = config.maxStoreBytes { options.maxStoreBytes = limit }
             let node = try KVNode(config: config, nodeID: i, options: options, logger: logger)
             try node.start()
             started.append(node)
@@ -167,6 +169,30 @@ struct ClusterTests {
         }
         try client.put(Array("big".utf8), [UInt8](repeating: 1, count: 1 << 20))
         #expect(try client.get(Array("big".utf8))?.count == 1 << 20)
+    }
+
+    @Test("a node at max_store_mib refuses writes with storeFull and keeps serving reads and deletes")
+    func storeFull() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "inline", settings: "max_store_mib = 2\n")
+        let client = try cluster.client()
+        let value = [UInt8](repeating: 7, count: 64 << 10)
+        var stored = 0
+        while stored < 100 {
+            do {
+                try client.put(Array("f\(stored)".utf8), value)
+                stored += 1
+            } catch KVClientError.storeFull {
+                break
+            }
+        }
+        // 2 MiB holds a few dozen 64 KiB values, not 100.
+        #expect(stored > 10 && stored < 100)
+        for i in 0..<stored { #expect(try client.get(Array("f\(i)".utf8)) == value) }
+        #expect(try client.delete(Array("f0".utf8)))
+        #expect(try client.delete(Array("f1".utf8)))
+        try client.put(Array("after".utf8), value)
+        #expect(try client.get(Array("after".utf8)) == value)
+        #expect(cluster.nodes[0].store.writer.rejectedFull.load(ordering: .relaxed) == 1)
     }
 
     @Test("a node restarted on the same data keeps every acknowledged write")

@@ -89,4 +89,22 @@ static inline int ee_cpu_relax(void) {
 
 /// CPU time consumed by the calling thread, in nanoseconds.
 uint64_t ee_thread_cpu_ns(void);
+
+/// A non-blocking eventfd that another thread rings to wake a dispatch thread sleeping in
+/// ee_poll_two; -errno on failure.
+int ee_doorbell_open(void);
+/// Rings it (thread-safe, async-signal-safe).
+void ee_doorbell_ring(int fd);
+/// Clears it (after a wake-up).
+void ee_doorbell_clear(int fd);
+/// poll() on `fd` (POLLIN) and, if `doorbell` >= 0, on it too, for up to `timeout_ms`.
+int ee_poll_two(int fd, int doorbell, int timeout_ms);
+
+/// Allocates the file's blocks for [offset, offset + length) (fallocate mode 0: holes get
+/// blocks, the size grows if needed). 0, or the errno (ENOSPC when the file system is full).
+int ee_fallocate(int fd, int64_t offset, int64_t length);
+
+/// Whether `length` bytes of address space can be mapped at once right now: maps and unmaps an
+/// inaccessible, unreserved anonymous region. 0, or the errno.
+int ee_probe_address_space(size_t length);
 #endif

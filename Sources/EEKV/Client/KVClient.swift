@@ -9,6 +9,9 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
     case tooLarge(String)
     /// The node's store failed or is shutting down.
     case storeError(String)
+    /// The node's store had no room for the write (it reached its size limit, or its disk is
+    /// full); nothing was written. Deleting keys makes room.
+    case storeFull
     /// No session to the node (not running, wrong config, refused certificate...).
     case unreachable(node: Int, String)
     /// The node did not answer in time, or the session failed.
@@ -21,6 +24,7 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
         case .badRequest(let m): "bad request: \(m)"
         case .tooLarge(let m): "too large: \(m)"
         case .storeError(let m): "server store error: \(m)"
+        case .storeFull: "the node's store is full (deletes still work)"
         case .unreachable(let node, let why): "cannot reach node \(node): \(why)"
         case .timedOut(let node): "node \(node) did not answer in time"
         case .protocolError(let m): "protocol error: \(m)"
@@ -289,6 +293,7 @@ public final class KVClient {
         switch status {
         case .badRequest: throw KVClientError.badRequest(message)
         case .tooLarge: throw KVClientError.tooLarge(message)
+        case .storeFull: throw KVClientError.storeFull
         default: throw KVClientError.storeError(message)
         }
     }

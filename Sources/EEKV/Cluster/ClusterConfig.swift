@@ -8,6 +8,7 @@ import Glibc
 /// crypto = "adaptive"          # none | inline | offload | adaptive
 /// durability = "fsync"         # fsync | nosync
 /// mtu = 1472                   # UDP payload per packet, the same on every node and client
+/// max_store_mib = 65536        # optional: each node's store stops taking writes that need more
 ///
 /// [tls]
 /// dir = "certs"                # made by `eekv certs init`; relative to this file
@@ -37,6 +38,8 @@ public struct ClusterConfig: Sendable {
     /// UDP payload per data-plane packet (eeRPC header and tag included). Every node and client
     /// of the cluster must agree: sessions with a different MTU are refused.
     public var mtu: Int
+    /// The most each node's store may hold (its LMDB map), in bytes; nil: no limit but the disk.
+    public var maxStoreBytes: Int?
     public var tlsDirectory: String?
     public var clientCertificate: String
     /// Where the file was read from (relative paths in it are relative to its folder).
@@ -67,7 +70,7 @@ public struct ClusterConfig: Sendable {
         // Unknown tables and keys, and values of the wrong type, are errors: a typo must not
         // silently become a default.
         let known: [String: Set<String>] = [
-            "cluster": ["crypto", "durability", "mtu"], "tls": ["dir", "client"],
+            "cluster": ["crypto", "durability", "mtu", "max_store_mib"], "tls": ["dir", "client"],
             "node": ["id", "host", "port", "udp_port", "threads", "slots"],
         ]
         for (name, table) in doc.tables {
@@ -109,6 +112,11 @@ public struct ClusterConfig: Sendable {
         let mtu = try int(cluster, "mtu") ?? Wire.defaultMTU
         guard (Wire.minMTU...Wire.maxMTU).contains(mtu) else {
             throw Error(description: "\(source): mtu must be \(Wire.minMTU)-\(Wire.maxMTU) (1472 for a 1500-byte Ethernet MTU)")
+        }
+        var maxStoreBytes: Int? = nil
+        if let mib = try int(cluster, "max_store_mib") {
+            guard (1...(1 << 30)).contains(mib) else { throw Error(description: "\(source): max_store_mib must be 1-1073741824") }
+            maxStoreBytes = mib << 20
         }
         let base = source.contains("/") ? String(source[..<source.lastIndex(of: "/")!]) : "."
         var tlsDirectory: String? = nil
@@ -155,7 +163,8 @@ public struct ClusterConfig: Sendable {
         }
         if let free = owner.firstIndex(of: -1) { throw Error(description: "\(source): slot \(free) has no node") }
         return ClusterConfig(
-            nodes: nodes, crypto: crypto, durability: durability, mtu: mtu, tlsDirectory: tlsDirectory,
+            nodes: nodes, crypto: crypto, durability: durability, mtu: mtu, maxStoreBytes: maxStoreBytes,
+            tlsDirectory: tlsDirectory,
             clientCertificate: try tls.flatMap { t throws(Error) in try string(t, "client") } ?? "client-0", source: source)
     }
 

@@ -40,14 +40,18 @@ public enum KVStatus: UInt8, Sendable, Error {
     case badRequest = 2
     /// The reply would not fit the maximum message size (scans: lower the limit).
     case tooLarge = 3
-    /// The store failed (disk full, I/O error) or is shutting down.
+    /// The store failed (I/O error) or is shutting down.
     case storeError = 4
+    /// The store had no room for the write (map at its limit, or file system full); nothing was
+    /// written. Deletes still succeed.
+    case storeFull = 5
 
     init(writeResult: WriteResult) {
         switch writeResult {
         case .committed: self = .ok
         case .notFound: self = .notFound
         case .failed: self = .storeError
+        case .full: self = .storeFull
         }
     }
 }

@@ -17,6 +17,8 @@ public final class KVNode: @unchecked Sendable {
         public var cpus: [Int] = []
         /// How long a dispatch thread keeps polling without traffic before it sleeps in the kernel.
         public var idleSpinNs: UInt64 = 20_000
+        /// The most the store may hold (its map), in bytes; writes that need more are refused.
+        public var maxStoreBytes: Int = .max
         public init(dataDirectory: String, threads: Int, crypto: CryptoMode, aesWorkers: Int, durability: Durability) {
             self.dataDirectory = dataDirectory
             self.threads = threads
@@ -54,7 +56,8 @@ public final class KVNode: @unchecked Sendable {
         mtu = config.mtu
         self.options = options
         self.logger = logger
-        store = try Store(directory: options.dataDirectory, durability: options.durability)
+        store = try Store(
+            directory: options.dataDirectory, durability: options.durability, maxMapSize: options.maxStoreBytes)
         nexus = try Nexus(
             host: node.host, port: node.port, backgroundThreads: 1,
             tls: options.crypto.encrypts ? config.tls(name: "node-\(nodeID)") : nil, aesWorkers: options.aesWorkers)

@@ -9,8 +9,11 @@ public enum WriteResult: UInt8, Sendable, BitwiseCopyable {
     case committed = 0
     /// A delete of a key that was not there (the batch still committed).
     case notFound = 1
-    /// The batch could not be committed (disk full, I/O error): nothing of it was written.
+    /// The batch could not be committed (I/O error, store unusable): nothing of it was written.
     case failed = 2
+    /// The store has no room for this write: its map is at `maxMapSize`, or the file system is
+    /// full. It was not written; deletes, and writes that fit, still go through.
+    case full = 3
 }
 
 /// How a write is acknowledged once its transaction has committed (or failed). Called on the
@@ -49,7 +52,10 @@ public struct WriteOp: BitwiseCopyable, @unchecked Sendable {
 /// acknowledges each write. One fsync thus covers a whole batch (group commit), and nothing is
 /// acknowledged before it is durable.
 ///
-/// `MDB_MAP_FULL` aborts the batch, grows the map and replays it. Other failures fail the batch.
+/// `MDB_MAP_FULL` aborts the batch, grows the map and replays it. When the map cannot grow (at its
+/// limit, or the disk is full) the batch is replayed one write per transaction, so that the writes
+/// that fit (deletes above all, which make room) commit and only the others fail with `.full`.
+/// Other failures fail the batch.
 public final class GroupCommitWriter: @unchecked Sendable {
     public static let maxBatch = 1_024
     /// Longest wait for a batch to fill up to the previous batch's size (fsync only).
@@ -67,6 +73,8 @@ public final class GroupCommitWriter: @unchecked Sendable {
     public let commits = Atomic<Int>(0)
     public let writes = Atomic<Int>(0)
     public let mapGrowths = Atomic<Int>(0)
+    /// Writes refused because the store had no room for them.
+    public let rejectedFull = Atomic<Int>(0)
 
     init(environment: LMDBEnvironment) {
         self.environment = environment
@@ -134,16 +142,23 @@ public final class GroupCommitWriter: @unchecked Sendable {
     }
 
     private func commit(count n: Int) {
-        var outcome = apply(count: n)
+        var outcome = environment.isUsable ? apply(0..<n) : -1
         while outcome == MDB_MAP_FULL {
-            do {
+            do throws(StoreError) {
                 try environment.grow()
                 mapGrowths.add(1, ordering: .relaxed)
+                outcome = apply(0..<n)
+            } catch .full, .diskFull {
+                outcome = ENOSPC
             } catch {
                 outcome = -1
-                break
             }
-            outcome = apply(count: n)
+        }
+        // No room (the map cannot grow, or in fsync mode pwrite found the disk full): commit
+        // what fits.
+        if outcome == ENOSPC || outcome == EDQUOT {
+            applyOneByOne(count: n)
+            outcome = 0
         }
         if outcome != 0 {
             for i in 0..<n { results[i] = .failed }
@@ -154,13 +169,27 @@ public final class GroupCommitWriter: @unchecked Sendable {
         writes.add(n, ordering: .relaxed)
     }
 
-    /// One transaction for the batch: 0 on commit, `MDB_MAP_FULL` to grow and replay, another
-    /// code on failure (nothing written).
-    private func apply(count n: Int) -> Int32 {
+    /// The map cannot grow: each write in a transaction of its own, `.full` for those that do
+    /// not fit.
+    private func applyOneByOne(count n: Int) {
+        for i in 0..<n {
+            let r = apply(i..<(i + 1))
+            if r == MDB_MAP_FULL || r == ENOSPC || r == EDQUOT {
+                results[i] = .full
+                rejectedFull.add(1, ordering: .relaxed)
+            } else if r != 0 {
+                results[i] = .failed
+            }
+        }
+    }
+
+    /// One transaction for `batch[range]`: 0 on commit, `MDB_MAP_FULL` to grow and replay,
+    /// another code on failure (nothing written).
+    private func apply(_ range: Range<Int>) -> Int32 {
         var txn: OpaquePointer?
         var r = mdb_txn_begin(environment.env, nil, 0, &txn)
         guard r == 0 else { return r }
-        for i in 0..<n {
+        for i in range {
             let op = batch[i]
             var k = MDB_val(mv_size: op.key.count, mv_data: UnsafeMutableRawPointer(mutating: op.key.baseAddress))
             switch op.kind {

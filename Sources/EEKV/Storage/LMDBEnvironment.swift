@@ -1,26 +1,43 @@
 import CLMDB
+import CSystemShims
 import Glibc
 import Synchronization
 
 /// An open LMDB environment and its one unnamed database, owned: closed in deinit.
 ///
 /// Opened with `MDB_NOTLS`, so read transactions belong to their `MDB_txn` handle rather than to a
-/// thread (each dispatch thread keeps one and renews it per request), and with the map size set
-/// large up front (a sparse file) and grown by the writer on `MDB_MAP_FULL`. Growing needs no
-/// transaction active in the process, so readers pass a gate (`beginRead`/`endRead`) the writer
-/// can close for the moment it resizes.
+/// thread (each dispatch thread keeps one and renews it per request). The map starts small and
+/// the writer doubles it on `MDB_MAP_FULL`, up to `maxMapSize`. Growing needs no transaction
+/// active in the process, so readers pass a gate (`beginRead`/`endRead`) the writer can close for
+/// the moment it resizes.
+///
+/// In `nosync` mode LMDB writes straight into a shared file mapping (`MDB_WRITEMAP`). A store in
+/// a sparse file would then take its blocks at page-fault time, and on a full file system the
+/// fault raises SIGBUS and kills the process. So the map's whole file range is allocated
+/// (`fallocate`) before LMDB may touch it: a full disk fails the growth with ``StoreError/diskFull``
+/// and the writes that needed it, and the node keeps serving.
 final class LMDBEnvironment: @unchecked Sendable {
     let env: OpaquePointer
     let dbi: MDB_dbi
     let path: String
     let durability: Durability
+    /// The largest the map may grow to; writes that need more fail with ``StoreError/full``.
+    let maxMapSize: Int
     private(set) var mapSize: Int
 
-    /// Readers inside a read transaction, and whether a resize is waiting for them to leave.
+    /// Readers inside a read transaction, and the gate: open, closed for a resize, or closed for
+    /// good once a failed resize has left LMDB without a map.
     private let activeReaders = Atomic<Int>(0)
-    private let resizing = Atomic<Bool>(false)
+    private let gate = Atomic<UInt8>(Gate.open)
+    private enum Gate {
+        static let open: UInt8 = 0
+        static let resizing: UInt8 = 1
+        static let unusable: UInt8 = 2
+    }
 
-    init(path: String, mapSize: Int, durability: Durability, maxReaders: Int = 512) throws(StoreError) {
+    init(path: String, mapSize: Int, maxMapSize: Int = .max, durability: Durability, maxReaders: Int = 512)
+        throws(StoreError)
+    {
         if mkdir(path, 0o755) != 0 && errno != EEXIST {
             throw .cannotCreateDirectory(path, errno: errno)
         }
@@ -33,9 +50,16 @@ final class LMDBEnvironment: @unchecked Sendable {
         var flags = UInt32(MDB_NOTLS)
         if durability == .nosync { flags |= UInt32(MDB_NOSYNC) | UInt32(MDB_WRITEMAP) | UInt32(MDB_MAPASYNC) }
         do {
-            try check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
+            try check(mdb_env_set_mapsize(env, min(mapSize, maxMapSize)), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
             try check(mdb_env_open(env, path, flags, 0o644), "mdb_env_open")
+            // LMDB has sized the file to the map (its holes not yet allocated); nothing has been
+            // written through the map yet.
+            if durability == .nosync {
+                var info = MDB_envinfo()
+                mdb_env_info(env, &info)
+                try Self.allocateFile(env, path: path, from: 0, to: info.me_mapsize)
+            }
             // Slots left by a process that died holding a read transaction pin old pages forever.
             var dead: Int32 = 0
             try check(mdb_reader_check(env, &dead), "mdb_reader_check")
@@ -59,33 +83,86 @@ final class LMDBEnvironment: @unchecked Sendable {
         self.path = path
         self.durability = durability
         self.mapSize = info.me_mapsize
+        // Existing data may already exceed a lower limit: it stays, and the map does not grow.
+        self.maxMapSize = max(maxMapSize, info.me_mapsize)
     }
 
     deinit { mdb_env_close(env) }
 
+    /// Allocates the data file's blocks for [from, to).
+    private static func allocateFile(_ env: OpaquePointer, path: String, from: Int, to: Int) throws(StoreError) {
+        var fd: Int32 = -1
+        try check(mdb_env_get_fd(env, &fd), "mdb_env_get_fd")
+        let e = ee_fallocate(fd, Int64(from), Int64(to - from))
+        if e == ENOSPC || e == EDQUOT { throw .diskFull(path: path) }
+        if e != 0 { throw .lmdb(call: "fallocate", code: e, message: String(cString: strerror(e))) }
+    }
+
     // MARK: The resize gate
 
     @inline(__always)
-    func beginRead() {
+    func beginRead() throws(StoreError) {
         while true {
             activeReaders.add(1, ordering: .sequentiallyConsistent)
-            if !resizing.load(ordering: .sequentiallyConsistent) { return }
+            let g = gate.load(ordering: .sequentiallyConsistent)
+            if g == Gate.open { return }
             activeReaders.subtract(1, ordering: .sequentiallyConsistent)
-            while resizing.load(ordering: .acquiring) { _ = sched_yield() }
+            if g == Gate.unusable { throw Self.unusableError }
+            while gate.load(ordering: .acquiring) == Gate.resizing { _ = sched_yield() }
         }
     }
 
     @inline(__always)
     func endRead() { activeReaders.subtract(1, ordering: .releasing) }
 
-    /// Writer thread only: doubles the map (at least +1 GiB) with every reader held off.
+    /// False once a failed resize has left LMDB without a map.
+    var isUsable: Bool { gate.load(ordering: .acquiring) != Gate.unusable }
+
+    /// The smallest growth tried when the file system is nearly full.
+    static let minimumGrowth = 1 << 20
+
+    static let unusableError = StoreError.unusable("growing the map failed and the old map could not be restored")
+
+    /// Writer thread only: doubles the map (by at least 64 MiB), up to `maxMapSize`, with every
+    /// reader held off. Throws ``StoreError/full`` at the limit and ``StoreError/diskFull`` when
+    /// the file system cannot hold the larger map; the store stays usable after either.
     func grow() throws(StoreError) {
-        resizing.store(true, ordering: .sequentiallyConsistent)
+        guard isUsable else { throw Self.unusableError }
+        var target = min(max(mapSize * 2, mapSize + (64 << 20)), maxMapSize)
+        guard target > mapSize else { throw .full(limit: maxMapSize) }
+        // LMDB unmaps the old map before it extends the file and maps the new one, and cannot go
+        // back; so first do what can fail: allocate the file's new range (a smaller one while the
+        // file system has less room, down to 1 MiB) and find the address space.
+        if durability == .nosync {
+            while true {
+                do throws(StoreError) {
+                    try Self.allocateFile(env, path: path, from: mapSize, to: target)
+                    break
+                } catch .diskFull where target - mapSize > Self.minimumGrowth {
+                    target = mapSize + max(Self.minimumGrowth, ((target - mapSize) / 2) & ~4095)
+                }
+            }
+        }
+        let e = ee_probe_address_space(target)
+        guard e == 0 else {
+            throw .lmdb(call: "mmap(\(target >> 20) MiB)", code: e, message: String(cString: strerror(e)))
+        }
+        gate.store(Gate.resizing, ordering: .sequentiallyConsistent)
         while activeReaders.load(ordering: .sequentiallyConsistent) > 0 { _ = sched_yield() }
-        defer { resizing.store(false, ordering: .releasing) }
-        let target = max(mapSize * 2, mapSize + (1 << 30))
-        try check(mdb_env_set_mapsize(env, target), "mdb_env_set_mapsize")
-        mapSize = target
+        let r = mdb_env_set_mapsize(env, target)
+        if r == 0 {
+            mapSize = target
+            gate.store(Gate.open, ordering: .releasing)
+            return
+        }
+        // Map the old size again; LMDB reports success without mapping if the new map failed.
+        var info = MDB_envinfo()
+        if mdb_env_set_mapsize(env, mapSize) == 0, mdb_env_info(env, &info) == 0, info.me_mapaddr != nil {
+            gate.store(Gate.open, ordering: .releasing)
+            throw .lmdb(call: "mdb_env_set_mapsize", code: r, message: String(cString: mdb_strerror(r)))
+        }
+        gate.store(Gate.unusable, ordering: .releasing)
+        throw Self.unusableError
     }
 }
 

@@ -12,11 +12,20 @@ public final class Store: @unchecked Sendable {
     public let writer: GroupCommitWriter
     public var durability: Durability { environment.durability }
     public var path: String { environment.path }
+    /// The map's current size and its limit, in bytes.
+    public var mapSize: Int { environment.mapSize }
+    public var maxMapSize: Int { environment.maxMapSize }
 
     /// Opens (or creates) the store in `directory`.
-    /// - Parameter mapSize: initial map size; a sparse reservation, grown on demand.
-    public init(directory: String, durability: Durability = .fsync, mapSize: Int = 4 << 30) throws(StoreError) {
-        environment = try LMDBEnvironment(path: directory, mapSize: mapSize, durability: durability)
+    /// - Parameters:
+    ///   - mapSize: initial map size (at least the data already there), doubled as the data grows.
+    ///   - maxMapSize: the most the map may grow to; writes that need more fail with
+    ///     ``StoreError/full`` while reads and deletes go on.
+    public init(
+        directory: String, durability: Durability = .fsync, mapSize: Int = 64 << 20, maxMapSize: Int = .max
+    ) throws(StoreError) {
+        environment = try LMDBEnvironment(
+            path: directory, mapSize: mapSize, maxMapSize: maxMapSize, durability: durability)
         writer = GroupCommitWriter(environment: environment)
     }
 
@@ -42,7 +51,7 @@ public final class StoreReader {
         self.environment = environment
         var t: OpaquePointer?
         // Inside the gate: the writer may be growing the map while this thread starts.
-        environment.beginRead()
+        try environment.beginRead()
         defer { environment.endRead() }
         try check(mdb_txn_begin(environment.env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin(read)")
         txn = t!
@@ -57,7 +66,7 @@ public final class StoreReader {
     /// Runs `body` with a consistent snapshot open.
     @inline(__always)
     public func withSnapshot<R>(_ body: (borrowing Snapshot) throws(StoreError) -> R) throws(StoreError) -> R {
-        environment.beginRead()
+        try environment.beginRead()
         defer {
             mdb_txn_reset(txn)
             environment.endRead()

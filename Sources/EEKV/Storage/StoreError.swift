@@ -1,3 +1,5 @@
+import Glibc
+
 /// Errors of the storage layer.
 public enum StoreError: Error, Equatable, Sendable {
     /// An LMDB call failed; `code` is LMDB's (or errno), `call` names it.
@@ -7,6 +9,28 @@ public enum StoreError: Error, Equatable, Sendable {
     case badKey(length: Int)
     /// The store is shutting down and takes no more writes.
     case closed
+    /// The map reached the store's size limit (`maxMapSize`): the write was not applied. Deletes
+    /// still go through and free room.
+    case full(limit: Int)
+    /// The file system has no room to extend the store's file: the write was not applied.
+    case diskFull(path: String)
+    /// Growing the map failed after LMDB had released the old one, and the old one could not be
+    /// mapped again: the store takes no more reads or writes (restart the node).
+    case unusable(String)
+}
+
+extension StoreError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .lmdb(let call, let code, let message): "\(call) failed: \(message) (\(code))"
+        case .cannotCreateDirectory(let path, let e): "cannot create \(path): \(String(cString: strerror(e)))"
+        case .badKey(let length): "keys must be 1-\(Store.maxKeySize) bytes, this one is \(length)"
+        case .closed: "the store is shutting down"
+        case .full(let limit): "the store is full: its map reached the limit of \(limit >> 20) MiB"
+        case .diskFull(let path): "no space left on the file system of \(path)"
+        case .unusable(let why): "the store is unusable until the node restarts: \(why)"
+        }
+    }
 }
 
 /// How hard a commit tries to reach the disk.

@@ -1,0 +1,137 @@
+import EEKV
+import Glibc
+import Synchronization
+import Testing
+
+/// A store with no room left: at its configured limit, or on a full file system. Writes that need
+/// room fail with `.full`; nothing acknowledged is lost; reads, deletes and (after deletes) new
+/// writes go on.
+@Suite("A full store")
+struct StoreFullTests {
+    static let value = [UInt8](repeating: 0x5A, count: 3_000)
+    static func key(_ i: Int) -> [UInt8] { Array("full-\(i)".utf8) }
+
+    /// Puts records until the store refuses one; returns the ids of those committed.
+    static func fill(_ writer: SyncWriter, limit: Int = 20_000) -> [Int] {
+        var committed: [Int] = []
+        for i in 0..<limit {
+            let r = writer.write(.put, key(i), value)
+            if r == .full { return committed }
+            #expect(r == .committed, "put \(i)")
+            if r != .committed { return committed }
+            committed.append(i)
+        }
+        Issue.record("the store never filled up")
+        return committed
+    }
+
+    /// What every full store must still do: serve every acknowledged write, take deletes, and
+    /// take new writes into the room the deletes made.
+    static func checkStillServing(_ store: Store, _ writer: SyncWriter, committed: [Int]) throws {
+        let reader = try store.makeReader()
+        for i in committed { #expect(try reader.get(key(i)) == value, "read \(i)") }
+        for i in committed.prefix(200) { #expect(writer.write(.delete, key(i)) == .committed, "delete \(i)") }
+        #expect(writer.write(.put, key(1_000_000), value) == .committed)
+        #expect(try reader.get(key(1_000_000)) == value)
+        for i in committed.dropFirst(200) { #expect(try reader.get(key(i)) == value, "read \(i) after deletes") }
+    }
+
+    @Test("at max_store the map stops growing and writes that need room fail with .full", arguments: Durability.allCases)
+    func limit(durability: Durability) throws {
+        let dir = TempDirectory()
+        let store = try Store(directory: dir.path, durability: durability, mapSize: 1 << 20, maxMapSize: 3 << 20)
+        defer { store.close() }
+        let writer = SyncWriter(store)
+        let committed = Self.fill(writer)
+        // 3 MiB holds several hundred 3,000-byte records (one overflow page each).
+        #expect(committed.count > 300)
+        #expect(store.mapSize == 3 << 20)
+        #expect(store.writer.rejectedFull.load(ordering: .relaxed) == 1)
+        try Self.checkStillServing(store, writer, committed: committed)
+    }
+
+    @Test("in a full batch the deletes commit and only the writes that do not fit fail")
+    func mixedBatch() throws {
+        let dir = TempDirectory()
+        let store = try Store(directory: dir.path, durability: .nosync, mapSize: 1 << 20, maxMapSize: 2 << 20)
+        defer { store.close() }
+        let committed = Self.fill(SyncWriter(store))
+        #expect(committed.count > 100)
+        // 50 deletes and 50 new puts, submitted together so that they share batches.
+        let n = 100
+        let counter = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
+        counter.initialize(to: Atomic(0))
+        let results = UnsafeMutablePointer<WriteResult>.allocate(capacity: n)
+        results.initialize(repeating: .failed, count: n)
+        defer {
+            counter.deallocate()
+            results.deallocate()
+        }
+        let keys = (0..<n).map { $0 % 2 == 0 ? Self.key(committed[$0 / 2]) : Self.key(500_000 + $0) }
+        keys.withUnsafeBufferPointer { ks in
+            Self.value.withUnsafeBytes { v in
+                for i in 0..<n {
+                    ks[i].withUnsafeBytes { k in
+                        // `keys` and `value` outlive every acknowledgement (waited for below).
+                        let stableKey = UnsafeRawBufferPointer(start: k.baseAddress, count: k.count)
+                        let op = WriteOp(
+                            kind: i % 2 == 0 ? .delete : .put, key: stableKey, value: i % 2 == 0 ? .init(start: nil, count: 0) : v,
+                            ack: .counter(counter, result: results + i))
+                        #expect(store.writer.submit(op))
+                    }
+                }
+                while counter.pointee.load(ordering: .acquiring) < n { usleep(100) }
+            }
+        }
+        let reader = try store.makeReader()
+        for i in 0..<n {
+            if i % 2 == 0 {
+                #expect(results[i] == .committed, "delete \(i)")
+                #expect(try reader.get(keys[i]) == nil)
+            } else {
+                #expect(results[i] == .committed || results[i] == .full, "put \(i): \(results[i])")
+                #expect(try reader.get(keys[i]) == (results[i] == .committed ? Self.value : nil))
+            }
+        }
+    }
+
+    @Test(
+        "on a full file system writes fail with .full instead of killing the process",
+        .enabled(if: getuid() == 0, "mounts a small tmpfs"), arguments: Durability.allCases)
+    func fileSystemFull(durability: Durability) throws {
+        let dir = TempDirectory()
+        let mountPoint = dir.path + "/small"
+        #expect(mkdir(mountPoint, 0o755) == 0)
+        try #require(mount("tmpfs", mountPoint, "tmpfs", 0, "size=8m") == 0, "mount: \(String(cString: strerror(errno)))")
+        defer { umount2(mountPoint, Int32(MNT_DETACH)) }
+        let store = try Store(directory: mountPoint + "/store", durability: durability, mapSize: 1 << 20)
+        defer { store.close() }
+        let writer = SyncWriter(store)
+        let committed = Self.fill(writer)
+        // Most of the 8 MiB holds records before the file system runs out.
+        #expect(committed.count > 1_000)
+        #expect(store.writer.rejectedFull.load(ordering: .relaxed) >= 1)
+        try Self.checkStillServing(store, writer, committed: committed)
+    }
+
+    @Test("a store over a lower limit keeps its data when reopened and refuses to grow")
+    func reopenAboveLimit() throws {
+        let dir = TempDirectory()
+        var committed: [Int] = []
+        do {
+            let store = try Store(directory: dir.path, durability: .fsync, mapSize: 1 << 20, maxMapSize: 4 << 20)
+            committed = Self.fill(SyncWriter(store))
+            store.close()
+        }
+        let store = try Store(directory: dir.path, durability: .fsync, mapSize: 1 << 20, maxMapSize: 1 << 20)
+        defer { store.close() }
+        #expect(store.maxMapSize == store.mapSize)
+        #expect(store.mapSize >= 3 << 20)
+        let reader = try store.makeReader()
+        for i in committed { #expect(try reader.get(Self.key(i)) == Self.value) }
+        let size = store.mapSize
+        _ = Self.fill(SyncWriter(store))
+        #expect(store.mapSize == size)
+        #expect(store.writer.rejectedFull.load(ordering: .relaxed) == 1)
+    }
+}
