@@ -172,7 +172,8 @@ public final class Rpc<T: Transport & ~Copyable> {
     }
 
     /// For a dispatch thread that has been idle for a while: blocks until a packet may have
-    /// arrived or `timeoutMs` passes, unless the endpoint has work in progress that arrives by
+    /// arrived, another thread rings the endpoint's doorbell (a session-management event was
+    /// queued), or `timeoutMs` passes, unless the endpoint has work in progress that arrives by
     /// other paths (background responses, AES pool jobs, queued session-management events,
     /// stalled or in-flight client requests, whose timers must run).
     public func waitForTraffic(timeoutMs: Int32) {
@@ -183,7 +184,8 @@ public final class Rpc<T: Transport & ~Copyable> {
         {
             return
         }
-        transport.waitForPackets(timeoutMs: timeoutMs)
+        transport.waitForPackets(timeoutMs: timeoutMs, doorbell: e.doorbell)
+        if e.doorbell >= 0 { ee_doorbell_clear(e.doorbell) }
     }
 
     // MARK: Conveniences that forward to the endpoint

@@ -1,4 +1,5 @@
 import CSystemShims
+import Glibc
 import Synchronization
 
 /// Configuration of an Rpc endpoint.
@@ -105,6 +106,10 @@ public final class RpcEndpoint: @unchecked Sendable {
     let backgroundOutstanding = Atomic<Int>(0)
     let sessionManagementInbox = Mutex<[SessionManagementEvent]>([])
     let sessionManagementPending = Atomic<Int>(0)
+    /// An eventfd that other threads ring when they leave work for an idle dispatch thread
+    /// sleeping in ``Rpc/waitForTraffic(timeoutMs:)`` (-1 if none could be made: the sleep then
+    /// just times out). Owned: closed in deinit.
+    let doorbell: Int32
 
     // MARK: Statistics (plain counters, dispatch thread only)
     var counters = RpcStats()
@@ -123,6 +128,7 @@ public final class RpcEndpoint: @unchecked Sendable {
         self.dataPerPacket = Wire.dataPerPacket(mtu: mtu)
         self.numaNode = numaNode
         self.config = config
+        doorbell = max(-1, ee_doorbell_open())
         encrypts = config.crypto.encrypts
         txBurst = burst
         txStagingSlot = (mtu + 2 * Wire.tagSize + 63) & ~63
@@ -195,6 +201,7 @@ public final class RpcEndpoint: @unchecked Sendable {
         sealedBurst.deallocate()
         stallQueue.deallocate()
         dropCounts.deallocate()
+        if doorbell >= 0 { close(doorbell) }
     }
 
     // MARK: Buffers
@@ -215,6 +222,10 @@ public final class RpcEndpoint: @unchecked Sendable {
 
     /// True while background handlers hold requests of this endpoint (their responses are not
     /// back yet). An event loop sharing its core with the background threads yields then.
+    /// Wakes the dispatch thread if it sleeps in ``Rpc/waitForTraffic(timeoutMs:)`` (to stop it,
+    /// say). Thread-safe.
+    public func wake() { if doorbell >= 0 { ee_doorbell_ring(doorbell) } }
+
     public var hasBackgroundWork: Bool { backgroundOutstanding.load(ordering: .relaxed) > 0 }
 
     public var stats: RpcStats {

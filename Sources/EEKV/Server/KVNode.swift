@@ -40,6 +40,8 @@ public final class KVNode: @unchecked Sendable {
     private let stoppingWrites = Atomic<Bool>(false)
     private let ready = Atomic<Int>(0)
     private var threads: [JoinableThread] = []
+    /// The dispatch threads' endpoints, to wake them from an idle sleep when stopping.
+    private let endpoints = Mutex<[RpcEndpoint]>([])
     private let failure = Mutex<(any Error)?>(nil)
 
     public init(config: ClusterConfig, nodeID: Int, options: Options, logger: Logger) throws {
@@ -98,6 +100,9 @@ public final class KVNode: @unchecked Sendable {
             ])
     }
 
+    /// The longest an idle dispatch thread sleeps without a packet or a doorbell.
+    static let idleSleepMs: Int32 = 100
+
     private func dispatchLoop(index: Int, cpu: Int, ip: UInt32, port: UInt16) {
         do {
             var config = RpcConfig()
@@ -107,6 +112,7 @@ public final class KVNode: @unchecked Sendable {
                 config: config)
             let state = DispatchState(reader: try store.makeReader(), store: store, stats: stats)
             rpc.endpoint.context = Unmanaged.passUnretained(state).toOpaque()
+            endpoints.withLock { $0.append(rpc.endpoint) }
             ready.add(1, ordering: .releasing)
             var lastWork = ee_now_ns()
             while !stopping.load(ordering: .relaxed) {
@@ -124,7 +130,10 @@ public final class KVNode: @unchecked Sendable {
                     lastWork = ee_now_ns()
                     if rpc.endpoint.hasBackgroundWork { _ = sched_yield() }
                 } else if ee_now_ns() &- lastWork > options.idleSpinNs {
-                    rpc.waitForTraffic(timeoutMs: 2)
+                    // A server has no timers of its own (clients drive retransmission and key
+                    // updates) and new sessions ring the doorbell, so an idle thread can sleep
+                    // long: each wake-up would take the CPU from a busy neighbour.
+                    rpc.waitForTraffic(timeoutMs: Self.idleSleepMs)
                     lastWork = ee_now_ns()
                 } else {
                     _ = sched_yield()
@@ -149,7 +158,9 @@ public final class KVNode: @unchecked Sendable {
         store.close()
         // 2. The dispatch threads send those replies and stop.
         stopping.store(true, ordering: .releasing)
+        for e in endpoints.withLock({ $0 }) { e.wake() }
         for t in threads { t.join() }
+        endpoints.withLock { $0.removeAll() }
         threads = []
         nexus.shutdown()
         logger.info("node \(node.id) stopped", metadata: ["writes": "\(store.writer.writes.load(ordering: .relaxed))"])

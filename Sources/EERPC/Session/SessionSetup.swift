@@ -85,6 +85,7 @@ extension RpcEndpoint {
     func postSessionManagement(_ event: SessionManagementEvent) {
         sessionManagementInbox.withLock { $0.append(event) }
         sessionManagementPending.add(1, ordering: .releasing)
+        wake()
     }
 
     /// Takes the queued session-management events (dispatch thread; the loop calls this only

@@ -65,8 +65,8 @@ public struct FaultInjectingTransport<Base: Transport & ~Copyable>: Transport, ~
         base.transmit(items, count: count)
     }
 
-    public mutating func waitForPackets(timeoutMs: Int32) {
-        if heldLength == nil { base.waitForPackets(timeoutMs: timeoutMs) }
+    public mutating func waitForPackets(timeoutMs: Int32, doorbell: Int32) {
+        if heldLength == nil { base.waitForPackets(timeoutMs: timeoutMs, doorbell: doorbell) }
     }
 
     public mutating func receive() -> Int {

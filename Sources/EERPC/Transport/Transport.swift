@@ -1,4 +1,5 @@
 import Glibc
+import CSystemShims
 
 /// Transport-specific address of an Rpc endpoint, opaque to the runtime (32 bytes, as carried in
 /// session-management messages). Each transport defines what the words mean.
@@ -77,14 +78,21 @@ public protocol Transport: ~Copyable {
     func received(_ index: Int) -> UnsafeMutableRawBufferPointer
     /// Counters of this transport.
     var stats: TransportStats { get }
-    /// Blocks until a packet may be waiting or `timeoutMs` passes: lets an idle dispatch thread
-    /// give its CPU away instead of spinning.
-    mutating func waitForPackets(timeoutMs: Int32)
+    /// Blocks until a packet may be waiting, `doorbell` (an eventfd other threads ring; -1:
+    /// none) is rung, or `timeoutMs` passes: lets an idle dispatch thread give its CPU away
+    /// instead of spinning.
+    mutating func waitForPackets(timeoutMs: Int32, doorbell: Int32)
 }
 
 extension Transport where Self: ~Copyable {
-    /// A transport without a blocking wait just sleeps.
-    public mutating func waitForPackets(timeoutMs: Int32) { _ = usleepShim(UInt32(timeoutMs) * 1_000) }
+    /// A transport without a blocking wait watches only the doorbell.
+    public mutating func waitForPackets(timeoutMs: Int32, doorbell: Int32) {
+        if doorbell >= 0 {
+            _ = ee_poll_two(doorbell, -1, timeoutMs)
+        } else {
+            _ = usleepShim(UInt32(timeoutMs) * 1_000)
+        }
+    }
 }
 
 /// Packet counters of a transport.

@@ -204,9 +204,8 @@ public struct UDPTransport: Transport, ~Copyable {
         return n
     }
 
-    public mutating func waitForPackets(timeoutMs: Int32) {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        _ = poll(&p, 1, timeoutMs)
+    public mutating func waitForPackets(timeoutMs: Int32, doorbell: Int32) {
+        _ = ee_poll_two(fd, doorbell, timeoutMs)
     }
 
     public func received(_ index: Int) -> UnsafeMutableRawBufferPointer {
