@@ -111,7 +111,6 @@ public enum Runner {
         precondition(outstanding == 1 || targetRate == nil, "an open loop keeps one operation in flight per thread")
         let total = Atomic<Int>(0)
         let limit = workload.operationCount
-        let deadline = seconds.map { now() + UInt64($0 * 1e9) }
         // Each thread's interval between intended starts, offset so threads interleave.
         let interval = targetRate.map { UInt64(Double(threads) / $0 * 1e9) }
         return try execute(
@@ -119,6 +118,7 @@ public enum Runner {
             progress: progress
         ) {
             thread, chooser, db, recorder, stop in
+            let deadline = seconds.map { recorder.start + UInt64($0 * 1e9) }
             /// Takes the budget for one more operation; false when the run is over.
             func another() -> Bool {
                 if stop() { return false }
@@ -221,24 +221,41 @@ public enum Runner {
         let done = Atomic<Int>(0)
         let stopFlag = Atomic<Bool>(false)
         let keySpace = KeySpace(initialRecords: workload.recordCount)
-        let start = now()
+        // Threads connect first and the clock starts once all have (as YCSB's own client
+        // initialises its DB instances before the measured phase): a TLS handshake or a session
+        // setup is not an operation, and would otherwise weigh on short runs.
+        let connected = Atomic<Int>(0)
+        let startedAt = Atomic<UInt64>(0)
         var handles: [pthread_t] = []
         for t in 0..<threads {
             let work: @Sendable () -> Void = {
-                var recorder = Recorder(start: start, live: UnsafePointer(shared.live))
+                let db: (any YCSBDatabase)?
                 do {
-                    let db = try connect(t)
-                    var chooser = OperationChooser(workload: workload, keySpace: keySpace, seed: UInt64(t + 1) &* 0x9E37_79B9)
-                    body(t, &chooser, db, &recorder) { stopFlag.load(ordering: .relaxed) }
+                    db = try connect(t)
                 } catch {
+                    db = nil
                     shared.lock.withLock { _ in shared.failure = error }
                     stopFlag.store(true, ordering: .relaxed)
+                }
+                connected.add(1, ordering: .releasing)
+                var start = startedAt.load(ordering: .acquiring)
+                while start == 0 {
+                    usleep(100)
+                    start = startedAt.load(ordering: .acquiring)
+                }
+                var recorder = Recorder(start: start, live: UnsafePointer(shared.live))
+                if let db {
+                    var chooser = OperationChooser(workload: workload, keySpace: keySpace, seed: UInt64(t + 1) &* 0x9E37_79B9)
+                    body(t, &chooser, db, &recorder) { stopFlag.load(ordering: .relaxed) }
                 }
                 shared.lock.withLock { _ in shared.recorders[t] = recorder }
                 done.add(1, ordering: .releasing)
             }
             handles.append(spawn(work))
         }
+        while connected.load(ordering: .acquiring) < threads { usleep(100) }
+        let start = now()
+        startedAt.store(start, ordering: .releasing)
         // Per-second progress from the live counter; the series itself comes from completion times.
         var lastCount = 0
         var second = 0
