@@ -15,12 +15,24 @@
 #
 # Knobs (environment): ROUNDS, SECONDS_PER_RUN, OUTSTANDING, THREADS, SHAPES, WORKLOADS, MODES,
 # MTU (eekv's data-plane packet size; 1472 = a 1500-byte Ethernet frame, the default), SERVER_CPU,
-# CLIENT_CPU, OUT. Traffic stays on loopback.
+# CLIENT_CPU, OUT, DATA_ROOT, IDLE_SPIN_US. Traffic stays on loopback.
+#
+# Polling: the node under load has its core to itself (the idle ones sleep until a packet comes),
+# so it busy-polls as an eRPC dispatch thread does, for up to IDLE_SPIN_US (1 ms) of quiet before
+# it sleeps. With the default 20 µs, meant for cores shared with other work, it fell asleep
+# between the client's batches, and each batch then paid a wake-up on both sides. Redis keeps
+# its own design, an epoll loop.
+#
+# Storage: the eekv nodes keep their LMDB files under $DATA_ROOT, /dev/shm (tmpfs) by default. The
+# study compares stores that do not persist synchronously (Redis without AOF or snapshots, eekv
+# `nosync`), and on this VM's disk the kernel's background writeback of a node's memory map can hold
+# the map's pages locked for more than 10 s (the group-commit writer then waits in a page fault and
+# clients time out); that measures the disk, not the store. DATA_ROOT=/path puts them on a disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
 OUTSTANDING=${OUTSTANDING:-8}
 THREADS=${THREADS:-1}
@@ -29,6 +41,7 @@ SHAPES=${SHAPES:-"10x100:100000 1x4096:50000 1x65536:4000"}
 WORKLOADS=${WORKLOADS:-"a b c f d e"}
 MODES=${MODES:-"none inline offload adaptive"}
 MTU=${MTU:-1472}
+IDLE_SPIN_US=${IDLE_SPIN_US:-1000}
 if [ "$(nproc)" -ge 2 ]; then
     SERVER_CPU=${SERVER_CPU:-0}
     CLIENT_CPU=${CLIENT_CPU:-1}
@@ -46,6 +59,15 @@ make -s release >/dev/null
 EEKV=$ROOT/.build/release/eekv
 
 WORK=$(mktemp -d /tmp/eekv-overhead.XXXXXX)
+if [ -z "${DATA_ROOT:-}" ]; then
+    # tmpfs with room for four nodes' data (about 1 GiB at the default shapes), else beside the rest.
+    if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ "$(df -Pk /dev/shm | awk 'NR==2 {print $4}')" -gt 4194304 ]; then
+        DATA_ROOT=/dev/shm
+    else
+        DATA_ROOT=$WORK
+    fi
+fi
+DATA=$(mktemp -d "$DATA_ROOT/eekv-overhead-data.XXXXXX")
 declare -A PIDS=()
 
 # Stops a server: SIGTERM, up to 10 s to finish, then SIGKILL.
@@ -65,7 +87,7 @@ stop_all() {
 }
 cleanup() {
     stop_all
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$DATA"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -95,7 +117,7 @@ done
 
 start_eekv() { # mode data-dir
     taskset -c "$SERVER_CPU" "$EEKV" server --config "$WORK/node-$1.toml" --node 0 --data "$2" \
-        >>"$WORK/server-$1.log" 2>&1 &
+        --idle-spin-us "$IDLE_SPIN_US" >>"$WORK/server-$1.log" 2>&1 &
     PIDS[eekv-$1]=$!
     # Up when a get of a missing key answers "not found" (exit 1).
     for _ in $(seq 1 100); do
@@ -158,22 +180,22 @@ ycsb() {
 rm -rf "$OUT/raw"
 mkdir -p "$OUT/raw"
 CONFIGS="$MODES redis redis-tls"
-echo "overhead study: rounds=$ROUNDS seconds=$SECONDS_PER_RUN threads=$THREADS outstanding=$OUTSTANDING mtu=$MTU server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU"
+echo "overhead study: rounds=$ROUNDS seconds=$SECONDS_PER_RUN threads=$THREADS outstanding=$OUTSTANDING mtu=$MTU idle-spin-us=$IDLE_SPIN_US server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU data=$DATA"
 for entry in $SHAPES; do
     shape=${entry%%:*}
     records=${entry#*:}
     ops=$((records * 5))
     # Load once, then give every mode's node its own copy of the same data.
-    rm -rf "$WORK"/data-*
-    start_eekv adaptive "$WORK/data-load"
+    rm -rf "$DATA"/data-*
+    start_eekv adaptive "$DATA/data-load"
     ycsb load a "$shape" "$records" "$WORK/load.json" adaptive
     stop_all
-    for mode in $MODES; do cp -r "$WORK/data-load" "$WORK/data-$mode"; done
-    rm -rf "$WORK/data-load"
+    for mode in $MODES; do cp -r "$DATA/data-load" "$DATA/data-$mode"; done
+    rm -rf "$DATA/data-load"
     # Write the copies out now: a node writing into its memory map while the kernel writes back
     # those pages waits for the disk (this VM's disk takes 355 µs per synced 4 KiB write).
     sync
-    for mode in $MODES; do start_eekv "$mode" "$WORK/data-$mode"; done
+    for mode in $MODES; do start_eekv "$mode" "$DATA/data-$mode"; done
     start_redis
     ycsb load a "$shape" "$records" "$WORK/load.json" redis
     echo "$shape: $records records loaded in each eekv node and in Redis"
