@@ -137,7 +137,12 @@ public enum Runner {
             while another() {
                 if let interval {
                     intended &+= interval
-                    while now() < intended { usleep(UInt32(min(1_000, (intended - now()) / 1_000))) }
+                    // One reading per check: a second one could already be past `intended`.
+                    var t = now()
+                    while t < intended {
+                        usleep(UInt32(min(1_000, (intended - t) / 1_000)))
+                        t = now()
+                    }
                 }
                 let (op, inserted) = chooser.next()
                 let t = interval == nil ? now() : intended
