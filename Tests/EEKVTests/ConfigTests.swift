@@ -30,6 +30,8 @@ struct ConfigTests {
             "[cluster]\ncrypto = \"none\"\n",  // no nodes
             "[cluster]\ncrypto = \"none\"\nmtu = 100\n" + node,  // MTU below the minimum
             "[cluster]\ncrypto = \"none\"\nmtu = 70000\n" + node,  // MTU above a UDP datagram
+            "[cluster]\ncrypto = \"none\"\nmax_store_mib = 0\n" + node,  // a store cap of nothing
+            "[cluster]\ncrypto = \"none\"\nmax_store_mib = \"1G\"\n" + node,  // a cap that is not a number
         ])
     func rejected(text: String) {
         #expect(throws: ClusterConfig.Error.self) { try ClusterConfig.parse(text, source: "test.toml") }
@@ -39,6 +41,13 @@ struct ConfigTests {
     func mtu() throws {
         #expect(try ClusterConfig.parse("[cluster]\ncrypto = \"none\"\n" + Self.node, source: "t.toml").mtu == 1_472)
         #expect(try ClusterConfig.parse("[cluster]\ncrypto = \"none\"\nmtu = 8972\n" + Self.node, source: "t.toml").mtu == 8_972)
+    }
+
+    @Test("a store cap is optional and given in MiB")
+    func storeCap() throws {
+        #expect(try ClusterConfig.parse("[cluster]\ncrypto = \"none\"\n" + Self.node, source: "t.toml").maxStoreBytes == nil)
+        let capped = try ClusterConfig.parse("[cluster]\ncrypto = \"none\"\nmax_store_mib = 512\n" + Self.node, source: "t.toml")
+        #expect(capped.maxStoreBytes == 512 << 20)
     }
 
     @Test("hash slots are Redis Cluster's (CRC16-XMODEM, hash tags)")
