@@ -220,12 +220,12 @@ public final class RpcEndpoint: @unchecked Sendable {
 
     // MARK: Inspection
 
-    /// True while background handlers hold requests of this endpoint (their responses are not
-    /// back yet). An event loop sharing its core with the background threads yields then.
     /// Wakes the dispatch thread if it sleeps in ``Rpc/waitForTraffic(timeoutMs:)`` (to stop it,
     /// say). Thread-safe.
     public func wake() { if doorbell >= 0 { ee_doorbell_ring(doorbell) } }
 
+    /// True while background handlers hold requests of this endpoint (their responses are not
+    /// back yet). An event loop sharing its core with the background threads yields then.
     public var hasBackgroundWork: Bool { backgroundOutstanding.load(ordering: .relaxed) > 0 }
 
     public var stats: RpcStats {

@@ -81,7 +81,10 @@ struct Server: ParsableCommand {
             // Tell the operator once per burst of writes refused for want of room.
             let now = kv.store.writer.rejectedFull.load(ordering: .relaxed)
             if now > refused {
-                let limit = kv.store.maxMapSize == .max ? "the file system is full" : "max_store_mib reached"
+                // Without a cap only the file system can be full; with one, either may be.
+                let limit =
+                    kv.store.maxMapSize == .max
+                    ? "the file system is full" : "at the max_store_mib cap, or the file system is full"
                 logger.warning("store full (\(limit)): \(now - refused) writes refused, \(now) in all")
                 refused = now
             }

@@ -156,7 +156,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
         }
         // No room (the map cannot grow, or in fsync mode pwrite found the disk full): commit
         // what fits.
-        if outcome == ENOSPC || outcome == EDQUOT {
+        if Self.noRoom(outcome) {
             applyOneByOne(count: n)
             outcome = 0
         }
@@ -174,7 +174,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
     private func applyOneByOne(count n: Int) {
         for i in 0..<n {
             let r = apply(i..<(i + 1))
-            if r == MDB_MAP_FULL || r == ENOSPC || r == EDQUOT {
+            if r == MDB_MAP_FULL || Self.noRoom(r) {
                 results[i] = .full
                 rejectedFull.add(1, ordering: .relaxed)
             } else if r != 0 {
@@ -182,6 +182,9 @@ public final class GroupCommitWriter: @unchecked Sendable {
             }
         }
     }
+
+    /// The file could not take the pages: the file system (or the user's quota) is full.
+    private static func noRoom(_ code: Int32) -> Bool { code == ENOSPC || code == EDQUOT }
 
     /// One transaction for `batch[range]`: 0 on commit, `MDB_MAP_FULL` to grow and replay,
     /// another code on failure (nothing written).

@@ -48,18 +48,16 @@ final class LMDBEnvironment: @unchecked Sendable {
         // rate here) and the OS flushes them when it likes. fsync: dirty pages go out with
         // pwrite and one fdatasync, which syncs less than msync over the whole map.
         var flags = UInt32(MDB_NOTLS)
+        var info = MDB_envinfo()
         if durability == .nosync { flags |= UInt32(MDB_NOSYNC) | UInt32(MDB_WRITEMAP) | UInt32(MDB_MAPASYNC) }
         do {
             try check(mdb_env_set_mapsize(env, min(mapSize, maxMapSize)), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
             try check(mdb_env_open(env, path, flags, 0o644), "mdb_env_open")
+            mdb_env_info(env, &info)
             // LMDB has sized the file to the map (its holes not yet allocated); nothing has been
             // written through the map yet.
-            if durability == .nosync {
-                var info = MDB_envinfo()
-                mdb_env_info(env, &info)
-                try Self.allocateFile(env, path: path, from: 0, to: info.me_mapsize)
-            }
+            if durability == .nosync { try Self.allocateFile(env, path: path, from: 0, to: info.me_mapsize) }
             // Slots left by a process that died holding a read transaction pin old pages forever.
             var dead: Int32 = 0
             try check(mdb_reader_check(env, &dead), "mdb_reader_check")
@@ -77,8 +75,6 @@ final class LMDBEnvironment: @unchecked Sendable {
             mdb_env_close(env)
             throw error
         }
-        var info = MDB_envinfo()
-        mdb_env_info(env, &info)
         self.env = env
         self.path = path
         self.durability = durability
