@@ -26,6 +26,24 @@ void ee_imb_gcm_seal(const void *key_data, int key_len, uint8_t *dst, const uint
 int ee_imb_gcm_open(const void *key_data, int key_len, uint8_t *dst, const uint8_t *src, uint64_t len,
                     const uint8_t *iv, const uint8_t *aad, uint64_t aad_len, const uint8_t *tag);
 
+// MARK: Our AES-GCM for CPUs with VAES and VPCLMULQDQ but no AVX-512 (vaes_gcm.c)
+
+/// Size and alignment of the expanded key (round keys and hash-key powers).
+size_t ee_vgcm_key_size(void);
+size_t ee_vgcm_key_alignment(void);
+/// 1 when the CPU has VAES, VPCLMULQDQ and AVX2 and the OS saves YMM state.
+int ee_vgcm_available(void);
+/// Expands `key` (16 or 32 bytes) into `key_data`. Returns 0, or -1 for a bad length or a CPU
+/// without the instructions.
+int ee_vgcm_key_init(void *key_data, const uint8_t *key, int key_len);
+/// AES-GCM seal: `len` bytes `src` → `dst` (may alias), 16-byte tag. `iv` is 12 bytes.
+void ee_vgcm_seal(const void *key_data, uint8_t *dst, const uint8_t *src, uint64_t len, const uint8_t *iv,
+                  const uint8_t *aad, uint64_t aad_len, uint8_t *tag);
+/// AES-GCM open into `dst` (may alias `src`); the tag is compared in constant time. Returns 1 if
+/// it verified; on 0 the caller must discard `dst`.
+int ee_vgcm_open(const void *key_data, uint8_t *dst, const uint8_t *src, uint64_t len, const uint8_t *iv,
+                 const uint8_t *aad, uint64_t aad_len, const uint8_t *tag);
+
 // MARK: OpenSSL 3 EVP
 
 /// A GCM context keyed once (cipher fetched once per process). `encrypt` 1 for sealing.

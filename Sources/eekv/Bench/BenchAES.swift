@@ -25,8 +25,8 @@ struct BenchAES: ParsableCommand {
     @Option(help: "Measured seconds per size and side.")
     var seconds = 2.0
 
-    @Option(help: "Backend: ipsec-mb or openssl.")
-    var backend = "ipsec-mb"
+    @Option(help: "Backend: ipsec-mb, openssl or vaes-avx2 (default: the runtime's choice for this CPU).")
+    var backend: String?
 
     @Option(help: "Key size in bits: 128 or 256.")
     var keyBits = 128
@@ -46,11 +46,12 @@ struct BenchAES: ParsableCommand {
         let sizes = try parsedSizes()
         guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
         guard keyBits == 128 || keyBits == 256 else { throw ValidationError("--key-bits must be 128 or 256") }
-        let kind: AEADBackendKind
-        switch backend {
-        case "ipsec-mb": kind = .ipsecMB
-        case "openssl": kind = .openSSL
-        default: throw ValidationError("--backend must be ipsec-mb or openssl")
+        let chosen: AEADBackendKind? = backend.map { AEADBackendKind(argument: $0) } ?? AEADBackendKind.preferred
+        guard let kind = chosen else {
+            throw ValidationError("--backend must be ipsec-mb, openssl or vaes-avx2")
+        }
+        guard AEADBackendKind.available.contains(kind) else {
+            throw ValidationError("the \(kind.name) backend does not run on this CPU")
         }
         let nexus = try Nexus(backgroundThreads: 0, aesWorkers: workers)
         defer { nexus.shutdown() }
@@ -83,7 +84,7 @@ struct BenchAES: ParsableCommand {
         let threshold = calibration.threshold == Int.max ? "none" : "\(calibration.threshold)"
         if json {
             let results = rows.map { r in
-                "{\"size\":\(r.size),\"workers\":\(workers),\"backend\":\"\(backend)\",\"key_bits\":\(keyBits),"
+                "{\"size\":\(r.size),\"workers\":\(workers),\"backend\":\"\(kind.argument)\",\"key_bits\":\(keyBits),"
                     + "\"pool_gbps\":\(fixed(r.pool.gbps, 2)),\"pool_ns_per_msg\":\(fixed(r.pool.nsPerMessage, 1)),"
                     + "\"raw_gbps\":\(fixed(r.raw.gbps, 2)),\"raw_ns_per_msg\":\(fixed(r.raw.nsPerMessage, 1)),"
                     + "\"ratio\":\(fixed(r.raw.gbps > 0 ? r.pool.gbps / r.raw.gbps : 0, 3))}"
