@@ -20,6 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <signal.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 _Static_assert(sizeof(ee_mmsghdr) == sizeof(struct mmsghdr), "ee_mmsghdr must mirror struct mmsghdr");
 _Static_assert(offsetof(ee_mmsghdr, msg_len) == offsetof(struct mmsghdr, msg_len), "msg_len offset");
@@ -124,6 +127,39 @@ uint64_t ee_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+// glibc 2.36 copies 2 KiB and more with `rep movsb`, which on AMD Zen 3 runs about 20 times
+// slower when the destination lies 1 to 63 bytes past the source modulo 4 KiB: each load waits on
+// a store to the same page offset just before it ("4K aliasing"). Malloc'd arrays land at any
+// offset, so a 4 KiB value copy took 2 µs instead of 0.1 µs at random. Copying backward, a load
+// never meets an earlier store to its page offset.
+void ee_copy(void *restrict dst, const void *restrict src, size_t n) {
+#if !defined(__x86_64__)
+    memcpy(dst, src, n);
+#else
+    uintptr_t ahead = ((uintptr_t)dst - (uintptr_t)src) & 4095;
+    if (n < 2048 || ahead == 0 || ahead >= 64) {
+        memcpy(dst, src, n);
+        return;
+    }
+    uint8_t *d = dst;
+    const uint8_t *s = src;
+    size_t i = n;
+    while (i >= 64) {
+        i -= 64;
+        // Four loads before four stores: the 64-byte step never reads what it writes.
+        __m128i a = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + i + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + i + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + i + 48));
+        _mm_storeu_si128((__m128i *)(d + i), a);
+        _mm_storeu_si128((__m128i *)(d + i + 16), b);
+        _mm_storeu_si128((__m128i *)(d + i + 32), c);
+        _mm_storeu_si128((__m128i *)(d + i + 48), e);
+    }
+    memcpy(d, s, i);  // under 64 bytes: no rep movsb
+#endif
 }
 
 void ee_set_thread_name(const char *name) {

@@ -113,7 +113,7 @@ public final class KVClient {
                 replies.flatMap { r in
                     Self.decode(r[0]) { reader in
                         switch try Self.status(&reader) {
-                        case .ok: return Array(reader.rest())
+                        case .ok: return Array(copying: reader.rest())
                         case .notFound: return nil
                         default: throw KVClientError.protocolError("unexpected status")
                         }
@@ -195,8 +195,8 @@ public final class KVClient {
                             guard let kl = reader.u16(), let k = reader.take(Int(kl)), let vl = reader.u32(),
                                 let v = reader.take(Int(vl))
                             else { throw KVClientError.protocolError("truncated scan reply") }
-                            merged.append((Array(k), Array(v)))
-                            last = Array(k)
+                            merged.append((Array(copying: k), Array(copying: v)))
+                            last = Array(copying: k)
                         }
                         if more == 1 {
                             guard let last else { throw KVClientError.tooLarge("a record is too large for a scan reply") }
@@ -267,7 +267,7 @@ public final class KVClient {
                         guard let found = reader.u8(), let vl = reader.u32(), let v = reader.take(Int(vl)) else {
                             throw KVClientError.protocolError("truncated mget reply")
                         }
-                        results[i] = found == 1 ? Array(v) : nil
+                        results[i] = found == 1 ? Array(copying: v) : nil
                     }
                 }
             }
@@ -403,7 +403,7 @@ public final class KVClient {
                         c in
                         let i = Int(c.tag)
                         if c.status == .ok {
-                            call.replies[i] = Array(c.response.bytes)
+                            call.replies[i] = Array(copying: UnsafeRawBufferPointer(c.response.bytes))
                         } else if call.failure == nil {
                             call.failure =
                                 c.status == .sessionFailed

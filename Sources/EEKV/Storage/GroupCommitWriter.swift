@@ -197,9 +197,11 @@ public final class GroupCommitWriter: @unchecked Sendable {
             var k = MDB_val(mv_size: op.key.count, mv_data: UnsafeMutableRawPointer(mutating: op.key.baseAddress))
             switch op.kind {
             case .put:
-                var v = MDB_val(
-                    mv_size: op.value.count, mv_data: UnsafeMutableRawPointer(mutating: op.value.baseAddress))
-                r = mdb_put(txn, environment.dbi, &k, &v, 0)
+                // LMDB reserves the room and we copy the value in: its own memcpy would be glibc's
+                // (see `ee_copy`).
+                var v = MDB_val(mv_size: op.value.count, mv_data: nil)
+                r = mdb_put(txn, environment.dbi, &k, &v, UInt32(MDB_RESERVE))
+                if r == 0, let source = op.value.baseAddress, op.value.count > 0 { ee_copy(v.mv_data, source, op.value.count) }
                 results[i] = .committed
             case .delete:
                 r = mdb_del(txn, environment.dbi, &k, nil)

@@ -1,3 +1,5 @@
+import CSystemShims
+
 /// A message buffer: a trivial handle over pool memory, so passing one around costs no ARC.
 ///
 /// Memory layout of one pool block:
@@ -62,7 +64,7 @@ public struct MsgBuffer: BitwiseCopyable, @unchecked Sendable {
     @inlinable
     public mutating func assign(_ source: UnsafeRawBufferPointer) {
         precondition(source.count <= capacity, "MsgBuffer.assign beyond capacity")
-        if let base = source.baseAddress, source.count > 0 { data.copyMemory(from: base, byteCount: source.count) }
+        if let base = source.baseAddress, source.count > 0 { ee_copy(data, base, source.count) }
         _size = source.count
     }
 }

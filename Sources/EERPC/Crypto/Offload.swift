@@ -1,3 +1,4 @@
+import CSystemShims
 import Synchronization
 
 /// A packet waiting for the AES pool.
@@ -165,7 +166,7 @@ extension RpcEndpoint {
         }
         let i = rxOffload.tail
         let staging = rxOffload.slot(i)
-        staging.copyMemory(from: base, byteCount: length)
+        ee_copy(staging, base, length)
         let count = length - Wire.headerSize - Wire.tagSize
         let nonce = staging + length
         rx.current.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)

@@ -1,3 +1,4 @@
+import CSystemShims
 /// Errors `enqueueRequest` reports synchronously.
 public enum RequestError: Error, Equatable, Sendable {
     case invalidSession
@@ -179,7 +180,7 @@ extension RpcEndpoint {
         }
         let response = slot.pointee.response.unsafelyUnwrapped
         if size <= response.capacity, payload.count > 0 {
-            (response.data + j * dataPerPacket).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            ee_copy(response.data + j * dataPerPacket, payload.baseAddress!, payload.count)
         }
         slot.pointee.numRx += 1
         slot.pointee.retriesWithoutProgress = 0

@@ -1,3 +1,4 @@
+import CSystemShims
 import Synchronization
 
 // MARK: - Server side of the client-driven protocol
@@ -32,7 +33,7 @@ extension RpcEndpoint {
             if packets > 1 || entry.mode == .background {
                 guard let buffer = pool.allocate(size: size) else { return drop(.noBuffer) }
                 assembly = buffer
-                if payload.count > 0 { buffer.data.copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+                if payload.count > 0 { ee_copy(buffer.data, payload.baseAddress!, payload.count) }
             }
             retireResponse(slot: k)
             if let partial = slot.pointee.assembly { free(partial) }  // an abandoned multi-packet request
@@ -73,7 +74,7 @@ extension RpcEndpoint {
         }
         guard p == received else { return drop(.outOfOrder) }
         let assembly = slot.pointee.assembly.unsafelyUnwrapped
-        (assembly.data + p * dataPerPacket).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+        ee_copy(assembly.data + p * dataPerPacket, payload.baseAddress!, payload.count)
         slot.pointee.serverNumRx = received + 1
         if p < packets - 1 {
             sendCreditReturn(header, slot: k)
