@@ -141,7 +141,8 @@ public final class RESPConnection {
 
     private func readBytes(_ n: Int) throws -> [UInt8] {
         while end - start < n + 2 { try fill() }
-        let bytes = Array(buffer[start..<start + n])
+        // The same copy as eekv's client makes of a value, so neither side pays glibc's slow case.
+        let bytes = buffer.withUnsafeBytes { Array(copying: UnsafeRawBufferPointer(rebasing: $0[start..<start + n])) }
         start += n + 2
         return bytes
     }
