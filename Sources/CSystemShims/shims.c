@@ -162,6 +162,8 @@ void ee_copy(void *restrict dst, const void *restrict src, size_t n) {
 #endif
 }
 
+void ee_libc_copy(void *restrict dst, const void *restrict src, size_t n) { memcpy(dst, src, n); }
+
 void ee_set_thread_name(const char *name) {
     char buf[16];
     strncpy(buf, name, sizeof buf - 1);

@@ -29,6 +29,6 @@ struct EEKV: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that report figures as ratios against a reference measured in the same run.",
-        subcommands: [BenchRPC.self, BenchAES.self, BenchKV.self, BenchStore.self, BenchReport.self]
+        subcommands: [BenchRPC.self, BenchAES.self, BenchAEAD.self, BenchCopy.self, BenchKV.self, BenchStore.self, BenchReport.self]
     )
 }

@@ -50,6 +50,8 @@ uint64_t ee_now_ns(void);
 /// memcpy for payloads (non-overlapping): avoids glibc's `rep movsb` where it is pathologically
 /// slow on AMD CPUs (destination 1–63 bytes past the source modulo 4 KiB) by copying backward.
 void ee_copy(void *restrict dst, const void *restrict src, size_t n);
+/// glibc's memcpy behind a call the Swift compiler cannot see through (for `eekv bench copy`).
+void ee_libc_copy(void *restrict dst, const void *restrict src, size_t n);
 
 /// Sets a name on the calling thread (for top/perf). Best effort.
 void ee_set_thread_name(const char *name);
