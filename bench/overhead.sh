@@ -10,8 +10,8 @@
 # ECDSA P-256), and the same durability (none: eekv runs `nosync`, Redis without AOF or
 # snapshots). All six servers are up at once, idle but for the one under load (an idle eekv node
 # sleeps in poll(), Redis in epoll), so the six configurations of a workload run back to back,
-# seconds apart: the machine's slow spells hit neighbours alike, and the report compares each
-# configuration with its neighbours of the same round (median over rounds).
+# seconds apart and in a random order: the machine's slow spells hit neighbours alike, and the
+# report compares each configuration with its neighbours of the same round (median over rounds).
 #
 # Knobs (environment): ROUNDS, SECONDS_PER_RUN, OUTSTANDING, THREADS, SHAPES, WORKLOADS, MODES,
 # MTU (eekv's data-plane packet size; 1472 = a 1500-byte Ethernet frame, the default), SERVER_CPU,
@@ -32,8 +32,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ROUNDS=${ROUNDS:-5}
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
+ROUNDS=${ROUNDS:-7}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-2}
 OUTSTANDING=${OUTSTANDING:-8}
 THREADS=${THREADS:-1}
 # fieldcount x fieldlength : records
@@ -200,10 +200,10 @@ for entry in $SHAPES; do
     ycsb load a "$shape" "$records" "$WORK/load.json" redis
     echo "$shape: $records records loaded in each eekv node and in Redis"
     for round in $(seq 1 "$ROUNDS"); do
-        # Every other round runs the configurations in reverse, so none is always first.
-        order=$CONFIGS
-        [ $((round % 2)) = 0 ] && order=$(echo "$CONFIGS" | tr ' ' '\n' | tac | tr '\n' ' ')
         for w in $WORKLOADS; do
+            # A fresh random order for every workload of every round: no configuration is always
+            # first, or always runs right after another (a fixed order put adaptive after offload).
+            order=$(echo "$CONFIGS" | tr ' ' '\n' | shuf | tr '\n' ' ')
             for config in $order; do
                 ycsb run "$w" "$shape" "$records" "$OUT/raw/$shape-$w-$config-r$round.json" "$config" \
                     --operations "$ops" --duration "$SECONDS_PER_RUN"
