@@ -13,6 +13,12 @@ public struct RpcConfig: Sendable {
     public var maxRetransmissionsWithoutProgress = 400
     /// How long a client waits for a session-management answer.
     public var sessionManagementTimeoutMs = 2_000
+    /// A server session whose peer has sent nothing that authenticated for this long may be
+    /// taken back when a new client finds the session table full: a client that died or lost its
+    /// network never disconnects, and its session would otherwise hold the number forever. Only
+    /// then, and only the longest-silent one. A live client whose session was taken sees its next
+    /// RPC fail with `.sessionFailed` and connects again. 0: never.
+    public var reclaimIdleSessionsAfterNs: UInt64 = 60_000_000_000
     /// Data-plane protection. Anything but `.none` needs a Nexus with TLS credentials.
     public var crypto: CryptoMode = .adaptive
     public var algorithm: AEADAlgorithm = .aes128GCM
@@ -340,6 +346,7 @@ public final class RpcEndpoint: @unchecked Sendable {
     /// Hands an authenticated (or plaintext-session) packet to the protocol.
     @inline(__always)
     func dispatch(_ header: PacketHeader, payload: UnsafeRawBufferPointer, session s: Int) {
+        sessions[s].lastHeard = now
         switch (sessions[s].role, header.type) {
         case (.server, .request): serverReceiveRequest(header, payload: payload, session: s)
         case (.server, .requestForResponse): serverReceiveRFR(header, session: s)

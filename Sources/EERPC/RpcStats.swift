@@ -15,6 +15,9 @@ public struct RpcStats: Sendable, Equatable {
     /// Packets sealed and opened by the AES pool (the rest of an encrypted Rpc's are inline).
     public var offloadedSeals: UInt64 = 0
     public var offloadedOpens: UInt64 = 0
+    /// Server sessions taken back from peers silent for `RpcConfig.reclaimIdleSessionsAfterNs`,
+    /// to make room for a new session when the table was full.
+    public var sessionsReclaimed: UInt64 = 0
     /// Packets dropped, by reason.
     public var drops: [DropReason: UInt64] = [:]
 

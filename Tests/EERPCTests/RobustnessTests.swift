@@ -152,4 +152,49 @@ struct RobustnessTests {
         defer { nexus.shutdown() }
         #expect(throws: NexusError.noBackgroundThreads) { try nexus.register(type: 1, mode: .background) { _ in } }
     }
+
+    /// Clients that die never disconnect. When the table is full, a new client gets the number of
+    /// the server session silent the longest, once it has been silent for the configured time;
+    /// never one that is still talking, and never before that time.
+    @Test("a full session table takes back the longest-silent server session, only after the idle time")
+    func reclaimIdleSessions() throws {
+        var config = RpcConfig.plaintext
+        config.maxSessions = 2
+        config.reclaimIdleSessionsAfterNs = 300_000_000
+        config.maxRetransmissionsWithoutProgress = 40  // 200 ms: the silent client learns quickly
+        let pair = try Pair(config: config)
+        let silent = try pair.connect()
+        let talking = try pair.connect()
+        // Another client process, as far as the server can tell.
+        let other = try Rpc(nexus: pair.nexus, id: 3, transport: try UDPTransport(), config: .plaintext)
+        func connectOther() throws -> Int {
+            let s = try other.endpoint.createSession(host: "127.0.0.1", port: pair.nexus.port, remoteRpcID: pair.server.id)
+            let start = DispatchTime.nowNs
+            while other.endpoint.sessionState(s) == .connecting && DispatchTime.nowNs - start < 5_000_000_000 {
+                other.runOnce()
+                pair.server.runOnce()
+                pair.client.runOnce()
+            }
+            return s
+        }
+        // Full, and nobody silent for long enough: refused.
+        let refused = try connectOther()
+        #expect(other.endpoint.sessionState(refused) == .failed)
+        try other.endpoint.destroySession(refused)
+        #expect(pair.server.stats.sessionsReclaimed == 0)
+        // One session keeps talking for 0.5 s while the other stays silent.
+        let start = DispatchTime.nowNs
+        while DispatchTime.nowNs - start < 500_000_000 {
+            #expect(try echoOnce(pair, session: talking, bytes: Array(repeating: 1, count: 16))?.0 == .ok)
+        }
+        let admitted = try connectOther()
+        #expect(other.endpoint.sessionState(admitted) == .connected)
+        #expect(pair.server.stats.sessionsReclaimed == 1)
+        // The talking session was not the one taken; the silent one's next RPC fails instead of
+        // reaching the new owner of its number.
+        #expect(try echoOnce(pair, session: talking, bytes: Array(repeating: 2, count: 16))?.0 == .ok)
+        let handled = pair.server.stats.requestsHandled
+        #expect(try echoOnce(pair, session: silent, bytes: Array(repeating: 3, count: 16))?.0 == .sessionFailed)
+        #expect(pair.server.stats.requestsHandled == handled)
+    }
 }

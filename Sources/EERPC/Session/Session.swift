@@ -38,6 +38,8 @@ struct Session {
     var remoteSMPort: UInt16 = 0
     /// Client: why connect failed (when `state == .failed`).
     var failure: SessionError? = nil
+    /// When the peer was last heard from: the connect, or its last packet that authenticated.
+    var lastHeard: UInt64 = 0
 
     /// First request number of slot 0: random per session (from its token), so packets of an
     /// earlier session that had the same number can never look current to this one.

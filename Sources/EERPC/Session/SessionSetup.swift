@@ -164,11 +164,12 @@ extension RpcEndpoint {
             reply.error = .unreachableRoute
             return reply
         }
-        guard let s = (0..<maxSessions).first(where: { sessions[$0].state == .free }) else {
+        guard let s = (0..<maxSessions).first(where: { sessions[$0].state == .free }) ?? reclaimIdleSession() else {
             reply.error = .tooManySessions
             return reply
         }
         sessions[s] = Session()
+        sessions[s].lastHeard = ee_now_ns()
         sessions[s].state = .connected
         sessions[s].role = .server
         sessions[s].remoteNumber = m.clientSession
@@ -200,6 +201,23 @@ extension RpcEndpoint {
         }
         reply.serverSession = UInt16(s)
         return reply
+    }
+
+    /// The table is full: releases the server session silent the longest, if that is longer than
+    /// `reclaimIdleSessionsAfterNs` and none of its handlers is still running. Returns its number.
+    private func reclaimIdleSession() -> Int? {
+        guard config.reclaimIdleSessionsAfterNs > 0 else { return nil }
+        let now = ee_now_ns()
+        var oldest: Int? = nil
+        for s in 0..<maxSessions where sessions[s].role == .server && sessions[s].state == .connected {
+            guard now &- sessions[s].lastHeard >= config.reclaimIdleSessionsAfterNs else { continue }
+            let busy = (0..<Wire.sessionRequestWindow).contains { slots[s * Wire.sessionRequestWindow + $0].handlerActive }
+            if !busy && (oldest.map { sessions[s].lastHeard < sessions[$0].lastHeard } ?? true) { oldest = s }
+        }
+        guard let s = oldest else { return nil }
+        releaseSession(s)
+        counters.sessionsReclaimed &+= 1
+        return s
     }
 
     private func acceptDisconnect(_ m: SessionManagementMessage) -> SessionManagementMessage.ErrorCode {
