@@ -140,12 +140,17 @@ struct AEADTests {
         func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
         // Every length up to 600 walks each tail path (partial blocks, 1–7 trailing blocks, the
         // 128- and 256-byte chunks); random ones up to 70,000 cover the long loops.
+        // Then short messages against every AAD length around the one-run GHASH path's limits
+        // (under 128 bytes of text, at most 32 of AAD).
         let lengths = Array(0...600) + (0..<60).map { _ in Int(rng.next() % 70_000) }
-        for (i, length) in lengths.enumerated() {
+        let short = [0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129]
+        let cases = lengths.enumerated().map { (i, n) in (n, i % 3 == 0 ? 16 : Int(rng.next() % 300)) }
+            + short.flatMap { n in (0...34).map { (n, $0) } }
+        for (length, aadLength) in cases {
             let keyBytes = bytes(algorithm.keyLength)
             let reference = try makeKey(.openSSL, keyBytes)
             let iv = bytes(12)
-            let aad = bytes(i % 3 == 0 ? 16 : Int(rng.next() % 300))
+            let aad = bytes(aadLength)
             let plaintext = bytes(length)
             let (c, t) = seal(reference, iv: iv, aad: aad, plaintext: plaintext)
             for backend in Self.backends where backend != .openSSL {
