@@ -235,6 +235,38 @@ EE_VGCM_TARGET static inline __m256i ctr_add(__m256i c, int n) {
     return _mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, n, 0, 0, 0, n));
 }
 
+// Fills v[0..N) with the keystream of N counter pairs starting at ctr.
+#define EE_KEYSTREAM(k, v, ctr, N)                                                      \
+    do {                                                                                \
+        for (int j_ = 0; j_ < (N); j_++) v[j_] = bswap256(ctr_add(ctr, 2 * j_));        \
+        EE_AES_CHAINS(k, v, N);                                                         \
+    } while (0)
+
+// The keystream of up to four counter pairs (a short message or a tail): two chains when two
+// pairs suffice. Only v[0..pairs) is meaningful afterwards.
+EE_VGCM_TARGET static inline void keystream4(const ee_vgcm_key_t *k, __m256i v[4], __m256i ctr, int pairs) {
+    if (pairs <= 2) {
+        EE_KEYSTREAM(k, v, ctr, 2);
+    } else {
+        EE_KEYSTREAM(k, v, ctr, 4);
+    }
+}
+
+// dst = src ⊕ keystream, n pairs of blocks (dst may be src).
+EE_VGCM_TARGET static inline void xor_pairs(uint8_t *dst, const uint8_t *src, const __m256i *v, int n) {
+    for (int i = 0; i < n; i++) {
+        __m256i in = _mm256_loadu_si256((const __m256i *)(src + 32 * i));
+        _mm256_storeu_si256((__m256i *)(dst + 32 * i), _mm256_xor_si256(in, v[i]));
+    }
+}
+
+// Zeroes a stack buffer that held plaintext, with a barrier so the compiler keeps the stores
+// (OPENSSL_cleanse would cost a call per packet).
+static inline void wipe(void *p, size_t n) {
+    memset(p, 0, n);
+    __asm__ __volatile__("" : : "r"(p) : "memory");
+}
+
 // Messages under 128 bytes with at most 32 bytes of AAD (control packets, small requests): AAD,
 // text and lengths go through GHASH as one run of at most 11 blocks, with one reduction instead of
 // three in a row, and an open hashes while AES runs.
@@ -248,29 +280,19 @@ EE_VGCM_TARGET static __m128i gcm_small(const ee_vgcm_key_t *k, int encrypt, uin
     if (len > 0) memcpy(t, src, len);
     uint64_t bits[2] = {__builtin_bswap64((uint64_t)aad_len * 8), __builtin_bswap64((uint64_t)len * 8)};
     memcpy(t + 16 * db, bits, 16);
-    __m256i v[4];
-    for (int i = 0; i < 4; i++) v[i] = bswap256(ctr_add(ctr, 2 * i));
     int pairs = (db + 1) / 2;
-    if (pairs <= 2) {
-        EE_AES_CHAINS(k, v, 2);
-    } else {
-        EE_AES_CHAINS(k, v, 4);
-    }
+    __m256i v[4];
+    keystream4(k, v, ctr, pairs);
     __m128i x = _mm_setzero_si128();
     if (!encrypt) x = ghash_blocks(k, x, g, blocks);
-    for (int i = 0; i < pairs; i++) {
-        __m256i *b = (__m256i *)(t + 32 * i);
-        _mm256_storeu_si256(b, _mm256_xor_si256(_mm256_loadu_si256(b), v[i]));
-    }
+    xor_pairs(t, t, v, pairs);
     if (len > 0) memcpy(dst, t, len);
     if (encrypt) {
         memset(t + len, 0, 16 * (size_t)db - len + 16);  // GHASH pads the ciphertext with zeros
         memcpy(t + 16 * db, bits, 16);
         x = ghash_blocks(k, x, g, blocks);
     }
-    // An open leaves plaintext here: wipe it, with a barrier so the compiler keeps the wipe.
-    memset(g, 0, sizeof g);
-    __asm__ __volatile__("" : : "r"(g) : "memory");
+    wipe(g, sizeof g);  // an open leaves plaintext here
     return _mm_xor_si128(e, bswap128(x));
 }
 
@@ -295,30 +317,22 @@ EE_VGCM_TARGET static __m128i gcm_crypt(const ee_vgcm_key_t *k, int encrypt, uin
     // the chunk being encrypted and the two overlap; opening hashes the input as it goes.
     const uint8_t *sealed = NULL;
     while (len - done >= 256) {
-        __m256i v[8];
-        for (int i = 0; i < 8; i++) v[i] = bswap256(ctr_add(ctr, 2 * i));
-        ctr = ctr_add(ctr, 16);
         if (!encrypt) x = ghash_blocks(k, x, src + done, 16);  // before an in-place open overwrites it
-        EE_AES_CHAINS(k, v, 8);
-        for (int i = 0; i < 8; i++) {
-            __m256i in = _mm256_loadu_si256((const __m256i *)(src + done + 32 * i));
-            _mm256_storeu_si256((__m256i *)(dst + done + 32 * i), _mm256_xor_si256(in, v[i]));
-        }
+        __m256i v[8];
+        EE_KEYSTREAM(k, v, ctr, 8);
+        ctr = ctr_add(ctr, 16);
+        xor_pairs(dst + done, src + done, v, 8);
         if (sealed) x = ghash_blocks(k, x, sealed, 16);
         if (encrypt) sealed = dst + done;
         done += 256;
     }
     if (sealed) x = ghash_blocks(k, x, sealed, 16);
     if (len - done >= 128) {
-        __m256i v[4];
-        for (int i = 0; i < 4; i++) v[i] = bswap256(ctr_add(ctr, 2 * i));
-        ctr = ctr_add(ctr, 8);
         if (!encrypt) x = ghash_blocks(k, x, src + done, 8);
-        EE_AES_CHAINS(k, v, 4);
-        for (int i = 0; i < 4; i++) {
-            __m256i in = _mm256_loadu_si256((const __m256i *)(src + done + 32 * i));
-            _mm256_storeu_si256((__m256i *)(dst + done + 32 * i), _mm256_xor_si256(in, v[i]));
-        }
+        __m256i v[4];
+        EE_KEYSTREAM(k, v, ctr, 4);
+        ctr = ctr_add(ctr, 8);
+        xor_pairs(dst + done, src + done, v, 4);
         if (encrypt) x = ghash_blocks(k, x, dst + done, 8);
         done += 128;
     }
@@ -333,25 +347,14 @@ EE_VGCM_TARGET static __m128i gcm_crypt(const ee_vgcm_key_t *k, int encrypt, uin
         memcpy(buf, src + done, rest);
         if (!encrypt) x = ghash_blocks(k, x, buf, blocks);
         __m256i v[4];
-        for (int i = 0; i < 4; i++) v[i] = bswap256(ctr_add(ctr, 2 * i));
-        if (pairs <= 2) {
-            EE_AES_CHAINS(k, v, 2);
-        } else {
-            EE_AES_CHAINS(k, v, 4);
-        }
-        for (int i = 0; i < pairs; i++) {
-            __m256i *b = (__m256i *)(buf + 32 * i);
-            _mm256_store_si256(b, _mm256_xor_si256(_mm256_load_si256(b), v[i]));
-        }
+        keystream4(k, v, ctr, pairs);
+        xor_pairs(buf, buf, v, pairs);
         memcpy(dst + done, buf, rest);
         if (encrypt) {
             memset(buf + rest, 0, sizeof buf - rest);  // GHASH pads the ciphertext with zeros
             x = ghash_blocks(k, x, buf, blocks);
         }
-        // An open leaves plaintext here: wipe it, with a barrier so the compiler keeps the wipe
-        // (OPENSSL_cleanse costs a call per packet).
-        memset(buf, 0, sizeof buf);
-        __asm__ __volatile__("" : : "r"(buf) : "memory");
+        wipe(buf, sizeof buf);  // an open leaves plaintext here
     }
     // The lengths block: bit counts of the AAD and the text, big-endian; byte-reversed, the text's
     // count is the low half.

@@ -54,14 +54,10 @@ public enum AEADBackendKind: UInt8, Sendable, CaseIterable, BitwiseCopyable {
         }
     }
 
-    /// Parses a command-line name: ipsec-mb, openssl or vaes-avx2.
+    /// Parses a command-line name (`argument`): ipsec-mb, openssl or vaes-avx2.
     public init?(argument: String) {
-        switch argument {
-        case "ipsec-mb": self = .ipsecMB
-        case "openssl": self = .openSSL
-        case "vaes-avx2": self = .vaesAVX2
-        default: return nil
-        }
+        guard let kind = Self.allCases.first(where: { $0.argument == argument }) else { return nil }
+        self = kind
     }
 }
 

@@ -11,6 +11,13 @@ public struct AESRate: Sendable {
         self.bytes = bytes
         self.nanoseconds = nanoseconds
     }
+    public static var zero: AESRate { AESRate(messages: 0, bytes: 0, nanoseconds: 0) }
+    /// Adds another measurement of the same thing (benchmarks split a run into interleaved parts).
+    public mutating func add(_ other: AESRate) {
+        messages += other.messages
+        bytes += other.bytes
+        nanoseconds += other.nanoseconds
+    }
     public var gbps: Double { nanoseconds > 0 ? Double(bytes) * 8 / Double(nanoseconds) : 0 }
     public var nsPerMessage: Double { messages > 0 ? Double(nanoseconds) / Double(messages) : 0 }
 }
@@ -26,7 +33,7 @@ public enum AESThroughput {
     ) throws(CryptoError) -> AESRate {
         let key = try makeKey(backend: backend, keyBytes: keyBytes)
         defer { key.destroy() }
-        final class Box: @unchecked Sendable { var rate = AESRate(messages: 0, bytes: 0, nanoseconds: 0) }
+        final class Box: @unchecked Sendable { var rate = AESRate.zero }
         let box = Box()
         Threads.spawn(name: "aes-raw") {
             Threads.pinCurrentThread(to: cpu)
@@ -64,7 +71,7 @@ public enum AESThroughput {
     ) throws(CryptoError) -> AESRate {
         let key = try makeKey(backend: backend, keyBytes: keyBytes)
         defer { key.destroy() }
-        final class Box: @unchecked Sendable { var rate = AESRate(messages: 0, bytes: 0, nanoseconds: 0) }
+        final class Box: @unchecked Sendable { var rate = AESRate.zero }
         let box = Box()
         Threads.spawn(name: "aes-submit") {
             Threads.pinCurrentThread(to: cpu)

@@ -26,24 +26,19 @@ struct BenchAEAD: ParsableCommand {
     var json = false
 
     func run() throws {
-        let sizes = size.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
-        guard !sizes.isEmpty, sizes.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }) else {
-            throw ValidationError("--size takes comma-separated sizes in 1…1048576")
-        }
+        let sizes = try parseSizes(size)
         guard keyBits == 128 || keyBits == 256 else { throw ValidationError("--key-bits must be 128 or 256") }
         let backends = AEADBackendKind.available
-        let cpu = Threads.allowedCPU(Threads.cpuCount > 1 ? 1 : 0)
+        let cpu = BenchCPUs.server
         let quarter = UInt64(seconds * 1e9) / 4
         var rows: [(size: Int, rates: [AESRate])] = []
         for s in sizes {
-            var rates = backends.map { _ in AESRate(messages: 0, bytes: 0, nanoseconds: 0) }
+            var rates = backends.map { _ in AESRate.zero }
             for pass in 0..<4 {
                 let order = pass % 2 == 0 ? Array(backends.indices) : backends.indices.reversed()
                 for b in order {
-                    let r = try AESThroughput.raw(size: s, backend: backends[b], keyBytes: keyBits / 8, cpu: cpu, ns: quarter)
-                    rates[b].messages += r.messages
-                    rates[b].bytes += r.bytes
-                    rates[b].nanoseconds += r.nanoseconds
+                    rates[b].add(
+                        try AESThroughput.raw(size: s, backend: backends[b], keyBytes: keyBits / 8, cpu: cpu, ns: quarter))
                 }
             }
             rows.append((s, rates))

@@ -34,16 +34,8 @@ struct BenchAES: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
-    func parsedSizes() throws -> [Int] {
-        let sizes = size.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
-        guard !sizes.isEmpty, sizes.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }) else {
-            throw ValidationError("--size takes comma-separated sizes in 1…1048576")
-        }
-        return sizes
-    }
-
     func run() throws {
-        let sizes = try parsedSizes()
+        let sizes = try parseSizes(size)
         guard workers >= 1 && workers <= 64 else { throw ValidationError("--workers must be 1…64") }
         guard keyBits == 128 || keyBits == 256 else { throw ValidationError("--key-bits must be 128 or 256") }
         let chosen: AEADBackendKind? = backend.map { AEADBackendKind(argument: $0) } ?? AEADBackendKind.preferred
@@ -62,22 +54,16 @@ struct BenchAES: ParsableCommand {
         let duration = UInt64(seconds * 1e9)
         var rows: [(size: Int, pool: AESRate, raw: AESRate)] = []
         // Raw, pool, pool, raw, each for half the time: drift on a shared machine hits both alike.
-        func add(_ a: inout AESRate, _ b: AESRate) {
-            a.messages += b.messages
-            a.bytes += b.bytes
-            a.nanoseconds += b.nanoseconds
-        }
         for s in sizes {
-            var raw = AESRate(messages: 0, bytes: 0, nanoseconds: 0)
-            var pooled = raw
+            var raw = AESRate.zero
+            var pooled = AESRate.zero
             let cpu = cpus > 1 ? 1 : 0
-            add(&raw, try AESThroughput.raw(size: s, backend: kind, keyBytes: keyBits / 8, cpu: cpu, ns: duration / 2))
+            raw.add(try AESThroughput.raw(size: s, backend: kind, keyBytes: keyBits / 8, cpu: cpu, ns: duration / 2))
             for _ in 0..<2 {
-                add(
-                    &pooled,
+                pooled.add(
                     try AESThroughput.pooled(size: s, backend: kind, keyBytes: keyBits / 8, pool: pool, cpu: 0, ns: duration / 2))
             }
-            add(&raw, try AESThroughput.raw(size: s, backend: kind, keyBytes: keyBits / 8, cpu: cpu, ns: duration / 2))
+            raw.add(try AESThroughput.raw(size: s, backend: kind, keyBytes: keyBits / 8, cpu: cpu, ns: duration / 2))
             rows.append((s, pooled, raw))
         }
         let calibration = pool.calibrate(kind)

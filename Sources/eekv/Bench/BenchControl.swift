@@ -1,3 +1,4 @@
+import ArgumentParser
 import CSystemShims
 import Glibc
 import EERPC
@@ -25,6 +26,15 @@ final class BenchControl: Sendable {
 enum BenchCPUs {
     static var client: Int { Threads.allowedCPU(0) }
     static var server: Int { Threads.allowedCPU(Threads.cpuCount > 1 ? 1 : 0) }
+}
+
+/// Parses a `--size` list ("64,1024,8192") of message sizes in 1…1 MiB.
+func parseSizes(_ text: String) throws -> [Int] {
+    let sizes = text.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
+    guard !sizes.isEmpty, sizes.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }) else {
+        throw ValidationError("--size takes comma-separated sizes in 1…1048576")
+    }
+    return sizes
 }
 
 /// Monotonic nanoseconds.

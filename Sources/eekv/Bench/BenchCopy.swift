@@ -21,17 +21,14 @@ struct BenchCopy: ParsableCommand {
     var copies = 20_000
 
     func run() throws {
-        let sizes = size.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
-        guard !sizes.isEmpty, sizes.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }) else {
-            throw ValidationError("--size takes comma-separated sizes in 1…1048576")
-        }
+        let sizes = try parseSizes(size)
         final class Results: @unchecked Sendable {  // written by the pinned thread, read after join
             var rows: [(size: Int, distance: Int, memcpy: Double, eeCopy: Double)] = []
         }
         let results = Results()
         let n = copies
         Threads.spawn(name: "bench-copy") {
-            Threads.pinCurrentThread(to: Threads.allowedCPU(Threads.cpuCount > 1 ? 1 : 0))
+            Threads.pinCurrentThread(to: BenchCPUs.server)
             // Two page-aligned blocks owned by this thread for the whole measurement.
             let room = (sizes.max()! + 8_192 + 4_095) & ~4_095
             let source = UnsafeMutableRawPointer.allocate(byteCount: room, alignment: 4_096)
