@@ -9,11 +9,16 @@
 # the same generator, threads and requests in flight, the same TLS certificates (mutual TLS 1.3,
 # ECDSA P-256), and the same durability (none: eekv runs `nosync`, Redis without AOF or
 # snapshots). All six servers are up at once, idle but for the one under load (an idle eekv node
-# sleeps in poll(), Redis in epoll), so the six configurations of a workload run back to back,
-# seconds apart and in a random order: the machine's slow spells hit neighbours alike, and the
-# report compares each configuration with its neighbours of the same round (median over rounds).
+# sleeps in poll(), Redis in epoll).
 #
-# Knobs (environment): ROUNDS, SECONDS_PER_RUN, OUTSTANDING, THREADS, SHAPES, WORKLOADS, MODES,
+# Interleaving: this VM's speed drifts by more than the effect measured (a plaintext run's
+# throughput moved between 5,100 and 7,900 operations per second from one second to the next), so
+# separate runs seconds apart compared poorly. Each round of a workload is one `eekv ycsb compare`:
+# time is cut into slices of SLICE_MS, every configuration gets one slice per cycle in a fresh
+# random order, and each gets SECONDS_PER_RUN of slices. The report takes each configuration's
+# ratio to the others within a round, then the median over rounds.
+#
+# Knobs (environment): ROUNDS, SECONDS_PER_RUN, SLICE_MS, OUTSTANDING, THREADS, SHAPES, WORKLOADS, MODES,
 # MTU (eekv's data-plane packet size; 1472 = a 1500-byte Ethernet frame, the default), SERVER_CPU,
 # CLIENT_CPU, OUT, DATA_ROOT, IDLE_SPIN_US. Traffic stays on loopback.
 #
@@ -34,6 +39,7 @@ ROOT=$PWD
 
 ROUNDS=${ROUNDS:-7}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-2}
+SLICE_MS=${SLICE_MS:-250}
 OUTSTANDING=${OUTSTANDING:-8}
 THREADS=${THREADS:-1}
 # fieldcount x fieldlength : records
@@ -177,10 +183,36 @@ ycsb() {
     }
 }
 
+# compare WORKLOAD SHAPE RECORDS JSON-PATTERN [args...]: one interleaved run of the workload
+# against every configuration (each eekv mode's node, Redis, Redis+TLS), one JSON per target.
+compare() {
+    local workload=$1 shape=$2 records=$3 json=$4
+    shift 4
+    local targets=()
+    for mode in $MODES; do targets+=(--target "$mode=$WORK/node-$mode.toml"); done
+    targets+=(--target "redis=redis://127.0.0.1:$REDIS_PORT" --target "redis-tls=rediss://127.0.0.1:$REDIS_TLS_PORT")
+    # --config: the certificates Redis+TLS is reached with (the cluster's CA and client).
+    taskset -c "$CLIENT_CPU" "$EEKV" ycsb compare --workload "$workload" --records "$records" \
+        -p "fieldcount=${shape%x*}" -p "fieldlength=${shape#*x}" \
+        --threads "$THREADS" --outstanding "$OUTSTANDING" "${targets[@]}" --config "$WORK/node-adaptive.toml" \
+        --json "$json" "$@" >"$WORK/last.txt" 2>"$WORK/last.err" || {
+        local code=$?
+        if [ "$code" = 3 ] && grep -q "^\[OVERALL\]" "$WORK/last.txt"; then
+            echo "overhead.sh: ycsb compare $workload: some operations failed:" >&2
+            grep -E "^\[TARGET\]|Return=ERROR" "$WORK/last.txt" >&2 || true
+            return 0
+        fi
+        echo "overhead.sh: ycsb compare $workload failed:" >&2
+        cat "$WORK/last.txt" >&2
+        grep -v " sec: " "$WORK/last.err" >&2 || true
+        exit 1
+    }
+}
+
 rm -rf "$OUT/raw"
 mkdir -p "$OUT/raw"
 CONFIGS="$MODES redis redis-tls"
-echo "overhead study: rounds=$ROUNDS seconds=$SECONDS_PER_RUN threads=$THREADS outstanding=$OUTSTANDING mtu=$MTU idle-spin-us=$IDLE_SPIN_US server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU data=$DATA"
+echo "overhead study: rounds=$ROUNDS seconds=$SECONDS_PER_RUN slice-ms=$SLICE_MS threads=$THREADS outstanding=$OUTSTANDING mtu=$MTU idle-spin-us=$IDLE_SPIN_US server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU data=$DATA"
 for entry in $SHAPES; do
     shape=${entry%%:*}
     records=${entry#*:}
@@ -201,13 +233,8 @@ for entry in $SHAPES; do
     echo "$shape: $records records loaded in each eekv node and in Redis"
     for round in $(seq 1 "$ROUNDS"); do
         for w in $WORKLOADS; do
-            # A fresh random order for every workload of every round: no configuration is always
-            # first, or always runs right after another (a fixed order put adaptive after offload).
-            order=$(echo "$CONFIGS" | tr ' ' '\n' | shuf | tr '\n' ' ')
-            for config in $order; do
-                ycsb run "$w" "$shape" "$records" "$OUT/raw/$shape-$w-$config-r$round.json" "$config" \
-                    --operations "$ops" --duration "$SECONDS_PER_RUN"
-            done
+            compare "$w" "$shape" "$records" "$OUT/raw/$shape-$w-{target}-r$round.json" \
+                --operations "$ops" --duration "$SECONDS_PER_RUN" --slice-ms "$SLICE_MS" --seed "$round"
         done
         echo "$shape: round $round done"
     done

@@ -70,9 +70,8 @@ public struct OperationChooser {
         guard limit > 0 else { return 0 }
         while true {
             let n: Int64
-            if var z = zipfian {
+            if let z = zipfian {
                 n = z.next(&random)
-                zipfian = z
             } else if var l = latest {
                 n = l.next(&random, latest: limit - 1)
                 latest = l

@@ -12,7 +12,9 @@ public enum RunnerError: Error, CustomStringConvertible {
 /// Latencies of one thread: an HdrHistogram per operation type (nanoseconds, 3 significant
 /// digits, up to 100 s), merged across threads at the end.
 struct Recorder {
-    let start: UInt64
+    /// The clock's zero for the per-second series (an interleaved run moves it back by the time
+    /// its target has already run, so the series counts that target's own seconds).
+    var start: UInt64
     /// Shared live counter for the per-second progress lines.
     let live: UnsafePointer<Atomic<Int>>?
     // Indexed by `Operation.Kind.index` (arrays, not dictionaries: this runs once per operation).
@@ -162,7 +164,7 @@ public enum Runner {
     /// A closed loop with `outstanding` operations in flight on one thread: start operations
     /// (from `next`, while `another` grants them) until the window is full, then poll; each
     /// completion frees its place and runs the operation's `acknowledge` if it succeeded.
-    private static func runPipelined(
+    static func runPipelined(
         _ db: any YCSBAsyncDatabase, outstanding: Int, recorder: inout Recorder, another: () -> Bool,
         next: () -> (Operation, acknowledge: (() -> Void)?)
     ) {
@@ -261,24 +263,39 @@ public enum Runner {
         while connected.load(ordering: .acquiring) < threads { usleep(100) }
         let start = now()
         startedAt.store(start, ordering: .releasing)
-        // Per-second progress from the live counter; the series itself comes from completion times.
+        reportProgress(start: start, live: shared.live, progress: progress) { done.load(ordering: .acquiring) == threads }
+        for h in handles { pthread_join(h, nil) }
+        if let failure = shared.failure { throw failure }
+        return summarize(
+            phase: phase, workload: workload, threads: threads, seconds: Double(now() - start) / 1e9,
+            recorders: shared.recorders.compactMap { $0 })
+    }
+
+    /// Calls `progress` each second with the operations completed in it (from the live counter;
+    /// the series itself comes from completion times) until `finished`.
+    static func reportProgress(
+        start: UInt64, live: UnsafeMutablePointer<Atomic<Int>>, progress: (@Sendable (Int, Int) -> Void)?,
+        finished: () -> Bool
+    ) {
         var lastCount = 0
         var second = 0
         var nextTick = start + 1_000_000_000
-        while done.load(ordering: .acquiring) < threads {
+        while !finished() {
             usleep(10_000)
             if now() >= nextTick {
                 second += 1
                 nextTick += 1_000_000_000
-                let count = shared.live.pointee.load(ordering: .relaxed)
+                let count = live.pointee.load(ordering: .relaxed)
                 progress?(second, count - lastCount)
                 lastCount = count
             }
         }
-        for h in handles { pthread_join(h, nil) }
-        if let failure = shared.failure { throw failure }
-        let seconds = Double(now() - start) / 1e9
-        let recorders = shared.recorders.compactMap { $0 }
+    }
+
+    /// Merges the threads' recorders of one phase (or of one target of an interleaved run).
+    static func summarize(
+        phase: String, workload: Workload, threads: Int, seconds: Double, recorders: [Recorder]
+    ) -> RunSummary {
         var series = [Int](repeating: 0, count: max(1, Int(seconds.rounded(.up))))
         for r in recorders {
             for (i, n) in r.perSecond.enumerated() { series[min(series.count - 1, i)] += n }
@@ -320,7 +337,7 @@ public enum Runner {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
-    private static func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    static func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t {
         final class Box: @unchecked Sendable {
             let body: @Sendable () -> Void
             init(_ body: @escaping @Sendable () -> Void) { self.body = body }

@@ -6,8 +6,16 @@ import YCSB
 /// field and writes it back.
 public final class EEKVDatabase: YCSBDatabase {
     public let client: KVClient
+    private let onClose: ((KVClient) -> Void)?
 
-    public init(client: KVClient) { self.client = client }
+    /// - Parameter onClose: called as the binding is released, on the thread that used it, while
+    ///   the client is still open (to read its counters).
+    public init(client: KVClient, onClose: ((KVClient) -> Void)? = nil) {
+        self.client = client
+        self.onClose = onClose
+    }
+
+    deinit { onClose?(client) }
 
     public func read(key: String, field: Int?) throws -> Bool {
         guard let value = try client.get(Array(key.utf8)) else { return false }

@@ -3,6 +3,7 @@ import EEKV
 import EERPC
 import Glibc
 import Logging
+import Synchronization
 import Testing
 import YCSB
 import YCSBBindings
@@ -194,5 +195,42 @@ struct EEKVYCSBTests {
         #expect(run.operations == 400)
         #expect(run.seconds > 0.85 && run.seconds < 1.6, "\(run.seconds) s for 400 operations at 400/s")
         #expect(run.perOperation.first?.kind == .read)
+    }
+
+    /// Two nodes as two targets of one interleaved run: each node serves only its own slices and
+    /// ends up with the same records, and each binding hands over its client's counters.
+    @Test("an interleaved run against two nodes, with each client's transport counters")
+    func interleavedNodes() throws {
+        let nodes = [try Node(), try Node()]
+        var workload = try #require(Workload.standard("a"))
+        workload.recordCount = 200
+        workload.operationCount = 1 << 40
+        final class Counters: Sendable {
+            let closed = Mutex<[RpcStats]>([])
+        }
+        let counters = Counters()
+        let configs = nodes.map(\.config)
+        for config in configs {
+            _ = try Runner.load(workload: workload, threads: 1, outstanding: 8) { _ in
+                EEKVDatabase(client: try KVClient(config: config, tls: nil))
+            }
+        }
+        let runs = try Runner.interleaved(
+            workload: workload, targets: 2, threads: 2, outstanding: 4, seconds: 0.3, sliceSeconds: 0.05
+        ) { target, _ in
+            EEKVDatabase(client: try KVClient(config: configs[target], tls: nil)) { client in
+                let stats = client.stats
+                counters.closed.withLock { $0.append(stats) }
+            }
+        }
+        for run in runs {
+            #expect(run.operations > 100)
+            #expect(run.perOperation.allSatisfy { $0.errors == 0 && $0.notFound == 0 }, "\(run.perOperation)")
+        }
+        // Four bindings (two threads × two targets), each released once with its counters.
+        let closed = counters.closed.withLock { $0 }
+        #expect(closed.count == 4)
+        #expect(closed.allSatisfy { $0.rpcsCompleted > 0 && $0.packetsSent >= $0.rpcsCompleted })
+        #expect(closed.reduce(0) { $0 + $1.rpcsCompleted } >= UInt64(runs.reduce(0) { $0 + $1.operations }))
     }
 }

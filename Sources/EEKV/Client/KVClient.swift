@@ -72,6 +72,12 @@ public final class KVClient {
         nexus.shutdown()
     }
 
+    /// The client endpoint's counters (retransmissions, packets, drops by reason). Read it from
+    /// the thread that uses the client, or after that thread is done.
+    public var stats: RpcStats { rpc.stats }
+    /// The client socket's counters (packets, sends the kernel refused).
+    public var transportStats: TransportStats { rpc.transport.stats }
+
     // MARK: Operations
 
     /// The value, or nil if the key does not exist.

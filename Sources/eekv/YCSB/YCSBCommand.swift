@@ -2,6 +2,7 @@ import ArgumentParser
 import EEKV
 import EERPC
 import Glibc
+import Synchronization
 import YCSB
 import YCSBBindings
 
@@ -16,11 +17,12 @@ struct YCSBCommand: ParsableCommand {
             YCSB's summary lines; --json writes the summary and the per-second series, --plot an SVG of the \
             latency CDF per operation and the throughput over time.
             """,
-        subcommands: [YCSBLoad.self, YCSBRun.self]
+        subcommands: [YCSBLoad.self, YCSBRun.self, YCSBCompare.self]
     )
 }
 
-struct YCSBOptions: ParsableArguments {
+/// What load the generator makes: the workload and its properties, threads and requests in flight.
+struct WorkloadOptions: ParsableArguments {
     @Option(help: "a, b, c, d, e, f, or a YCSB workload file.") var workload = "a"
     @Option(help: "Records (recordcount).") var records: Int64?
     @Option(help: "Operations in the run phase (operationcount).") var operations: Int64?
@@ -28,25 +30,6 @@ struct YCSBOptions: ParsableArguments {
     var property: [String] = []
     @Option(help: "Client threads.") var threads = 1
     @Option(help: "Requests each thread keeps in flight (Redis: pipelined on its connection).") var outstanding = 1
-    @Option(help: "For --db eekv: the cluster's crypto mode, none for plaintext sessions (default: the config's). The client seals its own packets inline.")
-    var crypto: String?
-    @Option(help: "Write the summary and per-second series as JSON to this file.") var json: String?
-    @Option(help: "Write an SVG with the latency CDF per operation and the throughput of each second.") var plot: String?
-    @Option(help: "eekv or redis.") var db = "eekv"
-    @Option(help: "For --db redis: redis://HOST:PORT, or rediss://HOST:PORT for TLS (client certificate from --cert/--key/--ca or the config).")
-    var redisURL = "redis://127.0.0.1:6379"
-    @OptionGroup var client: ClusterOptions
-
-    /// Host, port and whether TLS is on, from --redis-url.
-    func redisTarget() throws -> (host: String, port: UInt16, tls: Bool) {
-        let tls = redisURL.hasPrefix("rediss://")
-        guard tls || redisURL.hasPrefix("redis://") else { throw ValidationError("--redis-url starts with redis:// or rediss://") }
-        let rest = redisURL.dropFirst(tls ? 9 : 8).split(separator: "/").first.map(String.init) ?? ""
-        let parts = rest.split(separator: ":")
-        guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--redis-url needs HOST:PORT") }
-        return (String(parts[0]), port, tls)
-    }
-
     func load() throws -> Workload {
         var w: Workload
         if let standard = Workload.standard(workload) {
@@ -58,7 +41,9 @@ struct YCSBOptions: ParsableArguments {
             defer { fclose(file) }
             var text = ""
             var buffer = [CChar](repeating: 0, count: 4_096)
-            while fgets(&buffer, Int32(buffer.count), file) != nil { text += String(cString: buffer) }
+            while fgets(&buffer, Int32(buffer.count), file) != nil {
+                text += buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            }
             do { w = try Workload.parse(text) } catch { throw ValidationError("\(workload): \(error)") }
             w.name = workload
         }
@@ -71,6 +56,18 @@ struct YCSBOptions: ParsableArguments {
         guard outstanding >= 1 && outstanding <= 256 else { throw ValidationError("--outstanding must be 1-256") }
         return w
     }
+}
+
+struct YCSBOptions: ParsableArguments {
+    @OptionGroup var generator: WorkloadOptions
+    @Option(help: "For --db eekv: the cluster's crypto mode, none for plaintext sessions (default: the config's). The client seals its own packets inline.")
+    var crypto: String?
+    @Option(help: "Write the summary and per-second series as JSON to this file.") var json: String?
+    @Option(help: "Write an SVG with the latency CDF per operation and the throughput of each second.") var plot: String?
+    @Option(help: "eekv or redis.") var db = "eekv"
+    @Option(help: "For --db redis: redis://HOST:PORT, or rediss://HOST:PORT for TLS (client certificate from --cert/--key/--ca or the config).")
+    var redisURL = "redis://127.0.0.1:6379"
+    @OptionGroup var client: ClusterOptions
 
     /// Runs a phase against the chosen database and reports it. `isLoad` and `seconds` size the
     /// progress bar.
@@ -78,14 +75,10 @@ struct YCSBOptions: ParsableArguments {
         isLoad: Bool, seconds: Double? = nil,
         _ phase: (Workload, @escaping @Sendable (Int) throws -> any YCSBDatabase, Progress) throws -> RunSummary
     ) throws {
-        let workload = try load()
+        let workload = try generator.load()
         let progress = Progress(
             total: isLoad ? Int(workload.recordCount) : Int(workload.operationCount), seconds: seconds)
-        let summary: RunSummary
-        var label = "eekv"
-        var crypto = "none"
-        var nodes = 1
-        var mtu: Int? = nil
+        let target: YCSBTarget
         switch db {
         case "eekv":
             var config = try loadConfig(client.configPath())
@@ -95,49 +88,24 @@ struct YCSBOptions: ParsableArguments {
                 }
                 config.crypto = m
             }
-            let cluster = config
-            let tls = client.tls(for: cluster)
-            crypto = cluster.crypto.name
-            nodes = cluster.nodes.count
-            mtu = cluster.mtu
-            do {
-                summary = try phase(workload, { _ in EEKVDatabase(client: try KVClient(config: cluster, tls: tls)) }, progress)
-            } catch let error as KVClientError {
-                fail("eekv ycsb: \(error); is the cluster running (deploy/local-cluster.sh status)?", ClientExit.serverOrNetwork)
-            }
+            target = .eekv(config, tls: client.tls(for: config))
         case "redis":
-            let target = try redisTarget()
-            var tls: TLSConfig? = nil
-            if target.tls {
-                // The cluster's CA and client certificate serve Redis too, unless --cert says otherwise.
-                tls = try client.certificateTLS(defaultCA: "ca.pem") ?? client.tls(for: loadConfig(client.configPath()))
-            }
-            label = target.tls ? "redis+tls" : "redis"
-            crypto = target.tls ? "tls" : "none"
-            let tlsConfig = tls
-            do {
-                summary = try phase(
-                    workload,
-                    { _ in
-                        RedisDatabase(connection: try RESPConnection(host: target.host, port: target.port, tls: tlsConfig))
-                    }, progress)
-            } catch let error as RESPError {
-                fail("eekv ycsb: \(error); is redis-server running at \(redisURL)?", ClientExit.serverOrNetwork)
+            // The cluster's CA and client certificate serve Redis too, unless --cert says otherwise.
+            target = try .redis(url: redisURL) {
+                try client.certificateTLS(defaultCA: "ca.pem") ?? client.tls(for: loadConfig(client.configPath()))
             }
         default:
             throw ValidationError("--db is eekv or redis")
         }
+        let summary: RunSummary
+        do {
+            summary = try phase(workload, target.connector, progress)
+        } catch {
+            guard let hint = target.hint(for: error) else { throw error }
+            fail("eekv ycsb: \(hint)", ClientExit.serverOrNetwork)
+        }
         progress.finish()
-        printSummary(summary)
-        if let json {
-            try writeJSON(
-                summary, workload: workload, to: json, db: label, crypto: crypto, nodes: nodes, mtu: mtu,
-                outstanding: outstanding)
-        }
-        if let plot {
-            let title = "\(label) \(crypto == "none" || crypto == "tls" ? "" : crypto + " ")workload \(workload.name)"
-            try writeText(summary.svgPlot(title: title), to: plot)
-        }
+        try target.report(summary, workload: workload, outstanding: generator.outstanding, json: json, plot: plot)
         if summary.perOperation.contains(where: { $0.errors > 0 }) { throw ExitCode(ClientExit.serverOrNetwork) }
     }
 }
@@ -148,7 +116,7 @@ struct YCSBLoad: ParsableCommand {
     func run() throws {
         try options.execute(isLoad: true) { w, connect, progress in
             try Runner.load(
-                workload: w, threads: options.threads, outstanding: options.outstanding, connect: connect,
+                workload: w, threads: options.generator.threads, outstanding: options.generator.outstanding, connect: connect,
                 progress: progress.tick)
         }
     }
@@ -162,14 +130,14 @@ struct YCSBRun: ParsableCommand {
     var targetRate: Double?
     func validate() throws {
         if let targetRate, targetRate <= 0 { throw ValidationError("--target-rate must be positive") }
-        if targetRate != nil && options.outstanding > 1 {
+        if targetRate != nil && options.generator.outstanding > 1 {
             throw ValidationError("--target-rate issues one request at a time per thread; use --threads, not --outstanding")
         }
     }
     func run() throws {
         try options.execute(isLoad: false, seconds: duration) { w, connect, progress in
             try Runner.run(
-                workload: w, threads: options.threads, outstanding: options.outstanding, seconds: duration,
+                workload: w, threads: options.generator.threads, outstanding: options.generator.outstanding, seconds: duration,
                 targetRate: targetRate, connect: connect, progress: progress.tick)
         }
     }
@@ -230,9 +198,48 @@ func printSummary(_ s: RunSummary) {
     }
 }
 
+/// The eekv clients' transport counters, summed over the phase's threads: a throughput figure
+/// means little if the protocol was busy recovering lost packets.
+final class TransportTally: Sendable {
+    struct Totals {
+        var retransmissions: UInt64 = 0
+        var packetsSent: UInt64 = 0
+        var packetsReceived: UInt64 = 0
+        /// Sends the kernel refused (socket buffer full); the protocol resends them.
+        var sendsRefused: UInt64 = 0
+        var drops: [DropReason: UInt64] = [:]
+    }
+    private let state = Mutex(Totals())
+
+    /// Adds a client's counters (called as each thread's binding is released).
+    @Sendable func add(_ client: KVClient) {
+        let rpc = client.stats
+        let socket = client.transportStats
+        state.withLock { t in
+            t.retransmissions += rpc.retransmissions
+            t.packetsSent += rpc.packetsSent
+            t.packetsReceived += rpc.packetsReceived
+            t.sendsRefused += socket.txDropped
+            t.drops.merge(rpc.drops, uniquingKeysWith: +)
+        }
+    }
+
+    var totals: Totals { state.withLock { $0 } }
+}
+
+func printTransport(_ t: TransportTally.Totals) {
+    print("[TRANSPORT], PacketsSent, \(t.packetsSent)")
+    print("[TRANSPORT], PacketsReceived, \(t.packetsReceived)")
+    print("[TRANSPORT], Retransmissions, \(t.retransmissions)")
+    print("[TRANSPORT], SendsRefused, \(t.sendsRefused)")
+    for (reason, n) in t.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+        print("[TRANSPORT], Dropped(\(reason.name)), \(n)")
+    }
+}
+
 func writeJSON(
     _ s: RunSummary, workload: Workload, to path: String, db: String, crypto: String, nodes: Int, mtu: Int?,
-    outstanding: Int
+    outstanding: Int, transport: TransportTally.Totals? = nil
 ) throws {
     let ops = s.perOperation.map { o in
         "{\"operation\":\"\(o.kind.rawValue)\",\"count\":\(o.count),\"errors\":\(o.errors),\"not_found\":\(o.notFound),"
@@ -245,8 +252,16 @@ func writeJSON(
         + "\"records\":\(workload.recordCount),\"fieldcount\":\(workload.fieldCount),\"fieldlength\":\(workload.fieldLength),"
         + "\"nodes\":\(nodes),\(mtu.map { "\"mtu\":\($0)," } ?? "")\"threads\":\(s.threads),\"outstanding\":\(outstanding),\"seconds\":\(fixed(s.seconds, 3)),"
         + "\"operations\":\(s.operations),\"throughput\":\(fixed(s.throughput, 1)),\"per_operation\":[\(ops.joined(separator: ","))],"
-        + "\"per_second\":[\(s.perSecond.map(String.init).joined(separator: ","))]}\n"
+        + "\"per_second\":[\(s.perSecond.map(String.init).joined(separator: ","))]"
+        + (transport.map { ",\"transport\":\(transportJSON($0))" } ?? "") + "}\n"
     try writeText(text, to: path)
+}
+
+func transportJSON(_ t: TransportTally.Totals) -> String {
+    let drops = t.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue }).map { "\"\($0.key.name)\":\($0.value)" }
+    return "{\"packets_sent\":\(t.packetsSent),\"packets_received\":\(t.packetsReceived),"
+        + "\"retransmissions\":\(t.retransmissions),\"sends_refused\":\(t.sendsRefused),"
+        + "\"drops\":{\(drops.joined(separator: ","))}}"
 }
 
 func writeText(_ text: String, to path: String) throws {
