@@ -14,6 +14,15 @@
 //   AES units busy through the instruction's latency, and one GHASH reduction serves sixteen
 //   products (H¹ … H¹⁶ are precomputed per key). Each product takes three carry-less multiplies
 //   (Karatsuba, with each power's halves pre-XORed) instead of four: 11–17 % faster at 8–64 KiB.
+// - In each chunk the GHASH products of the previous chunk (seal) or of this one (open) sit between
+//   the AES rounds, one pair of blocks per round; the code is built twice, with 10 and with 14
+//   rounds as constants. (Measured here: AES alone 45 cycles per chunk, GHASH alone 56, both 100:
+//   the two share execution ports, so this is near the floor.)
+// - Everything after the last chunk (the tail blocks, the lengths block, and the AAD when the
+//   message is under 256 bytes) goes through GHASH with a single reduction, so a control packet
+//   pays one. Full tail blocks are read and written in the caller's buffers; only a final partial
+//   block passes through a 16-byte stack copy, wiped after. Versus the previous version of this
+//   file: 1,424 B 7.8 % faster, 16 B 42 %, 0 B 97 %, 64 KiB 2.6 % (AES-128).
 // - Constant time: AES rounds and carry-less multiplies take no data-dependent branches or table
 //   lookups; the tag comparison is CRYPTO_memcmp's.
 //
@@ -217,151 +226,273 @@ int ee_vgcm_key_init(void *key_data, const uint8_t *key, int key_len) {
 
 // MARK: CTR keystream
 
-// Encrypts N pairs of counter blocks in place: each round's key is loaded once for all chains.
-#define EE_AES_CHAINS(k, v, N)                                                          \
-    do {                                                                                \
-        for (int i_ = 0; i_ < (N); i_++) v[i_] = _mm256_xor_si256(v[i_], (k)->rk[0]);   \
-        for (int r_ = 1; r_ < (k)->rounds; r_++) {                                      \
-            __m256i rk_ = (k)->rk[r_];                                                  \
-            for (int i_ = 0; i_ < (N); i_++) v[i_] = _mm256_aesenc_epi128(v[i_], rk_);  \
-        }                                                                               \
-        __m256i last_ = (k)->rk[(k)->rounds];                                           \
-        for (int i_ = 0; i_ < (N); i_++) v[i_] = _mm256_aesenclast_epi128(v[i_], last_); \
-    } while (0)
+#define EE_AI __attribute__((always_inline)) inline
 
 // Counters are kept byte-reversed, where GCM's 32-bit big-endian block counter is the low dword
 // of each lane and a dword add increments it (wrapping mod 2³², as GCM specifies).
-EE_VGCM_TARGET static inline __m256i ctr_add(__m256i c, int n) {
+EE_VGCM_TARGET static EE_AI __m256i ctr_add(__m256i c, int n) {
     return _mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, n, 0, 0, 0, n));
 }
 
-// Fills v[0..N) with the keystream of N counter pairs starting at ctr.
-#define EE_KEYSTREAM(k, v, ctr, N)                                                      \
-    do {                                                                                \
-        for (int j_ = 0; j_ < (N); j_++) v[j_] = bswap256(ctr_add(ctr, 2 * j_));        \
-        EE_AES_CHAINS(k, v, N);                                                         \
-    } while (0)
+// Unreduced GHASH sums: lo, hi and Karatsuba middle products, two lanes each; a single block
+// waits in `one` (power index one_idx) until a second arrives to share a multiply.
+typedef struct { __m256i lo, mid, hi; __m128i one; int one_idx; } ee_acc;
 
-// The keystream of up to four counter pairs (a short message or a tail): two chains when two
-// pairs suffice. Only v[0..pairs) is meaningful afterwards.
-EE_VGCM_TARGET static inline void keystream4(const ee_vgcm_key_t *k, __m256i v[4], __m256i ctr, int pairs) {
-    if (pairs <= 2) {
-        EE_KEYSTREAM(k, v, ctr, 2);
-    } else {
-        EE_KEYSTREAM(k, v, ctr, 4);
+// Adds the products of the two byte-reversed blocks in d with the two powers in h (hk: their
+// Karatsuba halves).
+EE_VGCM_TARGET static EE_AI void acc_pair(ee_acc *a, __m256i d, __m256i h, __m256i hk) {
+    a->lo = _mm256_xor_si256(a->lo, _mm256_clmulepi64_epi128(d, h, 0x00));
+    a->hi = _mm256_xor_si256(a->hi, _mm256_clmulepi64_epi128(d, h, 0x11));
+    __m256i dk = _mm256_xor_si256(d, _mm256_shuffle_epi32(d, 0x4e));
+    a->mid = _mm256_xor_si256(a->mid, _mm256_clmulepi64_epi128(dk, hk, 0x00));
+}
+
+// One byte-reversed block times hpow[idx]: paired with a waiting single block, if any.
+EE_VGCM_TARGET static EE_AI void acc_one(const ee_vgcm_key_t *k, ee_acc *a, __m128i d, int idx) {
+    if (a->one_idx < 0) {
+        a->one = d;
+        a->one_idx = idx;
+        return;
+    }
+    __m256i dd = _mm256_inserti128_si256(_mm256_castsi128_si256(a->one), d, 1);
+    __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_load_si128(&k->hpow[a->one_idx])),
+                                        _mm_load_si128(&k->hpow[idx]), 1);
+    __m256i hk = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_load_si128(&k->hkar[a->one_idx])),
+                                         _mm_load_si128(&k->hkar[idx]), 1);
+    a->one_idx = -1;
+    acc_pair(a, dd, h, hk);
+}
+
+EE_VGCM_TARGET static EE_AI __m128i acc_reduce(const ee_vgcm_key_t *k, ee_acc a) {
+    if (a.one_idx >= 0) {
+        acc_pair(&a, _mm256_zextsi128_si256(a.one), _mm256_zextsi128_si256(_mm_load_si128(&k->hpow[a.one_idx])),
+                 _mm256_zextsi128_si256(_mm_load_si128(&k->hkar[a.one_idx])));
+    }
+    __m128i lo = _mm_xor_si128(_mm256_castsi256_si128(a.lo), _mm256_extracti128_si256(a.lo, 1));
+    __m128i mid = _mm_xor_si128(_mm256_castsi256_si128(a.mid), _mm256_extracti128_si256(a.mid, 1));
+    __m128i hi = _mm_xor_si128(_mm256_castsi256_si128(a.hi), _mm256_extracti128_si256(a.hi, 1));
+    mid = _mm_xor_si128(mid, _mm_xor_si128(lo, hi));
+    return ghash_reduce(lo, mid, hi);
+}
+
+// n full blocks at p times hpow[idx], hpow[idx+1], …; *carry (the running hash) joins the first
+// block and is then cleared.
+EE_VGCM_TARGET static EE_AI void acc_mem(const ee_vgcm_key_t *k, ee_acc *a, const uint8_t *p, int n, int idx,
+                                         __m128i *carry) {
+    if (n <= 0) return;
+    int j = 0;
+    __m256i c = _mm256_zextsi128_si256(*carry);
+    *carry = _mm_setzero_si128();
+    for (; j + 2 <= n; j += 2) {
+        __m256i d = bswap256(_mm256_loadu_si256((const __m256i *)(p + 16 * j)));
+        d = _mm256_xor_si256(d, c);
+        c = _mm256_setzero_si256();
+        acc_pair(a, d, _mm256_loadu_si256((const __m256i *)&k->hpow[idx + j]),
+                 _mm256_loadu_si256((const __m256i *)&k->hkar[idx + j]));
+    }
+    if (j < n) {
+        __m128i d = bswap128(_mm_loadu_si128((const __m128i *)(p + 16 * j)));
+        acc_one(k, a, _mm_xor_si128(d, _mm256_castsi256_si128(c)), idx + j);
     }
 }
 
-// dst = src ⊕ keystream, n pairs of blocks (dst may be src).
-EE_VGCM_TARGET static inline void xor_pairs(uint8_t *dst, const uint8_t *src, const __m256i *v, int n) {
-    for (int i = 0; i < n; i++) {
-        __m256i in = _mm256_loadu_si256((const __m256i *)(src + 32 * i));
-        _mm256_storeu_si256((__m256i *)(dst + 32 * i), _mm256_xor_si256(in, v[i]));
-    }
+// `len` < 16 bytes at p, zero-padded, byte-reversed. Bounded reads only.
+EE_VGCM_TARGET static EE_AI __m128i load_partial(const uint8_t *p, size_t len) {
+    _Alignas(16) uint8_t b[16] = {0};
+    memcpy(b, p, len);
+    __m128i v = _mm_load_si128((const __m128i *)b);
+    _mm_store_si128((__m128i *)b, _mm_setzero_si128());
+    __asm__ __volatile__("" : : "r"(b) : "memory");
+    return v;
 }
 
-// Zeroes a stack buffer that held plaintext, with a barrier so the compiler keeps the stores
-// (OPENSSL_cleanse would cost a call per packet).
-static inline void wipe(void *p, size_t n) {
-    memset(p, 0, n);
-    __asm__ __volatile__("" : : "r"(p) : "memory");
+// Keeps the first n bytes (n < 16) of v.
+EE_VGCM_TARGET static EE_AI __m128i mask_bytes(__m128i v, size_t n) {
+    __m128i m = _mm_cmpgt_epi8(_mm_set1_epi8((char)n), _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    return _mm_and_si128(v, m);
 }
 
-// Messages under 128 bytes with at most 32 bytes of AAD (control packets, small requests): AAD,
-// text and lengths go through GHASH as one run of at most 11 blocks, with one reduction instead of
-// three in a row, and an open hashes while AES runs.
-EE_VGCM_TARGET static __m128i gcm_small(const ee_vgcm_key_t *k, int encrypt, uint8_t *dst, const uint8_t *src,
-                                        size_t len, const uint8_t *aad, size_t aad_len, __m256i ctr, __m128i e) {
-    _Alignas(32) uint8_t g[256];  // AAD ‖ pad ‖ text ‖ pad ‖ lengths (the keystream may spill past)
-    int ab = (int)((aad_len + 15) / 16), db = (int)((len + 15) / 16), blocks = ab + db + 1;
-    memset(g, 0, sizeof g);
-    if (aad_len > 0) memcpy(g, aad, aad_len);
-    uint8_t *t = g + 16 * ab;
-    if (len > 0) memcpy(t, src, len);
-    uint64_t bits[2] = {__builtin_bswap64((uint64_t)aad_len * 8), __builtin_bswap64((uint64_t)len * 8)};
-    memcpy(t + 16 * db, bits, 16);
-    int pairs = (db + 1) / 2;
-    __m256i v[4];
-    keystream4(k, v, ctr, pairs);
-    __m128i x = _mm_setzero_si128();
-    if (!encrypt) x = ghash_blocks(k, x, g, blocks);
-    xor_pairs(t, t, v, pairs);
-    if (len > 0) memcpy(dst, t, len);
-    if (encrypt) {
-        memset(t + len, 0, 16 * (size_t)db - len + 16);  // GHASH pads the ciphertext with zeros
-        memcpy(t + 16 * db, bits, 16);
-        x = ghash_blocks(k, x, g, blocks);
+// Sixteen blocks of CTR (out = in ⊕ E(ctr…)) with GHASH of the sixteen blocks at gp folded in
+// between the AES rounds (when `hash`): one ymm product per round, the reduction after the last
+// product. x is the running hash; returns the new one.
+EE_VGCM_TARGET static EE_AI __m128i chunk16(const ee_vgcm_key_t *k, const int R, uint8_t *out, const uint8_t *in,
+                                            __m256i ctr, const uint8_t *gp, __m128i x, const int hash) {
+    __m256i v[8];
+    const __m256i rk0 = k->rk[0];
+    for (int j = 0; j < 8; j++) v[j] = _mm256_xor_si256(bswap256(ctr_add(ctr, 2 * j)), rk0);
+    ee_acc a = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm_setzero_si128(), -1};
+    for (int r = 1; r < R; r++) {
+        const __m256i rk = k->rk[r];
+        for (int j = 0; j < 8; j++) v[j] = _mm256_aesenc_epi128(v[j], rk);
+        if (hash && r <= 8) {
+            const int j = r - 1;
+            __m256i d = bswap256(_mm256_loadu_si256((const __m256i *)(gp + 32 * j)));
+            if (j == 0) d = _mm256_xor_si256(d, _mm256_zextsi128_si256(x));
+            acc_pair(&a, d, _mm256_load_si256((const __m256i *)&k->hpow[2 * j]),
+                     _mm256_load_si256((const __m256i *)&k->hkar[2 * j]));
+        }
     }
-    wipe(g, sizeof g);  // an open leaves plaintext here
-    return _mm_xor_si128(e, bswap128(x));
+    if (hash) x = acc_reduce(k, a);
+    const __m256i last = k->rk[R];
+    for (int j = 0; j < 8; j++) v[j] = _mm256_aesenclast_epi128(v[j], last);
+    for (int j = 0; j < 8; j++) {
+        __m256i s = _mm256_loadu_si256((const __m256i *)(in + 32 * j));
+        _mm256_storeu_si256((__m256i *)(out + 32 * j), _mm256_xor_si256(s, v[j]));
+    }
+    return x;
+}
+
+// The tail: nb ≤ 16 blocks (the last maybe partial, `rest` bytes in all) with N = ⌈nb/2⌉ pairs
+// of keystream. Full blocks go straight to and from the caller's buffers; a partial block goes
+// through a 16-byte stack copy. Returns the last (partial) block's output, zero-padded, for GHASH.
+EE_VGCM_TARGET static EE_AI __m128i tail_xor(const ee_vgcm_key_t *k, const int N, uint8_t *dst, const uint8_t *src,
+                                             size_t rest, __m256i ctr, __m128i part_in) {
+    __m256i v[8];
+    for (int j = 0; j < N; j++) v[j] = _mm256_xor_si256(bswap256(ctr_add(ctr, 2 * j)), k->rk[0]);
+    for (int r = 1; r < k->rounds; r++) {
+        const __m256i rk = k->rk[r];
+        for (int j = 0; j < N; j++) v[j] = _mm256_aesenc_epi128(v[j], rk);
+    }
+    const __m256i last = k->rk[k->rounds];
+    for (int j = 0; j < N; j++) v[j] = _mm256_aesenclast_epi128(v[j], last);
+    const size_t f = rest / 16, pb = rest % 16;
+    // Pairs of full blocks.
+    for (int j = 0; j < N; j++) {
+        if ((size_t)(2 * j + 2) <= f) {
+            __m256i s = _mm256_loadu_si256((const __m256i *)(src + 32 * j));
+            _mm256_storeu_si256((__m256i *)(dst + 32 * j), _mm256_xor_si256(s, v[j]));
+        }
+    }
+    // The block after the last full pair: a full single block or a partial one.
+    __m256i ks = v[N - 1];
+    for (int j = 0; j < N - 1; j++)
+        if ((size_t)j == f / 2) ks = v[j];
+    __m128i ks0 = _mm256_castsi256_si128(ks), ks1 = _mm256_extracti128_si256(ks, 1);
+    const uint8_t *s = src + 32 * (f / 2);
+    uint8_t *d = dst + 32 * (f / 2);
+    __m128i out = _mm_setzero_si128();
+    if (f & 1) {
+        _mm_storeu_si128((__m128i *)d, _mm_xor_si128(_mm_loadu_si128((const __m128i *)s), ks0));
+        ks0 = ks1;
+        d += 16;
+    }
+    if (pb) {
+        _Alignas(16) uint8_t b[16];
+        out = mask_bytes(_mm_xor_si128(part_in, ks0), pb);
+        _mm_store_si128((__m128i *)b, out);
+        memcpy(d, b, pb);
+        _mm_store_si128((__m128i *)b, _mm_setzero_si128());  // an open leaves plaintext here
+        __asm__ __volatile__("" : : "r"(b) : "memory");
+    }
+    return out;
+}
+
+EE_VGCM_TARGET static __m128i tail_dispatch(const ee_vgcm_key_t *k, uint8_t *dst, const uint8_t *src, size_t rest,
+                                            __m256i ctr, __m128i part_in) {
+    switch ((rest + 31) / 32) {
+    case 1: return tail_xor(k, 1, dst, src, rest, ctr, part_in);
+    case 2: return tail_xor(k, 2, dst, src, rest, ctr, part_in);
+    case 3: return tail_xor(k, 3, dst, src, rest, ctr, part_in);
+    case 4: return tail_xor(k, 4, dst, src, rest, ctr, part_in);
+    case 5: return tail_xor(k, 5, dst, src, rest, ctr, part_in);
+    case 6: return tail_xor(k, 6, dst, src, rest, ctr, part_in);
+    case 7: return tail_xor(k, 7, dst, src, rest, ctr, part_in);
+    default: return tail_xor(k, 8, dst, src, rest, ctr, part_in);
+    }
 }
 
 // Seal (encrypt = 1) or open: CTR over `len` bytes with GHASH over the ciphertext. Returns the
 // tag (an open compares it with the received one).
-EE_VGCM_TARGET static __m128i gcm_crypt(const ee_vgcm_key_t *k, int encrypt, uint8_t *dst, const uint8_t *src,
-                                        size_t len, const uint8_t *iv, const uint8_t *aad, size_t aad_len) {
+EE_VGCM_TARGET static EE_AI __m128i gcm_crypt_r(const ee_vgcm_key_t *k, const int R, int encrypt, uint8_t *dst,
+                                                const uint8_t *src, size_t len, const uint8_t *iv,
+                                                const uint8_t *aad, size_t aad_len) {
     uint8_t j0[16];
     memcpy(j0, iv, 12);
     j0[12] = 0; j0[13] = 0; j0[14] = 0; j0[15] = 1;
+    __m128i j0v = _mm_loadu_si128((const __m128i *)j0);
     // E(K, J0) for the tag, first: it is independent of everything else and overlaps with it.
-    __m128i e = _mm_xor_si128(_mm_loadu_si128((const __m128i *)j0), _mm256_castsi256_si128(k->rk[0]));
-    for (int r = 1; r < k->rounds; r++) e = _mm_aesenc_si128(e, _mm256_castsi256_si128(k->rk[r]));
-    e = _mm_aesenclast_si128(e, _mm256_castsi256_si128(k->rk[k->rounds]));
-    __m128i j0r = bswap128(_mm_loadu_si128((const __m128i *)j0));
+    __m128i e = _mm_xor_si128(j0v, _mm256_castsi256_si128(k->rk[0]));
+    for (int r = 1; r < R; r++) e = _mm_aesenc_si128(e, _mm256_castsi256_si128(k->rk[r]));
+    e = _mm_aesenclast_si128(e, _mm256_castsi256_si128(k->rk[R]));
     // Lanes hold counters J0+1 and J0+2: the data starts at counter 2.
-    __m256i ctr = _mm256_add_epi32(_mm256_broadcastsi128_si256(j0r), _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 1));
-    if (len < 128 && aad_len <= 32) return gcm_small(k, encrypt, dst, src, len, aad, aad_len, ctr, e);
-    __m128i x = ghash_bytes(k, _mm_setzero_si128(), aad, aad_len);
+    __m256i ctr = _mm256_add_epi32(_mm256_broadcastsi128_si256(bswap128(j0v)), _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 1));
+
+    const size_t chunks = len / 256, rest = len % 256;
+    const int aad_full = (int)(aad_len / 16), aad_part = (aad_len % 16) != 0;
+    const int tail_full = (int)(rest / 16), tail_part = (rest % 16) != 0;
+    // Everything after the chunks goes through GHASH with one reduction: the AAD too when there
+    // are no chunks and it fits.
+    const int aad_late = chunks == 0 && aad_full + aad_part + tail_full + tail_part + 1 <= 16;
+    __m128i x = _mm_setzero_si128();
+    if (!aad_late) x = ghash_bytes(k, x, aad, aad_len);
+
     size_t done = 0;
-    // Sealing hashes each chunk's ciphertext one iteration late, so that hash is independent of
-    // the chunk being encrypted and the two overlap; opening hashes the input as it goes.
-    const uint8_t *sealed = NULL;
-    while (len - done >= 256) {
-        if (!encrypt) x = ghash_blocks(k, x, src + done, 16);  // before an in-place open overwrites it
-        __m256i v[8];
-        EE_KEYSTREAM(k, v, ctr, 8);
-        ctr = ctr_add(ctr, 16);
-        xor_pairs(dst + done, src + done, v, 8);
-        if (sealed) x = ghash_blocks(k, x, sealed, 16);
-        if (encrypt) sealed = dst + done;
-        done += 256;
-    }
-    if (sealed) x = ghash_blocks(k, x, sealed, 16);
-    if (len - done >= 128) {
-        if (!encrypt) x = ghash_blocks(k, x, src + done, 8);
-        __m256i v[4];
-        EE_KEYSTREAM(k, v, ctr, 4);
-        ctr = ctr_add(ctr, 8);
-        xor_pairs(dst + done, src + done, v, 4);
-        if (encrypt) x = ghash_blocks(k, x, dst + done, 8);
-        done += 128;
-    }
-    size_t rest = len - done;
-    if (rest > 0) {
-        // Up to 7 more blocks, the last maybe partial: staged through a zero-padded buffer so the
-        // keystream never reads or writes past the caller's bytes.
-        int pairs = (int)((rest + 31) / 32);
-        int blocks = (int)((rest + 15) / 16);
-        _Alignas(32) uint8_t buf[128];
-        memset(buf, 0, sizeof buf);
-        memcpy(buf, src + done, rest);
-        if (!encrypt) x = ghash_blocks(k, x, buf, blocks);
-        __m256i v[4];
-        keystream4(k, v, ctr, pairs);
-        xor_pairs(buf, buf, v, pairs);
-        memcpy(dst + done, buf, rest);
-        if (encrypt) {
-            memset(buf + rest, 0, sizeof buf - rest);  // GHASH pads the ciphertext with zeros
-            x = ghash_blocks(k, x, buf, blocks);
+    if (encrypt) {
+        // Sealing hashes each chunk's ciphertext during the next chunk's AES.
+        if (chunks > 0) {
+            chunk16(k, R, dst, src, ctr, NULL, x, 0);
+            ctr = ctr_add(ctr, 16);
+            done = 256;
+            for (size_t c = 1; c < chunks; c++, done += 256) {
+                x = chunk16(k, R, dst + done, src + done, ctr, dst + done - 256, x, 1);
+                ctr = ctr_add(ctr, 16);
+            }
         }
-        wipe(buf, sizeof buf);  // an open leaves plaintext here
+    } else {
+        for (size_t c = 0; c < chunks; c++, done += 256) {
+            x = chunk16(k, R, dst + done, src + done, ctr, src + done, x, 1);  // hashes before it stores
+            ctr = ctr_add(ctr, 16);
+        }
+    }
+
+    // The tail (< 256 bytes), the lengths block and (aad_late) the AAD: at most 16 blocks for one
+    // reduction, except when a 15-block tail with a partial block makes 17.
+    const uint8_t *ts = src + done;
+    uint8_t *td = dst + done;
+    __m128i part_in = _mm_setzero_si128();
+    if (tail_part) part_in = load_partial(ts + 16 * tail_full, rest % 16);
+    __m128i part_aad = _mm_setzero_si128();
+    if (aad_late && aad_part) part_aad = bswap128(load_partial(aad + 16 * aad_full, aad_len % 16));
+    int m = tail_full + tail_part + 1 + (aad_late ? aad_full + aad_part : 0);
+    ee_acc a = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm_setzero_si128(), -1};
+    if (encrypt && chunks > 0) x = ghash_blocks(k, x, dst + done - 256, 16);
+    __m128i carry = x;
+    const int split = m > 16;  // rest > 240: the first full block on its own
+    if (split) m = 16;
+    int idx = 16 - m;
+    if (aad_late) {
+        acc_mem(k, &a, aad, aad_full, idx, &carry);
+        idx += aad_full;
+        if (aad_part) { acc_one(k, &a, _mm_xor_si128(part_aad, carry), idx++); carry = _mm_setzero_si128(); }
+    }
+    if (!encrypt) {
+        // Open: hash the ciphertext before writing (dst may be src).
+        if (split) carry = ghash_blocks(k, carry, ts, 1);
+        acc_mem(k, &a, ts + 16 * split, tail_full - split, idx, &carry);
+        idx += tail_full - split;
+        if (tail_part) { acc_one(k, &a, _mm_xor_si128(bswap128(part_in), carry), idx++); carry = _mm_setzero_si128(); }
+        if (rest <= 32) { if (rest) tail_xor(k, 1, td, ts, rest, ctr, part_in); } else tail_dispatch(k, td, ts, rest, ctr, part_in);
+    } else {
+        __m128i part_out = _mm_setzero_si128();
+        if (rest <= 32) { if (rest) part_out = tail_xor(k, 1, td, ts, rest, ctr, part_in); } else part_out = tail_dispatch(k, td, ts, rest, ctr, part_in);
+        if (split) carry = ghash_blocks(k, carry, td, 1);
+        acc_mem(k, &a, td + 16 * split, tail_full - split, idx, &carry);
+        idx += tail_full - split;
+        if (tail_part) { acc_one(k, &a, _mm_xor_si128(bswap128(part_out), carry), idx++); carry = _mm_setzero_si128(); }
     }
     // The lengths block: bit counts of the AAD and the text, big-endian; byte-reversed, the text's
     // count is the low half.
     __m128i lengths = _mm_set_epi64x((long long)(aad_len * 8), (long long)(len * 8));
-    x = gf_mul(_mm_xor_si128(x, lengths), k->hpow[15]);
+    acc_one(k, &a, _mm_xor_si128(lengths, carry), idx);
+    x = acc_reduce(k, a);
     // Tag = E(K, J0) ⊕ S
     return _mm_xor_si128(e, bswap128(x));
+}
+
+EE_VGCM_TARGET static __m128i gcm_crypt(const ee_vgcm_key_t *k, int encrypt, uint8_t *dst, const uint8_t *src,
+                                        size_t len, const uint8_t *iv, const uint8_t *aad, size_t aad_len) {
+    if (k->rounds == 10) return gcm_crypt_r(k, 10, encrypt, dst, src, len, iv, aad, aad_len);
+    return gcm_crypt_r(k, 14, encrypt, dst, src, len, iv, aad, aad_len);
 }
 
 EE_VGCM_TARGET void ee_vgcm_seal(const void *key_data, uint8_t *dst, const uint8_t *src, uint64_t len,
