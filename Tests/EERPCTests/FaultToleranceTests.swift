@@ -40,6 +40,23 @@ struct FaultToleranceTests {
         #expect(pair.server.stats.drops(.outOfOrder) > 0)
     }
 
+    /// An application that polls its Rpc only now and then (a CLI, a client that computes between
+    /// requests, one of several clients driven in turn) must not see its first request after a
+    /// pause taken for lost: the loop's clock is older than the request.
+    @Test("a request enqueued after a pause longer than the retransmission timeout is not resent")
+    func enqueueAfterPause() throws {
+        var config = RpcConfig.plaintext
+        config.retransmitTimeoutNs = 2_000_000
+        let pair = try Pair(config: config)
+        let s = try pair.connect()
+        for _ in 0..<5 {
+            usleep(20_000)  // ten timeouts without polling
+            #expect(try echoOnce(pair, session: s, bytes: Array(repeating: 7, count: 3_000))?.0 == .ok)
+        }
+        #expect(pair.client.stats.retransmissions == 0)
+        #expect(pair.server.stats.responsesResent == 0)
+    }
+
     @Test("hostile datagrams are dropped and counted, and the server keeps serving")
     func hostileDatagrams() throws {
         let pair = try Pair()

@@ -87,11 +87,16 @@ extension RpcEndpoint {
         if crypto[s].tx!.advance(now: now) { crypto[s].updatePending = true }
     }
 
-    /// Opens a received packet of an encrypted session in place. Returns the plaintext payload
-    /// length, or nil (counted) if no key of the session authenticates it: nothing about the
-    /// session changes before this has succeeded.
+    /// Opens a received packet of an encrypted session, in place or into `destination` (room for
+    /// the payload; see ``payloadDestination(_:count:session:)``). Returns where the plaintext
+    /// payload is, or nil (counted) if no key of the session authenticates it: nothing about the
+    /// session changes before this has succeeded. A packet of another key phase is opened in
+    /// place whatever `destination` says (its payload is then copied as a plaintext one is).
     @inline(__always)
-    func openPacket(_ base: UnsafeMutableRawPointer, length: Int, header: PacketHeader, session s: Int) -> Int? {
+    func openPacket(
+        _ base: UnsafeMutableRawPointer, length: Int, header: PacketHeader, session s: Int,
+        into destination: UnsafeMutableRawPointer? = nil
+    ) -> UnsafeRawBufferPointer? {
         guard length >= Wire.headerSize + Wire.tagSize else {
             drop(.authenticationFailed)
             return nil
@@ -104,15 +109,16 @@ extension RpcEndpoint {
         if header.keyPhase == rx.phase {
             rx.current.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
             if rx.current.key.open(
-                nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count,
-                tag: tag)
+                nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: destination ?? body,
+                count: count, tag: tag)
             {
-                return count
+                return UnsafeRawBufferPointer(start: destination ?? body, count: count)
             }
             drop(.authenticationFailed)
             return nil
         }
-        return openOtherPhase(base, count: count, header: header, session: s)
+        guard let n = openOtherPhase(base, count: count, header: header, session: s) else { return nil }
+        return UnsafeRawBufferPointer(start: body, count: n)
     }
 
     /// The packet's phase bit is not the current one: it is either the first of the next phase,

@@ -37,6 +37,10 @@ extension RpcEndpoint {
         }
         let i = free.trailingZeroBitCount
         sessions[s].freeSlots = free & ~(1 << i)
+        // The loop's clock is read once per iteration; an application that enqueues after not
+        // polling for a while would otherwise date the request in the past, and the next loss
+        // scan would take it for lost and send it again at once.
+        now = ee_now_ns()
         startRequest(
             slot: s * Wire.sessionRequestWindow + i, type: type, request: request, response: response, tag: tag,
             continuation: continuation)
@@ -179,9 +183,7 @@ extension RpcEndpoint {
             return drop(.badPayloadLength)
         }
         let response = slot.pointee.response.unsafelyUnwrapped
-        if size <= response.capacity, payload.count > 0 {
-            ee_copy(response.data + j * dataPerPacket, payload.baseAddress!, payload.count)
-        }
+        if size <= response.capacity, payload.count > 0 { place(payload, at: response.data + j * dataPerPacket) }
         slot.pointee.numRx += 1
         slot.pointee.retriesWithoutProgress = 0
         sessions[s].credits += 1

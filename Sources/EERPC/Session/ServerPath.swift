@@ -74,7 +74,7 @@ extension RpcEndpoint {
         }
         guard p == received else { return drop(.outOfOrder) }
         let assembly = slot.pointee.assembly.unsafelyUnwrapped
-        ee_copy(assembly.data + p * dataPerPacket, payload.baseAddress!, payload.count)
+        place(payload, at: assembly.data + p * dataPerPacket)
         slot.pointee.serverNumRx = received + 1
         if p < packets - 1 {
             sendCreditReturn(header, slot: k)

@@ -3,10 +3,13 @@ public struct FaultPlan: Sendable {
     public var drop: Double
     public var duplicate: Double
     public var reorder: Double
-    public init(drop: Double = 0, duplicate: Double = 0, reorder: Double = 0) {
+    /// One random bit of the packet flipped (damage on the wire, or a forgery).
+    public var corrupt: Double
+    public init(drop: Double = 0, duplicate: Double = 0, reorder: Double = 0, corrupt: Double = 0) {
         self.drop = drop
         self.duplicate = duplicate
         self.reorder = reorder
+        self.corrupt = corrupt
     }
 }
 
@@ -15,9 +18,10 @@ public struct FaultCounts: Sendable, Equatable {
     public var dropped = 0
     public var duplicated = 0
     public var reordered = 0
+    public var corrupted = 0
 }
 
-/// A transport wrapper that drops, duplicates and reorders received packets at random
+/// A transport wrapper that drops, duplicates, reorders and corrupts received packets at random
 /// (seeded, so a failing run can be replayed). Wrapping both ends of a session injects faults in
 /// both directions. Meant for tests and chaos runs: it copies every received packet.
 public struct FaultInjectingTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
@@ -86,6 +90,12 @@ public struct FaultInjectingTransport<Base: Transport & ~Copyable>: Transport, ~
                 continue
             }
             deliver(packet)
+            if rng.chance(plan.corrupt) && packet.count > 0 {
+                faults.corrupted += 1
+                let bit = Int(rng.next() % UInt64(packet.count * 8))
+                let byte = slots + (count - 1) * slotSize + bit / 8
+                byte.storeBytes(of: byte.load(as: UInt8.self) ^ UInt8(1 << (bit % 8)), as: UInt8.self)
+            }
             if rng.chance(plan.duplicate) {
                 faults.duplicated += 1
                 deliver(packet)
