@@ -144,17 +144,8 @@ extension Runner {
             return
         }
         while another() {
-            let (op, inserted) = chooser.next()
-            let t = now()
-            var found = true
-            do {
-                found = try db.perform(op)
-                if let n = inserted { chooser.acknowledgeInsert(n) }
-            } catch {
-                recorder.failed(op.kind, error)
-            }
-            if !found { recorder.notFound[op.kind.index] += 1 }
-            recorder.record(op.kind, began: t)
+            let next = chooser.next()
+            performOne(db, next, chooser: &chooser, recorder: &recorder, began: now())
         }
     }
 }

@@ -127,38 +127,40 @@ public enum Runner {
                 if let deadline, now() >= deadline { return false }
                 return total.wrappingAdd(1, ordering: .relaxed).oldValue < limit
             }
-            if outstanding > 1 {
-                let keySpace = chooser
-                runPipelined(db as! any YCSBAsyncDatabase, outstanding: outstanding, recorder: &recorder, another: another) {
-                    let (op, inserted) = chooser.next()
-                    return (op, inserted.map { n in { keySpace.acknowledgeInsert(n) } })
-                }
-                return
+            guard let interval else {
+                return runClosedLoop(db, outstanding: outstanding, chooser: &chooser, recorder: &recorder, another: another)
             }
-            var intended = recorder.start &+ (interval.map { $0 * UInt64(thread) / UInt64(threads) } ?? 0)
+            // The open loop (one operation in flight per thread).
+            var intended = recorder.start &+ interval * UInt64(thread) / UInt64(threads)
             while another() {
-                if let interval {
-                    intended &+= interval
-                    // One reading per check: a second one could already be past `intended`.
-                    var t = now()
-                    while t < intended {
-                        usleep(UInt32(min(1_000, (intended - t) / 1_000)))
-                        t = now()
-                    }
+                intended &+= interval
+                // One reading per check: a second one could already be past `intended`.
+                var t = now()
+                while t < intended {
+                    usleep(UInt32(min(1_000, (intended - t) / 1_000)))
+                    t = now()
                 }
-                let (op, inserted) = chooser.next()
-                let t = interval == nil ? now() : intended
-                var found = true
-                do {
-                    found = try db.perform(op)
-                    if let n = inserted { chooser.acknowledgeInsert(n) }
-                } catch {
-                    recorder.failed(op.kind, error)
-                }
-                if !found { recorder.notFound[op.kind.index] += 1 }
-                recorder.record(op.kind, began: t)
+                let next = chooser.next()
+                performOne(db, next, chooser: &chooser, recorder: &recorder, began: intended)
             }
         }
+    }
+
+    /// Runs one operation synchronously and records it, latency counted from `began`.
+    static func performOne(
+        _ db: any YCSBDatabase, _ next: (Operation, insertedKeyNumber: Int64?), chooser: inout OperationChooser,
+        recorder: inout Recorder, began: UInt64
+    ) {
+        let op = next.0
+        var found = true
+        do {
+            found = try db.perform(op)
+            if let n = next.insertedKeyNumber { chooser.acknowledgeInsert(n) }
+        } catch {
+            recorder.failed(op.kind, error)
+        }
+        if !found { recorder.notFound[op.kind.index] += 1 }
+        recorder.record(op.kind, began: began)
     }
 
     /// A closed loop with `outstanding` operations in flight on one thread: start operations
