@@ -38,94 +38,51 @@ extension Runner {
         let issued = (0..<targets).map { _ in Counter() }
         let schedule = SliceSchedule(targets: targets, seed: seed)
 
-        final class Shared: @unchecked Sendable {
-            /// Per thread: one recorder and the time run, per target. Written once by its thread.
-            var recorders: [[Recorder]?]
-            var activeNs: [[UInt64]?]
-            var failure: (any Error)?
-            let lock = Mutex<Void>(())
-            let live = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
-            init(_ n: Int) {
-                recorders = Array(repeating: nil, count: n)
-                activeNs = Array(repeating: nil, count: n)
-                live.initialize(to: Atomic(0))
-            }
-            deinit {
-                live.deinitialize(count: 1)
-                live.deallocate()
-            }
-        }
-        let shared = Shared(threads)
-        let stopFlag = Atomic<Bool>(false)
-        let connected = Atomic<Int>(0)
-        let startedAt = Atomic<UInt64>(0)
         /// Slices finished, summed over threads: slice k starts once it reaches k × threads.
         let sliceBarrier = Atomic<Int>(0)
-        let done = Atomic<Int>(0)
-        var handles: [pthread_t] = []
-        for t in 0..<threads {
-            handles.append(spawn {
-                var dbs: [any YCSBDatabase] = []
-                do {
-                    for target in 0..<targets {
-                        let db = try connect(target, t)
-                        if outstanding > 1 && !(db is any YCSBAsyncDatabase) { throw RunnerError.notAsynchronous }
-                        dbs.append(db)
-                    }
-                } catch {
-                    shared.lock.withLock { _ in shared.failure = shared.failure ?? error }
-                    stopFlag.store(true, ordering: .relaxed)
-                }
-                connected.add(1, ordering: .releasing)
-                var start = startedAt.load(ordering: .acquiring)
-                while start == 0 {
-                    usleep(100)
-                    start = startedAt.load(ordering: .acquiring)
-                }
-                let live = UnsafePointer(shared.live)
-                var recorders = (0..<targets).map { _ in Recorder(start: start, live: live) }
-                var active = [UInt64](repeating: 0, count: targets)
-                var choosers = keySpaces.map {
-                    OperationChooser(workload: workload, keySpace: $0, seed: UInt64(t + 1) &* 0x9E37_79B9)
-                }
-                for slice in 0..<(cycles * targets) {
-                    while sliceBarrier.load(ordering: .acquiring) < slice * threads { usleep(20) }
-                    defer { sliceBarrier.add(1, ordering: .releasing) }
-                    if stopFlag.load(ordering: .relaxed) || dbs.count < targets { continue }
-                    let target = schedule.target(ofSlice: slice)
-                    let began = now()
-                    let end = began + sliceNs
-                    // The series of this target continues where its last slice stopped.
-                    recorders[target].start = began - active[target]
-                    runClosedLoop(
-                        dbs[target], outstanding: outstanding, chooser: &choosers[target], recorder: &recorders[target]
-                    ) {
-                        !stopFlag.load(ordering: .relaxed) && now() < end
-                            && issued[target].value.wrappingAdd(1, ordering: .relaxed).oldValue < workload.operationCount
-                    }
-                    active[target] += now() - began
-                }
-                shared.lock.withLock { _ in
-                    shared.recorders[t] = recorders
-                    shared.activeNs[t] = active
-                }
-                done.add(1, ordering: .releasing)
-            })
+        let connectAll: @Sendable (Int) throws -> [any YCSBDatabase] = { t in
+            try (0..<targets).map { target in
+                let db = try connect(target, t)
+                if outstanding > 1 && !(db is any YCSBAsyncDatabase) { throw RunnerError.notAsynchronous }
+                return db
+            }
         }
-        while connected.load(ordering: .acquiring) < threads { usleep(100) }
-        let start = now()
-        startedAt.store(start, ordering: .releasing)
-        reportProgress(start: start, live: shared.live, progress: progress) { done.load(ordering: .acquiring) == threads }
-        for h in handles { pthread_join(h, nil) }
-        if let failure = shared.failure { throw failure }
+        // Per thread: one recorder and the time run, per target.
+        let (_, perThread) = try runThreads(threads, progress: progress, connect: connectAll) {
+            t, dbs, start, live, stopped in
+            var recorders = (0..<targets).map { _ in Recorder(start: start, live: live) }
+            var active = [UInt64](repeating: 0, count: targets)
+            var choosers = keySpaces.map {
+                OperationChooser(workload: workload, keySpace: $0, seed: UInt64(t + 1) &* 0x9E37_79B9)
+            }
+            for slice in 0..<(cycles * targets) {
+                // A thread whose connect failed still takes part, so the others never wait for it.
+                while sliceBarrier.load(ordering: .acquiring) < slice * threads { usleep(20) }
+                defer { sliceBarrier.add(1, ordering: .releasing) }
+                guard let dbs, !stopped() else { continue }
+                let target = schedule.target(ofSlice: slice)
+                let began = now()
+                let end = began + sliceNs
+                // The series of this target continues where its last slice stopped.
+                recorders[target].start = began - active[target]
+                runClosedLoop(
+                    dbs[target], outstanding: outstanding, chooser: &choosers[target], recorder: &recorders[target]
+                ) {
+                    !stopped() && now() < end
+                        && issued[target].value.wrappingAdd(1, ordering: .relaxed).oldValue < workload.operationCount
+                }
+                active[target] += now() - began
+            }
+            return (recorders: recorders, activeNs: active)
+        }
         return (0..<targets).map { target in
             // Each thread ran its slices of this target for about the same time; their mean is the
             // target's duration, so throughput is operations over the time the target had.
-            let times = shared.activeNs.compactMap { $0?[target] }
+            let times = perThread.map { $0.activeNs[target] }
             let mean = times.isEmpty ? 0 : Double(times.reduce(0, +)) / Double(times.count) / 1e9
             return summarize(
                 phase: "run", workload: workload, threads: threads, seconds: mean,
-                recorders: shared.recorders.compactMap { $0?[target] })
+                recorders: perThread.map { $0.recorders[target] })
         }
     }
 

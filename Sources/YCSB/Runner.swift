@@ -212,65 +212,19 @@ public enum Runner {
         progress: (@Sendable (Int, Int) -> Void)?,
         body: @escaping @Sendable (Int, inout OperationChooser, any YCSBDatabase, inout Recorder, () -> Bool) -> Void
     ) throws -> RunSummary {
-        final class Shared: @unchecked Sendable {
-            var recorders: [Recorder?]
-            var failure: (any Error)?
-            let lock = Mutex<Void>(())
-            let live = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
-            init(_ n: Int) {
-                recorders = Array(repeating: nil, count: n)
-                live.initialize(to: Atomic(0))
-            }
-            deinit {
-                live.deinitialize(count: 1)
-                live.deallocate()
-            }
-        }
-        let shared = Shared(threads)
-        let done = Atomic<Int>(0)
-        let stopFlag = Atomic<Bool>(false)
         let keySpace = KeySpace(initialRecords: workload.recordCount)
-        // Threads connect first and the clock starts once all have (as YCSB's own client
-        // initialises its DB instances before the measured phase): a TLS handshake or a session
-        // setup is not an operation, and would otherwise weigh on short runs.
-        let connected = Atomic<Int>(0)
-        let startedAt = Atomic<UInt64>(0)
-        var handles: [pthread_t] = []
-        for t in 0..<threads {
-            let work: @Sendable () -> Void = {
-                let db: (any YCSBDatabase)?
-                do {
-                    db = try connect(t)
-                } catch {
-                    db = nil
-                    shared.lock.withLock { _ in shared.failure = error }
-                    stopFlag.store(true, ordering: .relaxed)
-                }
-                connected.add(1, ordering: .releasing)
-                var start = startedAt.load(ordering: .acquiring)
-                while start == 0 {
-                    usleep(100)
-                    start = startedAt.load(ordering: .acquiring)
-                }
-                var recorder = Recorder(start: start, live: UnsafePointer(shared.live))
-                if let db {
-                    var chooser = OperationChooser(workload: workload, keySpace: keySpace, seed: UInt64(t + 1) &* 0x9E37_79B9)
-                    body(t, &chooser, db, &recorder) { stopFlag.load(ordering: .relaxed) }
-                }
-                shared.lock.withLock { _ in shared.recorders[t] = recorder }
-                done.add(1, ordering: .releasing)
+        let (start, recorders) = try runThreads(threads, progress: progress, connect: connect) {
+            t, db, start, live, stopped in
+            var recorder = Recorder(start: start, live: live)
+            if let db {
+                var chooser = OperationChooser(workload: workload, keySpace: keySpace, seed: UInt64(t + 1) &* 0x9E37_79B9)
+                body(t, &chooser, db, &recorder, stopped)
             }
-            handles.append(spawn(work))
+            return recorder
         }
-        while connected.load(ordering: .acquiring) < threads { usleep(100) }
-        let start = now()
-        startedAt.store(start, ordering: .releasing)
-        reportProgress(start: start, live: shared.live, progress: progress) { done.load(ordering: .acquiring) == threads }
-        for h in handles { pthread_join(h, nil) }
-        if let failure = shared.failure { throw failure }
         return summarize(
             phase: phase, workload: workload, threads: threads, seconds: Double(now() - start) / 1e9,
-            recorders: shared.recorders.compactMap { $0 })
+            recorders: recorders)
     }
 
     /// Calls `progress` each second with the operations completed in it (from the live counter;
