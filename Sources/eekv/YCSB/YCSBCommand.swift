@@ -90,10 +90,7 @@ struct YCSBOptions: ParsableArguments {
             }
             target = .eekv(config, tls: client.tls(for: config))
         case "redis":
-            // The cluster's CA and client certificate serve Redis too, unless --cert says otherwise.
-            target = try .redis(url: redisURL) {
-                try client.certificateTLS(defaultCA: "ca.pem") ?? client.tls(for: loadConfig(client.configPath()))
-            }
+            target = try .redis(url: redisURL, client: client)
         default:
             throw ValidationError("--db is eekv or redis")
         }

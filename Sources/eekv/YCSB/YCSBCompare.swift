@@ -48,9 +48,7 @@ struct YCSBCompare: ParsableCommand {
             let where_ = String(spec[spec.index(after: eq)...])
             guard seen.insert(name).inserted else { throw ValidationError("two targets are named \(name)") }
             if where_.hasPrefix("redis://") || where_.hasPrefix("rediss://") {
-                return (name, try .redis(url: where_) {
-                    try client.certificateTLS(defaultCA: "ca.pem") ?? client.tls(for: loadConfig(client.configPath()))
-                })
+                return (name, try .redis(url: where_, client: client))
             }
             let cluster = try loadConfig(where_)
             return (name, .eekv(cluster, tls: client.tls(for: cluster)))

@@ -27,8 +27,9 @@ struct YCSBTarget {
             mtu: cluster.mtu)
     }
 
-    /// `url` is redis://HOST:PORT, or rediss://HOST:PORT for TLS with the certificate `tls` gives.
-    static func redis(url: String, tls: () throws -> TLSConfig?) throws -> YCSBTarget {
+    /// `url` is redis://HOST:PORT, or rediss://HOST:PORT for TLS. The cluster's CA and client
+    /// certificate serve Redis too, unless --cert says otherwise.
+    static func redis(url: String, client: ClusterOptions) throws -> YCSBTarget {
         let secure = url.hasPrefix("rediss://")
         guard secure || url.hasPrefix("redis://") else {
             throw ValidationError("a Redis URL starts with redis:// or rediss://: \(url)")
@@ -37,7 +38,11 @@ struct YCSBTarget {
         let parts = rest.split(separator: ":")
         guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("a Redis URL needs HOST:PORT: \(url)") }
         return YCSBTarget(
-            kind: .redis(url: url, host: String(parts[0]), port: port, tls: secure ? try tls() : nil),
+            kind: .redis(
+                url: url, host: String(parts[0]), port: port,
+                tls: secure
+                    ? try client.certificateTLS(defaultCA: "ca.pem") ?? client.tls(for: loadConfig(client.configPath()))
+                    : nil),
             label: secure ? "redis+tls" : "redis", crypto: secure ? "tls" : "none", nodes: 1, mtu: nil)
     }
 
