@@ -24,7 +24,7 @@
 //   block passes through a 16-byte stack copy, wiped after. Versus the previous version of this
 //   file: 1,424 B 7.8 % faster, 16 B 42 %, 0 B 97 %, 64 KiB 2.6 % (AES-128).
 // - Constant time: AES rounds and carry-less multiplies take no data-dependent branches or table
-//   lookups; the tag comparison is CRYPTO_memcmp's.
+//   lookups; the tag comparison tests all 16 bytes at once (one vector XOR and PTEST).
 //
 // Memory: the key schedule lives in a caller-owned ee_vgcm_key (64-byte aligned); seal and open
 // read it only, so any number of threads may use one key at once. Nothing here allocates.
@@ -296,14 +296,62 @@ EE_VGCM_TARGET static EE_AI void acc_mem(const ee_vgcm_key_t *k, ee_acc *a, cons
     }
 }
 
-// `len` < 16 bytes at p, zero-padded, byte-reversed. Bounded reads only.
+// Fewer than 8 bytes at p as the low bytes of an integer (little-endian), the rest zero. Two
+// overlapping loads per size class instead of a byte loop; each reads only inside [p, p + n).
+static EE_AI uint64_t load_upto7(const uint8_t *p, size_t n) {
+    uint32_t a, b;
+    uint16_t c, d;
+    if (n >= 4) {
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        return (uint64_t)a | ((uint64_t)b << (8 * (n - 4)));
+    }
+    if (n >= 2) {
+        memcpy(&c, p, 2);
+        memcpy(&d, p + n - 2, 2);
+        return (uint64_t)c | ((uint64_t)d << (8 * (n - 2)));
+    }
+    return n ? p[0] : 0;
+}
+
+// Writes the low n bytes (n < 8) of v to p, the same way round.
+static EE_AI void store_upto7(uint8_t *p, uint64_t v, size_t n) {
+    if (n >= 4) {
+        const uint32_t a = (uint32_t)v, b = (uint32_t)(v >> (8 * (n - 4)));
+        memcpy(p + n - 4, &b, 4);
+        memcpy(p, &a, 4);
+    } else if (n >= 2) {
+        const uint16_t c = (uint16_t)v, d = (uint16_t)(v >> (8 * (n - 2)));
+        memcpy(p + n - 2, &d, 2);
+        memcpy(p, &c, 2);
+    } else if (n) {
+        p[0] = (uint8_t)v;
+    }
+}
+
+// `len` < 16 bytes at p, zero-padded. Bounded reads only, assembled in registers: going through
+// a stack block (byte stores, then one 16-byte load) stalled on store forwarding and cost a
+// memset and a memcpy call, each forcing a vzeroupper and spills of the live YMM registers.
 EE_VGCM_TARGET static EE_AI __m128i load_partial(const uint8_t *p, size_t len) {
-    _Alignas(16) uint8_t b[16] = {0};
-    memcpy(b, p, len);
-    __m128i v = _mm_load_si128((const __m128i *)b);
-    _mm_store_si128((__m128i *)b, _mm_setzero_si128());
-    __asm__ __volatile__("" : : "r"(b) : "memory");
-    return v;
+    uint64_t lo, hi = 0;
+    if (len >= 8) {
+        memcpy(&lo, p, 8);
+        hi = load_upto7(p + 8, len - 8);
+    } else {
+        lo = load_upto7(p, len);
+    }
+    return _mm_set_epi64x((long long)hi, (long long)lo);
+}
+
+// Writes the first `len` (< 16) bytes of v to p, without a stack round trip.
+EE_VGCM_TARGET static EE_AI void store_partial(uint8_t *p, __m128i v, size_t len) {
+    const uint64_t lo = (uint64_t)_mm_cvtsi128_si64(v), hi = (uint64_t)_mm_extract_epi64(v, 1);
+    if (len >= 8) {
+        memcpy(p, &lo, 8);
+        store_upto7(p + 8, hi, len - 8);
+    } else {
+        store_upto7(p, lo, len);
+    }
 }
 
 // Keeps the first n bytes (n < 16) of v.
@@ -377,12 +425,8 @@ EE_VGCM_TARGET static EE_AI __m128i tail_xor(const ee_vgcm_key_t *k, const int N
         d += 16;
     }
     if (pb) {
-        _Alignas(16) uint8_t b[16];
         out = mask_bytes(_mm_xor_si128(part_in, ks0), pb);
-        _mm_store_si128((__m128i *)b, out);
-        memcpy(d, b, pb);
-        _mm_store_si128((__m128i *)b, _mm_setzero_si128());  // an open leaves plaintext here
-        __asm__ __volatile__("" : : "r"(b) : "memory");
+        store_partial(d, out, pb);
     }
     return out;
 }
@@ -503,9 +547,10 @@ EE_VGCM_TARGET void ee_vgcm_seal(const void *key_data, uint8_t *dst, const uint8
 
 EE_VGCM_TARGET int ee_vgcm_open(const void *key_data, uint8_t *dst, const uint8_t *src, uint64_t len,
                                 const uint8_t *iv, const uint8_t *aad, uint64_t aad_len, const uint8_t *tag) {
-    uint8_t computed[16];
-    _mm_storeu_si128((__m128i *)computed, gcm_crypt(key_data, 0, dst, src, len, iv, aad, aad_len));
-    return CRYPTO_memcmp(computed, tag, 16) == 0;
+    // Constant time: one XOR and one all-zero test of the whole tag, no early exit.
+    const __m128i diff = _mm_xor_si128(gcm_crypt(key_data, 0, dst, src, len, iv, aad, aad_len),
+                                       _mm_loadu_si128((const __m128i *)tag));
+    return _mm_testz_si128(diff, diff);
 }
 
 #else  // not x86-64: never available, and the entry points refuse.
