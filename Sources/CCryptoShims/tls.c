@@ -1,5 +1,6 @@
 #include "CCryptoShims.h"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -16,6 +17,15 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+// Before any other OpenSSL call: no cleanup at exit. eeRPC runs OpenSSL on threads of its own
+// (session-management exchanges, AES workers) that can still be finishing when the process
+// exits; OpenSSL's atexit handler frees its global locks under them, and a thread tearing
+// down its OpenSSL state then crashed (SIGSEGV in pthread_rwlock_wrlock) in about one failed
+// `eekv get` in four. The kernel reclaims the memory at exit anyway.
+__attribute__((constructor)) static void ee_openssl_without_atexit_cleanup(void) {
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+}
 
 static void set_error(char *err, size_t err_len, const char *what) {
     if (!err || err_len == 0) return;
