@@ -222,6 +222,22 @@ extension RpcEndpoint {
         }
     }
 
+    /// Whether packet `packetNumber` of slot `k`'s current message is in the TX ring, to be sent
+    /// once sealed (cancelled entries are not: they never go out).
+    func awaitsSeal(slot k: Int, packetNumber: UInt16) -> Bool {
+        var i = txOffload.head
+        for _ in 0..<txOffload.count {
+            let entry = txOffload.entries + i
+            if entry.pointee.owner == Int32(k) && !entry.pointee.cancelled
+                && UInt16(truncatingIfNeeded: UInt64(littleEndian: entry.pointee.item.header1) >> 48) == packetNumber
+            {
+                return true
+            }
+            i = (i + 1) % txOffload.capacity
+        }
+        return false
+    }
+
     /// Waits for every job in the pool that uses this endpoint's keys or buffers, and for the
     /// workers to pass any stale copies of them.
     func waitForOffloadedJobs() {

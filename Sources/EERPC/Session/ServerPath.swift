@@ -98,6 +98,14 @@ extension RpcEndpoint {
         guard j >= 1 && j < Wire.packetCount(size: response.size, dataPerPacket: dataPerPacket) else {
             return drop(.badPacketNumber)
         }
+        // A retransmitted RFR whose packet still waits in the AES pool: that copy will go out.
+        // Another copy would only lengthen the queue the client is timing out on; with short
+        // timeouts and a deep pool queue the copies crowded out new work (seen at 64 credits).
+        if j <= slot.pointee.serverHighestQueued && slot.pointee.offloadPending > 0
+            && awaitsSeal(slot: k, packetNumber: header.packetNumber)
+        {
+            return drop(.outOfOrder)
+        }
         sendResponsePacket(slot: k, index: j)
     }
 
@@ -147,6 +155,7 @@ extension RpcEndpoint {
             messageSize: UInt32(response.size), requestNumber: slot.pointee.requestNumber,
             packetNumber: UInt16(truncatingIfNeeded: slot.pointee.serverRequestPackets - 1 + j))
         let length = response.size == 0 ? 0 : sliceLength(size: response.size, index: j)
+        slot.pointee.serverHighestQueued = max(slot.pointee.serverHighestQueued, j)
         queuePacket(header, data: response.data + j * dataPerPacket, length: length, slot: k)
     }
 
@@ -227,6 +236,7 @@ extension RpcEndpoint {
         }
         slot.pointee.serverResponse = nil
         slot.pointee.responseReady = false
+        slot.pointee.serverHighestQueued = -1
     }
 
     /// Background thread → dispatch thread. Thread-safe.

@@ -83,6 +83,9 @@ struct Slot {
     var serverNumRx = 0
     var serverRequestPackets = 0
     var serverRequestSize = 0
+    /// Highest response packet index queued for the current response (-1: none yet). An RFR at
+    /// or below it is a retransmission.
+    var serverHighestQueued = -1
     /// The response, kept until the next request on this slot so duplicates can be answered.
     var serverResponse: MsgBuffer? = nil
     var responseReady = false
