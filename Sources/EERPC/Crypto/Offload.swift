@@ -50,8 +50,10 @@ struct OffloadRing {
 
     var isFull: Bool { count == capacity }
 
+    /// The index of the n-th queued entry, oldest first (n == count: the next free one).
+    @inline(__always) func index(_ n: Int) -> Int { (head + n) % capacity }
     /// The next free entry's index (the caller fills it, then `commit`s).
-    @inline(__always) var tail: Int { (head + count) % capacity }
+    @inline(__always) var tail: Int { index(count) }
     @inline(__always) func slot(_ i: Int) -> UnsafeMutableRawPointer { staging + i * slotSize }
     @inline(__always) mutating func commit() { count += 1 }
 
@@ -78,11 +80,10 @@ struct OffloadRing {
     /// Waits until every submitted job has finished (before keys or buffers they use go away),
     /// running unclaimed ones itself.
     func waitForAll() {
-        var i = head
-        for _ in 0..<count {
+        for n in 0..<count {
+            let i = index(n)
             if let job = entries[i].job { _ = job.runIfUnclaimed() }
             while AESJob.state(flags[i].load(ordering: .acquiring)) < AESJob.succeeded { spinPause() }
-            i = (i + 1) % capacity
         }
     }
 }
@@ -215,25 +216,22 @@ extension RpcEndpoint {
     /// Cancels the slot's packets still waiting to be sealed (see `withdrawQueuedPackets`).
     func cancelOffloadedPackets(slot k: Int) {
         guard slots[k].offloadPending > 0 else { return }
-        var i = txOffload.head
-        for _ in 0..<txOffload.count {
-            if txOffload.entries[i].owner == Int32(k) { txOffload.entries[i].cancelled = true }
-            i = (i + 1) % txOffload.capacity
+        for n in 0..<txOffload.count {
+            let entry = txOffload.entries + txOffload.index(n)
+            if entry.pointee.owner == Int32(k) { entry.pointee.cancelled = true }
         }
     }
 
     /// Whether packet `packetNumber` of slot `k`'s current message is in the TX ring, to be sent
     /// once sealed (cancelled entries are not: they never go out).
     func awaitsSeal(slot k: Int, packetNumber: UInt16) -> Bool {
-        var i = txOffload.head
-        for _ in 0..<txOffload.count {
-            let entry = txOffload.entries + i
+        for n in 0..<txOffload.count {
+            let entry = txOffload.entries + txOffload.index(n)
             if entry.pointee.owner == Int32(k) && !entry.pointee.cancelled
                 && UInt16(truncatingIfNeeded: UInt64(littleEndian: entry.pointee.item.header1) >> 48) == packetNumber
             {
                 return true
             }
-            i = (i + 1) % txOffload.capacity
         }
         return false
     }
