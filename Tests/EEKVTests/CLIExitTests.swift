@@ -1,18 +1,5 @@
-import EEKV
 import Foundation
 import Testing
-
-/// Runs the `eekv` binary (debug build) to completion; returns how it ended.
-private func runEEKV(_ arguments: [String]) throws -> (reason: Process.TerminationReason, status: Int32) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: FileManager.default.currentDirectoryPath + "/.build/debug/eekv")
-    process.arguments = arguments
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    return (process.terminationReason, process.terminationStatus)
-}
 
 @Suite("The eekv command's exits", .serialized)
 struct CLIExitTests {
@@ -23,22 +10,7 @@ struct CLIExitTests {
     @Test("a refused certificate exits with code 3, never a signal")
     func refusedCertificateExitsCleanly() throws {
         let dir = TempDirectory()
-        let tcp = freePorts(1)[0]
-        let udp = freePorts(1)[0]
-        let config = """
-            [cluster]
-            crypto = "adaptive"
-            durability = "nosync"
-            [tls]
-            dir = "certs"
-            client = "client-0"
-            [[node]]
-            id = 0
-            host = "127.0.0.1"
-            port = \(tcp)
-            udp_port = \(udp)
-            threads = 1
-            """
+        let config = oneNodeConfig(crypto: "adaptive", durability: "nosync", tls: true)
         // The node's cluster and a foreign one: same layout, different CAs.
         for cluster in ["node", "foreign"] {
             try FileManager.default.createDirectory(atPath: "\(dir.path)/\(cluster)", withIntermediateDirectories: true)

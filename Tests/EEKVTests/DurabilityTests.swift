@@ -3,32 +3,6 @@ import EERPC
 import Foundation
 import Testing
 
-/// Runs `eekv server` as a child process, as an operator would.
-final class ServerProcess: @unchecked Sendable {
-    let process = Process()
-    init(config: String, data: String) throws {
-        let binary = FileManager.default.currentDirectoryPath + "/.build/debug/eekv"
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "\(binary) is missing: build it first (make test does)"])
-        }
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["server", "--config", config, "--node", "0", "--data", data]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-    }
-    func kill() {
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
-    func terminate() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-    }
-}
-
 /// Polls until a get answers (key absent or present), or gives up.
 func waitUntilServing(_ config: ClusterConfig) throws -> KVClient {
     let deadline = Date().addingTimeInterval(30)
@@ -51,21 +25,8 @@ struct DurabilityTests {
     @Test("every acknowledged put survives a SIGKILL in the middle of the load")
     func killDuringPuts() throws {
         let dir = TempDirectory()
-        let tcp = freePorts(1)[0]
-        let udp = freePorts(1)[0]
         let path = dir.path + "/cluster.toml"
-        let text = """
-            [cluster]
-            crypto = "none"
-            durability = "fsync"
-            [[node]]
-            id = 0
-            host = "127.0.0.1"
-            port = \(tcp)
-            udp_port = \(udp)
-            threads = 1
-            """
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        try oneNodeConfig(crypto: "none", durability: "fsync").write(toFile: path, atomically: true, encoding: .utf8)
         let config = try ClusterConfig.load(path: path)
         let data = dir.path + "/data"
 

@@ -1,0 +1,62 @@
+import Foundation
+
+/// The `eekv` binary of the debug build, set up to run with `arguments` (not started), its
+/// output discarded. Tests run it as an operator would.
+func eekvProcess(_ arguments: [String]) throws -> Process {
+    let binary = FileManager.default.currentDirectoryPath + "/.build/debug/eekv"
+    guard FileManager.default.isExecutableFile(atPath: binary) else {
+        throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "\(binary) is missing: build it first (make test does)"])
+    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = arguments
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    return process
+}
+
+/// Runs `eekv` to completion; returns how it ended.
+func runEEKV(_ arguments: [String]) throws -> (reason: Process.TerminationReason, status: Int32) {
+    let process = try eekvProcess(arguments)
+    try process.run()
+    process.waitUntilExit()
+    return (process.terminationReason, process.terminationStatus)
+}
+
+/// Runs `eekv server` as a child process.
+final class ServerProcess: @unchecked Sendable {
+    let process: Process
+    init(config: String, data: String) throws {
+        process = try eekvProcess(["server", "--config", config, "--node", "0", "--data", data])
+        try process.run()
+    }
+    func kill() {
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+    func terminate() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// A cluster configuration of one node on free loopback ports; with `tls`, certificates from
+/// `certs/` beside it and client `client-0`.
+func oneNodeConfig(crypto: String, durability: String, tls: Bool = false) -> String {
+    let tcp = freePorts(1)[0]
+    let udp = freePorts(1)[0]
+    let tlsSection = tls ? "[tls]\ndir = \"certs\"\nclient = \"client-0\"\n" : ""
+    return """
+        [cluster]
+        crypto = "\(crypto)"
+        durability = "\(durability)"
+        \(tlsSection)[[node]]
+        id = 0
+        host = "127.0.0.1"
+        port = \(tcp)
+        udp_port = \(udp)
+        threads = 1
+        """
+}
