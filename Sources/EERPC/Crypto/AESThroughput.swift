@@ -78,44 +78,55 @@ public enum AESThroughput {
             let slot = (size + 64 + 63) & ~63
             let buffers = UnsafeMutableRawPointer.allocate(byteCount: slot * inFlight, alignment: 64)
             let header = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
-            let flags = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: inFlight)
+            let flags = JobStateWords(count: inFlight)
             defer {
                 buffers.deallocate()
                 header.deallocate()
-                flags.deinitialize(count: inFlight)
                 flags.deallocate()
             }
             buffers.initializeMemory(as: UInt8.self, repeating: 0x3C, count: slot * inFlight)
             header.initializeMemory(as: UInt8.self, repeating: 0xEE, count: 64)
-            for i in 0..<inFlight { (flags + i).initialize(to: Atomic(0)) }
             @inline(__always) func job(_ i: Int) -> AESJob {
                 let b = buffers + i * slot
-                let ticket = AESJob.arm(flags + i)
+                let ticket = AESJob.arm(flags[i])
                 return AESJob(
                     seal: true, key: key, nonce: header + 16, aad: header, aadCount: 16, source: b + 64,
-                    destination: b + 64, count: size, tag: b, done: UnsafePointer(flags + i), ticket: ticket)
+                    destination: b + 64, count: size, tag: b, done: UnsafePointer(flags[i]), ticket: ticket)
             }
+            // Jobs are posted in bursts, as a dispatch thread posts a TX or RX burst.
+            let burst = UnsafeMutablePointer<AESJob>.allocate(capacity: inFlight)
+            defer { burst.deallocate() }
             var messages: UInt64 = 0
             var head = 0
             var submitted = 0
             let start = ee_now_ns()
             var now = start
-            // Fill the window, then replace each completed job (in order) with a new one.
-            while submitted < inFlight {
-                while !pool.submit(job(submitted)) { spinPause() }
-                submitted += 1
+            @inline(__always) func post(from first: Int, count: Int) {
+                for k in 0..<count { burst[k] = job((first + k) % inFlight) }
+                var posted = 0
+                while posted < count {
+                    posted += pool.submit(burst + posted, count: count - posted)
+                    if posted < count { spinPause() }
+                }
             }
+            // Fill the window, then replace completed jobs (in order) with new ones, a burst of
+            // up to 32 at a time.
+            post(from: 0, count: inFlight)
+            submitted = inFlight
             var polls = 0
-            while true {
-                if AESJob.state(flags[head].load(ordering: .acquiring)) >= AESJob.succeeded {
-                    messages &+= 1
+            while submitted > 0 {
+                var finished = 0
+                while finished < min(32, submitted) && flags.state((head + finished) % inFlight) >= AESJob.succeeded {
+                    finished += 1
+                }
+                if finished > 0 {
+                    messages &+= UInt64(finished)
                     if now &- start < ns {
-                        while !pool.submit(job(head)) { spinPause() }
+                        post(from: head, count: finished)
                     } else {
-                        submitted -= 1
-                        if submitted == 0 { break }
+                        submitted -= finished
                     }
-                    head = (head + 1) % inFlight
+                    head = (head + finished) % inFlight
                 } else {
                     spinPause()
                 }

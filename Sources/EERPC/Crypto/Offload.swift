@@ -27,7 +27,7 @@ struct OffloadRing {
     let capacity: Int
     let slotSize: Int
     let entries: UnsafeMutablePointer<OffloadEntry>
-    let flags: UnsafeMutablePointer<Atomic<UInt32>>
+    let flags: JobStateWords
     let staging: UnsafeMutableRawPointer
     var head = 0
     var count = 0
@@ -36,14 +36,12 @@ struct OffloadRing {
         self.capacity = capacity
         self.slotSize = slotSize
         entries = .allocate(capacity: capacity)
-        flags = .allocate(capacity: capacity)
-        for i in 0..<capacity { (flags + i).initialize(to: Atomic(0)) }
+        flags = JobStateWords(count: capacity)
         staging = .allocate(byteCount: capacity * slotSize, alignment: 64)
     }
 
     func deallocate() {
         entries.deallocate()
-        flags.deinitialize(count: capacity)
         flags.deallocate()
         staging.deallocate()
     }
@@ -60,7 +58,7 @@ struct OffloadRing {
     /// The head entry's index if its job has finished (`AESJob.succeeded` or `.failed`).
     @inline(__always) func finishedHead() -> (index: Int, result: UInt32)? {
         guard count > 0 else { return nil }
-        let r = AESJob.state(flags[head].load(ordering: .acquiring))
+        let r = flags.state(head)
         return r >= AESJob.succeeded ? (head, r) : nil
     }
 
@@ -83,7 +81,7 @@ struct OffloadRing {
         for n in 0..<count {
             let i = index(n)
             if let job = entries[i].job { _ = job.runIfUnclaimed() }
-            while AESJob.state(flags[i].load(ordering: .acquiring)) < AESJob.succeeded { spinPause() }
+            while flags.state(i) < AESJob.succeeded { spinPause() }
         }
     }
 }
@@ -115,11 +113,11 @@ extension RpcEndpoint {
                 owner: Int32(k), cancelled: false))
         // The entry's copy of the header is the one sealed (and sent): it carries the phase bit.
         let (key, nonce) = prepareSeal(&entry.pointee.item, session: s, staging: staging)
-        let ticket = AESJob.arm(txOffload.flags + i)
+        let ticket = AESJob.arm(txOffload.flags[i])
         let job = AESJob(
             seal: true, key: key, nonce: nonce, aad: UnsafeRawPointer(entry), aadCount: Wire.headerSize,
             source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
-            tag: staging + length, done: UnsafePointer(txOffload.flags + i), ticket: ticket)
+            tag: staging + length, done: UnsafePointer(txOffload.flags[i]), ticket: ticket)
         entry.pointee.job = job
         guard pool.submit(job) else { return false }
         entry.pointee.item.data = UnsafeRawPointer(staging)
@@ -174,12 +172,12 @@ extension RpcEndpoint {
         rxOffload.entries[i] = OffloadEntry(
             item: TxItem(header: header, data: nil, dataLength: 0, route: UnsafePointer(routes)), length: length,
             session: Int32(s), token: sessions[s].token, owner: -1, cancelled: false)
-        let ticket = AESJob.arm(rxOffload.flags + i)
+        let ticket = AESJob.arm(rxOffload.flags[i])
         let body = staging + Wire.headerSize
         let job = AESJob(
             seal: false, key: rx.current.key, nonce: nonce, aad: UnsafeRawPointer(staging), aadCount: Wire.headerSize,
             source: body, destination: body, count: count, tag: body + count,
-            done: UnsafePointer(rxOffload.flags + i), ticket: ticket)
+            done: UnsafePointer(rxOffload.flags[i]), ticket: ticket)
         rxOffload.entries[i].job = job
         if !pool.submit(job) { _ = job.runIfUnclaimed() }  // every worker ring full: do it here
         rxOffload.commit()
