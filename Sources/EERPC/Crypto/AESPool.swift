@@ -291,7 +291,6 @@ final class AESWorker: @unchecked Sendable {
             idleSpins = 0
         }
     }
-
 }
 
 @inline(__always)

@@ -110,20 +110,9 @@ public final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
         }
     }
 
-    /// `pop` for a queue with exactly one consumer thread (an AES worker's ring): the dequeue
-    /// position is that thread's alone, so it advances with a plain store instead of a CAS.
-    @inline(__always)
-    public func popSingleConsumer() -> Element? {
-        let pos = dequeuePosition.load(ordering: .relaxed)
-        let cell = sequences + (pos & mask)
-        guard cell.pointee.load(ordering: .acquiring) == pos &+ 1 else { return nil }
-        let value = values[pos & mask]
-        cell.pointee.store(pos &+ mask &+ 1, ordering: .releasing)
-        dequeuePosition.store(pos &+ 1, ordering: .relaxed)
-        return value
-    }
-
-    /// `popSingleConsumer` for up to `limit` elements at once, copied to `out` in queue order.
+    /// `pop` for a queue with exactly one consumer thread (an AES worker's ring), up to `limit`
+    /// elements at once, copied to `out` in queue order. The dequeue position is that thread's
+    /// alone, so it advances with a plain store instead of a CAS.
     /// Reading the cells back to back lets their cache misses (the producer wrote them on another
     /// core) overlap instead of costing one round trip each; the position moves once.
     @inline(__always)
