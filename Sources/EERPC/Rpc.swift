@@ -80,6 +80,7 @@ public final class Rpc<T: Transport & ~Copyable> {
         let n = transport.receive()
         if instrumented { transportNs &+= ee_now_ns() &- t0 }
         for i in 0..<n { e.process(transport.received(i)) }
+        if e.rxOffload.unposted > 0 { e.postOffloaded() }
         if e.rxOffload.count > 0 {
             // Nothing arrived: rather than wait for a worker that may have no CPU, do the job.
             if n == 0 { _ = e.rxOffload.helpHead() }
@@ -125,6 +126,7 @@ public final class Rpc<T: Transport & ~Copyable> {
                 for i in 0..<n {
                     if e.offloads(messageSize: Int(UInt64(littleEndian: burst[i].header0) >> 40)) {
                         while !e.submitSeal(burst + i) {
+                            e.postOffloaded()
                             if !e.txOffload.helpHead() { spinPause() }
                             sendSealed()
                         }
@@ -134,6 +136,8 @@ public final class Rpc<T: Transport & ~Copyable> {
                     e.sealIfNeeded(burst + out, staging: e.txStaging + out * e.txStagingSlot)
                     out += 1
                 }
+                // The pool starts on this burst's packets while the rest go out.
+                if e.txOffload.unposted > 0 { e.postOffloaded() }
             }
             // The whole burst goes out before its staging slots are reused.
             let t0 = instrumented ? ee_now_ns() : 0
@@ -143,6 +147,8 @@ public final class Rpc<T: Transport & ~Copyable> {
             sent += n
         }
         e.didFlush()
+        // Jobs a full pool did not take last time are tried again.
+        if e.txOffload.unposted > 0 { e.postOffloaded() }
         if e.txOffload.count > 0 { sendSealed() }
     }
 

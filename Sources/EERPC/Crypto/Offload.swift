@@ -5,8 +5,6 @@ import Synchronization
 struct OffloadEntry: BitwiseCopyable {
     /// TX: the packet to send once sealed (its header is the job's AAD, so it stays here).
     var item: TxItem
-    /// The job as submitted, so the dispatch thread can run it itself if no worker has.
-    var job: AESJob? = nil
     /// RX: the received packet's length (the packet itself is in the staging slot).
     var length: Int
     var session: Int32
@@ -18,30 +16,44 @@ struct OffloadEntry: BitwiseCopyable {
 }
 
 /// A FIFO of packets handed to the AES pool, each with a staging slot (an MTU plus tag and
-/// nonce room) and a completion flag the worker sets. The dispatch thread harvests from the
-/// head only, so packets leave in the order they arrived, whichever worker finished first.
+/// nonce room), its job and a completion flag the worker sets. The dispatch thread harvests from
+/// the head only, so packets leave in the order they arrived, whichever worker finished first.
 ///
-/// Memory: all three arrays are allocated at init and freed by `deallocate()`, which the endpoint
+/// Jobs are queued here first and posted to the pool in runs (`post(to:)`), at the end of a TX
+/// or RX burst: one ring reservation and at most one worker wake-up per run, instead of one each
+/// per packet. The newest `unposted` entries are the ones not posted yet.
+///
+/// Memory: all four arrays are allocated at init and freed by `deallocate()`, which the endpoint
 /// calls after every job has completed.
 struct OffloadRing {
     let capacity: Int
     let slotSize: Int
     let entries: UnsafeMutablePointer<OffloadEntry>
+    /// Entry i's job, as posted (contiguous, so a run of them is posted at once), and kept so the
+    /// dispatch thread can run it itself if no worker has.
+    let jobs: UnsafeMutablePointer<AESJob>
     let flags: JobStateWords
     let staging: UnsafeMutableRawPointer
     var head = 0
     var count = 0
+    /// The newest entries whose jobs have not been posted to the pool yet.
+    var unposted = 0
+    /// Post once this many jobs wait, without waiting for the burst to end: a worker should not
+    /// sit idle while a long RX burst is processed.
+    static let postThreshold = 16
 
     init(capacity: Int, slotSize: Int) {
         self.capacity = capacity
         self.slotSize = slotSize
         entries = .allocate(capacity: capacity)
+        jobs = .allocate(capacity: capacity)
         flags = JobStateWords(count: capacity)
         staging = .allocate(byteCount: capacity * slotSize, alignment: 64)
     }
 
     func deallocate() {
         entries.deallocate()
+        jobs.deallocate()
         flags.deallocate()
         staging.deallocate()
     }
@@ -53,7 +65,24 @@ struct OffloadRing {
     /// The next free entry's index (the caller fills it, then `commit`s).
     @inline(__always) var tail: Int { index(count) }
     @inline(__always) func slot(_ i: Int) -> UnsafeMutableRawPointer { staging + i * slotSize }
-    @inline(__always) mutating func commit() { count += 1 }
+    /// Queues the entry at `tail`, whose job is in `jobs[tail]`, to be posted.
+    @inline(__always) mutating func commit() {
+        count += 1
+        unposted += 1
+    }
+
+    /// Posts the unposted jobs, oldest first, in at most two runs (the ring may wrap). When the
+    /// pool is full the rest stay unposted, and the dispatch thread runs them itself as they
+    /// reach the head (`helpHead`) unless a later call posts them first.
+    @inline(__always) mutating func post(to pool: AESPool) {
+        while unposted > 0 {
+            let first = index(count - unposted)
+            let run = min(unposted, capacity - first)
+            let n = pool.submit(UnsafePointer(jobs + first), count: run)
+            unposted -= n
+            if n < run { return }
+        }
+    }
 
     /// The head entry's index if its job has finished (`AESJob.succeeded` or `.failed`).
     @inline(__always) func finishedHead() -> (index: Int, result: UInt32)? {
@@ -66,23 +95,26 @@ struct OffloadRing {
     /// workers have no CPU to run on (more busy threads than cores), offloading degrades to
     /// inline instead of waiting for a scheduler slot. Returns whether it ran one.
     @inline(__always) func helpHead() -> Bool {
-        guard count > 0, let job = entries[head].job else { return false }
-        return job.runIfUnclaimed()
+        guard count > 0 else { return false }
+        return jobs[head].runIfUnclaimed()
     }
 
     @inline(__always) mutating func popHead() {
         head = (head + 1) % capacity
         count -= 1
+        // The head was unposted (so were all after it): the dispatch thread ran it itself.
+        if unposted > count { unposted = count }
     }
 
-    /// Waits until every submitted job has finished (before keys or buffers they use go away),
-    /// running unclaimed ones itself.
-    func waitForAll() {
+    /// Waits until every queued job has finished (before keys or buffers they use go away),
+    /// running unclaimed ones (the unposted ones among them) itself.
+    mutating func waitForAll() {
         for n in 0..<count {
             let i = index(n)
-            if let job = entries[i].job { _ = job.runIfUnclaimed() }
+            _ = jobs[i].runIfUnclaimed()
             while flags.state(i) < AESJob.succeeded { spinPause() }
         }
+        unposted = 0
     }
 }
 
@@ -96,12 +128,13 @@ extension RpcEndpoint {
         return offloadThreshold == 0 || nexus.poolHasSpareCPU.load(ordering: .relaxed)
     }
 
-    /// TX: hands one queued packet of an encrypted session to the AES pool. False: the ring or
-    /// the pool is full; the caller sends what is sealed and tries again (never inline, which
-    /// would let this packet overtake the ones of its message still in the pool).
+    /// TX: queues one packet of an encrypted session for the AES pool (posted with the rest of
+    /// the burst by `postOffloaded`). False: the ring is full; the caller posts, sends what is
+    /// sealed and tries again (never inline, which would let this packet overtake the ones of its
+    /// message still in the pool).
     @inline(__always)
     func submitSeal(_ item: UnsafeMutablePointer<TxItem>) -> Bool {
-        guard !txOffload.isFull, let pool = aesPool else { return false }
+        guard !txOffload.isFull else { return false }
         let k = Int(item.pointee.owner)
         let s = k / Wire.sessionRequestWindow
         let i = txOffload.tail
@@ -114,15 +147,15 @@ extension RpcEndpoint {
         // The entry's copy of the header is the one sealed (and sent): it carries the phase bit.
         let (key, nonce) = prepareSeal(&entry.pointee.item, session: s, staging: staging)
         let ticket = AESJob.arm(txOffload.flags[i])
-        let job = AESJob(
-            seal: true, key: key, nonce: nonce, aad: UnsafeRawPointer(entry), aadCount: Wire.headerSize,
-            source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
-            tag: staging + length, done: UnsafePointer(txOffload.flags[i]), ticket: ticket)
-        entry.pointee.job = job
-        guard pool.submit(job) else { return false }
+        (txOffload.jobs + i).initialize(
+            to: AESJob(
+                seal: true, key: key, nonce: nonce, aad: UnsafeRawPointer(entry), aadCount: Wire.headerSize,
+                source: item.pointee.data ?? UnsafeRawPointer(staging), destination: staging, count: length,
+                tag: staging + length, done: UnsafePointer(txOffload.flags[i]), ticket: ticket))
         entry.pointee.item.data = UnsafeRawPointer(staging)
         entry.pointee.item.dataLength = length + Wire.tagSize
         txOffload.commit()
+        if txOffload.unposted >= OffloadRing.postThreshold { txOffload.post(to: aesPool.unsafelyUnwrapped) }
         counters.offloadedSeals &+= 1
         slots[k].offloadPending += 1
         crypto[s].tx!.sealed &+= 1
@@ -153,12 +186,14 @@ extension RpcEndpoint {
         let rx = crypto[s].rx.unsafelyUnwrapped
         guard header.keyPhase == rx.phase else {
             // The phase change is handled inline; let what is in the pool go first.
+            rxOffload.post(to: pool)
             while rxOffload.count > 0 {
                 if !rxOffload.helpHead() { spinPause() }
                 harvestOpened()
             }
             return false
         }
+        if rxOffload.isFull { rxOffload.post(to: pool) }
         while rxOffload.isFull {
             if !rxOffload.helpHead() { spinPause() }
             harvestOpened()
@@ -174,13 +209,13 @@ extension RpcEndpoint {
             session: Int32(s), token: sessions[s].token, owner: -1, cancelled: false)
         let ticket = AESJob.arm(rxOffload.flags[i])
         let body = staging + Wire.headerSize
-        let job = AESJob(
-            seal: false, key: rx.current.key, nonce: nonce, aad: UnsafeRawPointer(staging), aadCount: Wire.headerSize,
-            source: body, destination: body, count: count, tag: body + count,
-            done: UnsafePointer(rxOffload.flags[i]), ticket: ticket)
-        rxOffload.entries[i].job = job
-        if !pool.submit(job) { _ = job.runIfUnclaimed() }  // every worker ring full: do it here
+        (rxOffload.jobs + i).initialize(
+            to: AESJob(
+                seal: false, key: rx.current.key, nonce: nonce, aad: UnsafeRawPointer(staging),
+                aadCount: Wire.headerSize, source: body, destination: body, count: count, tag: body + count,
+                done: UnsafePointer(rxOffload.flags[i]), ticket: ticket))
         rxOffload.commit()
+        if rxOffload.unposted >= OffloadRing.postThreshold { rxOffload.post(to: pool) }
         counters.offloadedOpens &+= 1
         return true
     }
@@ -232,6 +267,14 @@ extension RpcEndpoint {
             }
         }
         return false
+    }
+
+    /// Posts the jobs queued by this burst (TX or RX) to the pool.
+    @inline(__always)
+    func postOffloaded() {
+        guard let pool = aesPool else { return }
+        if txOffload.unposted > 0 { txOffload.post(to: pool) }
+        if rxOffload.unposted > 0 { rxOffload.post(to: pool) }
     }
 
     /// Waits for every job in the pool that uses this endpoint's keys or buffers, and for the

@@ -64,6 +64,8 @@ public final class BoundedQueue<Element: BitwiseCopyable>: @unchecked Sendable {
     /// stores (the cells it filled last time, whose lines the consumer has since read); one per
     /// batch instead of one per element.
     public func push(contentsOf values: UnsafePointer<Element>, count: Int) -> Int {
+        // An empty burst would otherwise look like a lost race for `pos` and retry until full.
+        guard count > 0 else { return 0 }
         var pos = enqueuePosition.load(ordering: .relaxed)
         while true {
             // Cells are free for positions pos, pos+1, … while their sequence equals the position;
