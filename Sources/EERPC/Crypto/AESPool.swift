@@ -92,6 +92,9 @@ public final class AESPool: @unchecked Sendable {
         self.workers = (0..<workers).map { AESWorker(index: $0) }
     }
 
+    /// Stops the workers once they have run every job posted before the call. Jobs posted later
+    /// are accepted but never run by a worker (their submitter can still run them itself); the
+    /// Nexus shuts its pool down only after its endpoints are gone. Idempotent.
     func shutdown() { for w in workers { w.stop() } }
 
     private let thresholds = Mutex<[AEADBackendKind: Int]>([:])
@@ -198,6 +201,8 @@ final class AESWorker: @unchecked Sendable {
     private let queue = BoundedQueue<AESJob>(capacity: 4_096)
     private let waiter = IdleWaiter()
     private let running = Atomic<Bool>(true)
+    /// Set by the worker thread as its last act: it touches no job or state word after this.
+    private let exited = Atomic<Bool>(false)
     private let pinRequest = Atomic<Int>(-1)
     private var thread: JoinableThread?
     /// Jobs taken off the queue and done with (run, or found already claimed); compared with
@@ -231,11 +236,15 @@ final class AESWorker: @unchecked Sendable {
 
     func waitUntilDrained() {
         let target = queue.pushCount
-        // A stopped worker has emptied its queue on the way out and takes no more.
-        while running.load(ordering: .acquiring) && taken.load(ordering: .acquiring) < target { spinPause() }
+        // A worker that has exited has emptied its queue on the way out and takes no more.
+        while !exited.load(ordering: .acquiring) && taken.load(ordering: .acquiring) < target { spinPause() }
     }
 
     func pin(to cpu: Int) { pinRequest.store(cpu, ordering: .releasing) }
+
+    // The thread refers to its worker without a reference (`unowned(unsafe)`): it must be joined
+    // before the worker goes away, also when nobody called `stop()`.
+    deinit { stop() }
 
     func stop() {
         running.store(false, ordering: .sequentiallyConsistent)
@@ -269,6 +278,7 @@ final class AESWorker: @unchecked Sendable {
             buffers.deallocate()
             outcomeBuffers.deallocate()
             openSSLKeys.release()
+            exited.store(true, ordering: .releasing)
         }
         var current = buffers, ahead = buffers + AESWorker.batchLimit
         var outcomes = outcomeBuffers, aheadOutcomes = outcomeBuffers + AESWorker.batchLimit
@@ -277,7 +287,11 @@ final class AESWorker: @unchecked Sendable {
         var idleSpins = 0
         while true {
             if n == 0 {
+                // `running` is read before the queue: a job pushed before stop() is seen by this
+                // fetch or the next, so none is left behind on the way out.
+                let stopping = !running.load(ordering: .acquiring)
                 n = fetchBatch(into: current)
+                if n == 0 && stopping { return }
                 claimBatch(current, count: n, into: outcomes)
             }
             if n > 0 {
@@ -302,7 +316,6 @@ final class AESWorker: @unchecked Sendable {
                 idleSpins = 0
                 continue
             }
-            if !running.load(ordering: .acquiring) { return }
             let cpu = pinRequest.exchange(-1, ordering: .acquiring)
             if cpu >= 0 { Threads.pinCurrentThread(to: cpu) }
             // Spin a few microseconds before sleeping: back-to-back packets should not pay a futex
