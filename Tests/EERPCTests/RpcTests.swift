@@ -1,6 +1,7 @@
 import CSystemShims
 import EERPC
 import Glibc
+import Synchronization
 import Testing
 
 struct InFlight {
@@ -168,6 +169,33 @@ struct RpcTests {
             pair, sessions: [s], total: 2_000, window: 16, sizes: [8, 2_000, 40_000], type: TestRequest.backgroundEcho)
         #expect(results.ok == 2_000)
         #expect(pair.server.stats.requestsHandled == 2_000)
+    }
+
+    @Test("deferred handlers run on the dispatch thread and answer now or later from another thread")
+    func deferredHandlers() throws {
+        // No background threads: a deferred handler needs none.
+        let pair = try Pair()
+        let s = try pair.connect()
+        let stop = Atomic<Bool>(false)
+        let answered = Atomic<Int>(0)
+        let responder = Threads.spawn(name: "deferred-responder") {
+            while !stop.load(ordering: .acquiring) {
+                if let handle = deferredEchoes.pop() {
+                    echo(handle)
+                    answered.add(1, ordering: .relaxed)
+                } else {
+                    usleep(50)
+                }
+            }
+        }
+        let results = try runEchoLoad(
+            pair, sessions: [s], total: 2_000, window: 16, sizes: [8, 2_000, 40_000], type: TestRequest.deferredEcho)
+        stop.store(true, ordering: .releasing)
+        responder.join()
+        #expect(results.ok == 2_000)
+        #expect(answered.load(ordering: .relaxed) == 1_000)
+        #expect(pair.server.stats.requestsHandled == 2_000)
+        #expect(!pair.server.endpoint.hasBackgroundWork)
     }
 
     @Test("a session disconnects cleanly and its number is reused")

@@ -15,7 +15,13 @@ enum TestRequest {
     static let countingEcho: UInt8 = 4
     /// Answers a small request (id u64, size u32) with `size` bytes that depend on the id.
     static let patterned: UInt8 = 5
+    /// A deferred handler: echoes requests with an odd id at once (on the dispatch thread) and
+    /// passes the others to `deferredEchoes`, for another thread to answer.
+    static let deferredEcho: UInt8 = 6
 }
+
+/// The requests `TestRequest.deferredEcho` left for another thread to answer.
+let deferredEchoes = BoundedQueue<RequestHandle>(capacity: 4_096)
 
 /// Byte `i` of the `patterned` response to request `id`.
 @inline(__always)
@@ -39,6 +45,14 @@ final class ExecutionCounter {
 func registerTestHandlers(_ nexus: Nexus) throws {
     try nexus.register(type: TestRequest.echo) { echo($0) }
     try nexus.register(type: TestRequest.backgroundEcho, mode: .background) { echo($0) }
+    try nexus.register(type: TestRequest.deferredEcho, mode: .deferred) { handle in
+        #expect(handle.isBackground, "a deferred handle may be answered from any thread")
+        if handle.request.loadUnaligned(as: UInt64.self) & 1 == 1 {
+            echo(handle)
+        } else {
+            while !deferredEchoes.push(handle) { sched_yield() }
+        }
+    }
     try nexus.register(type: TestRequest.sized) { handle in
         let n = Int(handle.request.loadUnaligned(as: UInt32.self))
         var response = handle.allocateResponse(size: n)!

@@ -4,6 +4,12 @@ public enum HandlerMode: Sendable {
     case foreground
     /// On one of the Nexus's background threads: may block or run long.
     case background
+    /// On the dispatch thread, short and non-blocking like `foreground`, but with a handle like
+    /// `background`'s: the request is copied into a runtime buffer that lives until the reply,
+    /// and the reply may come later from any thread. For handlers that only pass the request on
+    /// to a thread of their own (a storage writer), which would otherwise pay a background
+    /// thread's hop for nothing.
+    case deferred
 }
 
 /// A request handler. Runs once per request (the runtime dedupes retransmissions). It answers

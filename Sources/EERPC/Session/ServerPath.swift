@@ -30,7 +30,7 @@ extension RpcEndpoint {
             guard p == 0 else { return drop(.outOfOrder) }  // its first packet was lost or is late
             let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
             var assembly: MsgBuffer? = nil
-            if packets > 1 || entry.mode == .background {
+            if packets > 1 || entry.mode != .foreground {
                 guard let buffer = pool.allocate(size: size) else { return drop(.noBuffer) }
                 assembly = buffer
                 if payload.count > 0 { ee_copy(buffer.data, payload.baseAddress!, payload.count) }
@@ -196,6 +196,16 @@ extension RpcEndpoint {
                 slot.pointee.handlerActive = false
                 drop(.noHandler)
             }
+        case .deferred:
+            // Counted like a background request: the reply arrives through the same queue.
+            backgroundOutstanding.add(1, ordering: .relaxed)
+            let a = slot.pointee.assembly.unsafelyUnwrapped
+            entry.handler(
+                RequestHandle(
+                    endpoint: self, slotIndex: k, sessionToken: sessions[s].token,
+                    requestNumber: slot.pointee.requestNumber, assembly: a, requestType: slot.pointee.requestType,
+                    request: UnsafeRawBufferPointer(start: a.data, count: a.size), isBackground: true,
+                    preallocatedResponse: prealloc))
         }
     }
 
