@@ -95,6 +95,21 @@ public struct RequestHandle: BitwiseCopyable, @unchecked Sendable {
     }
 }
 
+extension RequestHandle {
+    /// The handle of a request copied into a runtime buffer (`background` and `deferred`
+    /// handlers): the buffer lives until the reply, which may come from any thread.
+    init(
+        endpoint: RpcEndpoint, slotIndex: Int, sessionToken: UInt64, requestNumber: UInt64, requestType: UInt8,
+        copiedRequest: MsgBuffer, preallocatedResponse: MsgBuffer
+    ) {
+        self.init(
+            endpoint: endpoint, slotIndex: slotIndex, sessionToken: sessionToken, requestNumber: requestNumber,
+            assembly: copiedRequest, requestType: requestType,
+            request: UnsafeRawBufferPointer(start: copiedRequest.data, count: copiedRequest.size), isBackground: true,
+            preallocatedResponse: preallocatedResponse)
+    }
+}
+
 /// A response on its way from a handler to the dispatch thread.
 struct ServerResponse: BitwiseCopyable {
     var slotIndex: Int32

@@ -199,13 +199,11 @@ extension RpcEndpoint {
         case .deferred:
             // Counted like a background request: the reply arrives through the same queue.
             backgroundOutstanding.add(1, ordering: .relaxed)
-            let a = slot.pointee.assembly.unsafelyUnwrapped
             entry.handler(
                 RequestHandle(
                     endpoint: self, slotIndex: k, sessionToken: sessions[s].token,
-                    requestNumber: slot.pointee.requestNumber, assembly: a, requestType: slot.pointee.requestType,
-                    request: UnsafeRawBufferPointer(start: a.data, count: a.size), isBackground: true,
-                    preallocatedResponse: prealloc))
+                    requestNumber: slot.pointee.requestNumber, requestType: slot.pointee.requestType,
+                    copiedRequest: slot.pointee.assembly.unsafelyUnwrapped, preallocatedResponse: prealloc))
         }
     }
 

@@ -50,8 +50,7 @@ final class BackgroundThread: @unchecked Sendable {
         entry.handler(
             RequestHandle(
                 endpoint: endpoint, slotIndex: Int(work.slotIndex), sessionToken: work.sessionToken,
-                requestNumber: work.requestNumber, assembly: work.request, requestType: work.requestType,
-                request: UnsafeRawBufferPointer(start: work.request.data, count: work.request.size), isBackground: true,
+                requestNumber: work.requestNumber, requestType: work.requestType, copiedRequest: work.request,
                 preallocatedResponse: work.preallocated))
     }
 }
