@@ -1,9 +1,10 @@
 import EEKV
 import YCSB
 
-/// The YCSB binding for eekv: one client (one connection per node) per YCSB thread. Records are
-/// stored as one value (``RecordCodec``); an update of one field reads the record, changes the
-/// field and writes it back.
+/// The YCSB binding for eekv: one client (one connection per node) per YCSB thread. A record is
+/// one value, a ``FieldRecord`` with YCSB's field numbers, so scans return whole records in key
+/// order; an update is a merge, which sets its fields in the stored record on the node in one
+/// round trip (as Redis's binding does with one `HSET`).
 public final class EEKVDatabase: YCSBDatabase {
     public let client: KVClient
     private let onClose: ((KVClient) -> Void)?
@@ -23,28 +24,20 @@ public final class EEKVDatabase: YCSBDatabase {
     }
 
     public func update(key: String, fields: [Int: [UInt8]]) throws {
-        let k = Array(key.utf8)
-        try client.put(k, Self.merge(fields, into: try client.get(k)))
-    }
-
-    /// The stored record (if any) with `fields` written over it, encoded.
-    static func merge(_ fields: [Int: [UInt8]], into stored: [UInt8]?) -> [UInt8] {
-        var record = stored.flatMap(RecordCodec.decode) ?? [:]
-        for (i, v) in fields { record[i] = v }
-        return RecordCodec.encode(record)
+        try client.merge(Array(key.utf8), fields: fields)
     }
 
     /// Whether a stored value holds the field read (any record when `field` is nil).
     static func found(_ value: [UInt8], key: String, field: Int?) throws -> Bool {
-        if RecordCodec.check(value, hasField: field) { return true }
-        guard RecordCodec.check(value, hasField: nil) else {
+        if FieldRecord.check(value, hasField: field) { return true }
+        guard FieldRecord.check(value, hasField: nil) else {
             throw KVClientError.protocolError("\(key) is not a YCSB record")
         }
         return false
     }
 
     public func insert(key: String, fields: [Int: [UInt8]]) throws {
-        try client.put(Array(key.utf8), RecordCodec.encode(fields))
+        try client.put(Array(key.utf8), FieldRecord.encode(fields))
     }
 
     public func scan(start: String, count: Int) throws -> Int {
@@ -52,8 +45,7 @@ public final class EEKVDatabase: YCSBDatabase {
     }
 }
 
-/// Several operations in flight on one client: each is a chain of client calls (an update reads
-/// the record, then writes it back) whose last step completes the operation.
+/// Several operations in flight on one client; a read-modify-write is a read, then a merge.
 extension EEKVDatabase: YCSBAsyncDatabase {
     public func start(_ operation: Operation, completion: @escaping (Result<Bool, any Error>) -> Void) {
         do {
@@ -67,16 +59,17 @@ extension EEKVDatabase: YCSBAsyncDatabase {
                         })
                 }
             case .update(let key, let fields):
-                try readModifyWrite(Array(key.utf8), fields, completion)
+                try client.merge(Array(key.utf8), fields: fields) {
+                    completion($0.map { true }.mapError { $0 })
+                }
             case .readModifyWrite(let key, let fields):
-                // YCSB times the read and the update as one operation; the update itself reads
-                // the record again, as the synchronous binding does.
+                // YCSB times the read and the update as one operation.
                 start(.read(key: key, field: nil)) { [self] read in
                     guard case .success(let found) = read else { return completion(read) }
                     start(.update(key: key, fields: fields)) { completion($0.map { _ in found }) }
                 }
             case .insert(let key, let fields):
-                try client.put(Array(key.utf8), RecordCodec.encode(fields)) {
+                try client.put(Array(key.utf8), FieldRecord.encode(fields)) {
                     completion($0.map { true }.mapError { $0 })
                 }
             case .scan(let start, let count):
@@ -90,18 +83,4 @@ extension EEKVDatabase: YCSBAsyncDatabase {
     }
 
     public func poll() { client.poll() }
-
-    private func readModifyWrite(
-        _ key: [UInt8], _ fields: [Int: [UInt8]], _ completion: @escaping (Result<Bool, any Error>) -> Void
-    ) throws {
-        try client.get(key) { [client] result in
-            do {
-                try client.put(key, Self.merge(fields, into: try result.get())) {
-                    completion($0.map { true }.mapError { $0 })
-                }
-            } catch {
-                completion(.failure(error))
-            }
-        }
-    }
 }

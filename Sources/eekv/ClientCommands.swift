@@ -69,6 +69,8 @@ struct ClientOptions: ParsableArguments {
             switch error {
             case .badRequest(let m):
                 fail("eekv: bad request: \(m)", ClientExit.usage)
+            case .notARecord:
+                fail("eekv: the value under this key is not a field record (eekv merge needs one)", ClientExit.usage)
             case .unreachable(let node, let why):
                 fail(
                     "eekv: cannot reach node \(node) (\(why)); is the cluster running (deploy/local-cluster.sh status) "
@@ -215,6 +217,63 @@ struct MGet: ParsableCommand {
                 for v in values { print(v.map { String(decoding: $0, as: UTF8.self) } ?? "") }
             }
             return values.contains { $0 == nil } ? ClientExit.notFound : 0
+        }
+    }
+}
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Set fields of the field record under KEY, keeping its other fields (created if missing).",
+        discussion: "The node merges in its write transaction: one round trip, and concurrent merges of different fields all survive.")
+    @Argument var key: String
+    @Argument(help: "FIELD=VALUE pairs; FIELD is a number from 0 to 65535.") var assignments: [String]
+    @OptionGroup var options: ClientOptions
+
+    func fields() throws -> [Int: [UInt8]] {
+        var fields: [Int: [UInt8]] = [:]
+        for a in assignments {
+            guard let eq = a.firstIndex(of: "="), let field = Int(a[..<eq]), field >= 0 && field <= 65_535 else {
+                throw ValidationError("'\(a)' is not FIELD=VALUE with FIELD a number from 0 to 65535")
+            }
+            fields[field] = Array(a[a.index(after: eq)...].utf8)
+        }
+        return fields
+    }
+
+    func validate() throws {
+        guard !assignments.isEmpty else { throw ValidationError("give at least one FIELD=VALUE") }
+        _ = try fields()
+    }
+
+    func run() throws {
+        let fields = try fields()
+        try options.withClient { client, _ in
+            try client.merge(Array(key.utf8), fields: fields)
+            print(options.json ? "{\"ok\":true}" : "OK")
+            return 0
+        }
+    }
+}
+
+struct Fields: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the field record under KEY as field<TAB>value lines (exit 1 if it does not exist).")
+    @Argument var key: String
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        try options.withClient { client, _ in
+            guard let value = try client.get(Array(key.utf8)) else { fail("eekv: key not found: \(key)", ClientExit.notFound) }
+            guard let record = FieldRecord.decode(value) else {
+                fail("eekv: the value under \(key) is not a field record", ClientExit.usage)
+            }
+            let sorted = record.sorted { $0.key < $1.key }
+            if options.json {
+                print("{" + sorted.map { "\"\($0.key)\":\(jsonString($0.value))" }.joined(separator: ",") + "}")
+            } else {
+                for (f, v) in sorted { print("\(f)\t" + String(decoding: v, as: UTF8.self)) }
+            }
+            return 0
         }
     }
 }

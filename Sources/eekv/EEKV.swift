@@ -6,7 +6,7 @@ struct EEKV: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eekv",
         abstract: "eekv: a sharded key-value store on eeRPC, an encrypted eRPC-class datacenter RPC runtime.",
-        subcommands: [Server.self, Put.self, Get.self, Del.self, Scan.self, MGet.self, YCSBCommand.self, Certs.self, Bench.self]
+        subcommands: [Server.self, Put.self, Get.self, Del.self, Scan.self, MGet.self, Merge.self, Fields.self, YCSBCommand.self, Certs.self, Bench.self]
     )
 
     /// Usage errors exit with 2 (ArgumentParser's default is 64), as the client commands document.

@@ -36,4 +36,31 @@ struct CLIExitTests {
         }
         #expect(signals == 0, "\(signals) of 20 runs ended by a signal")
     }
+
+    /// `eekv merge` and `eekv fields` as an operator uses them, against a node in its own process.
+    @Test("merge sets fields, fields prints them, and a plain value is refused with exit 2")
+    func mergeAndFields() throws {
+        let dir = TempDirectory()
+        let config = dir.path + "/cluster.toml"
+        try oneNodeConfig(crypto: "none", durability: "nosync").write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(config: config, data: dir.path + "/data")
+        defer { server.terminate() }
+        var serving = false
+        for _ in 0..<100 where !serving {
+            serving = try runEEKV(["get", "probe", "--config", config]) == (.exit, 1)
+            if !serving { usleep(100_000) }
+        }
+        try #require(serving, "the node did not start")
+        #expect(try runEEKVCapturing(["merge", "user:1", "2=bob", "0=id-1", "--config", config]).status == 0)
+        #expect(try runEEKVCapturing(["merge", "user:1", "2=robert", "5=", "--config", config]).status == 0)
+        #expect(try runEEKVCapturing(["fields", "user:1", "--config", config]) == (0, "0\tid-1\n2\trobert\n5\t\n"))
+        #expect(
+            try runEEKVCapturing(["fields", "user:1", "--json", "--config", config])
+                == (0, "{\"0\":\"id-1\",\"2\":\"robert\",\"5\":\"\"}\n"))
+        #expect(try runEEKV(["put", "plain", "text", "--config", config]) == (.exit, 0))
+        #expect(try runEEKV(["merge", "plain", "1=x", "--config", config]) == (.exit, 2))
+        #expect(try runEEKV(["fields", "plain", "--config", config]) == (.exit, 2))
+        #expect(try runEEKV(["merge", "user:1", "x=1", "--config", config]) == (.exit, 2))
+        #expect(try runEEKV(["fields", "nobody", "--config", config]) == (.exit, 1))
+    }
 }

@@ -146,6 +146,12 @@ struct ClusterTests {
             (KVProtocol.writeType, [2, 0, 2] + longKey + [1], "put with oversized key"),
             (KVProtocol.writeType, [3, 1, 0, 65, 66], "delete with trailing bytes"),
             (KVProtocol.writeType, [1, 1, 0, 65], "get on the write type"),
+            (KVProtocol.writeType, [6, 1, 0, 65], "merge with no patch"),
+            (KVProtocol.writeType, [6, 1, 0, 65, 0, 0], "merge of no fields"),
+            (KVProtocol.writeType, [6, 1, 0, 65, 1, 0, 3, 0, 2, 0, 0, 0, 1], "merge patch truncated"),
+            (KVProtocol.writeType, [6, 1, 0, 65, 2, 0, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], "merge fields descending"),
+            (KVProtocol.writeType, [6, 0, 0, 0, 0], "merge with empty key"),
+            (KVProtocol.readType, [6, 1, 0, 65, 1, 0, 0, 0, 0, 0, 0, 0], "merge on the read type"),
         ]
         let before = cluster.nodes[0].stats.badRequests.load(ordering: .relaxed)
         for (type, bytes, what) in bad {
@@ -169,6 +175,29 @@ struct ClusterTests {
         }
         try client.put(Array("big".utf8), [UInt8](repeating: 1, count: 1 << 20))
         #expect(try client.get(Array("big".utf8))?.count == 1 << 20)
+    }
+
+    @Test("merges set fields on the node in one round trip; a plain value is refused with a typed error")
+    func merges() throws {
+        let cluster = try TestCluster(nodes: 2)
+        let client = try cluster.client()
+        let key = Array("user7".utf8)
+        try client.merge(key, fields: [3: Array("c".utf8)])
+        try client.merge(key, fields: [1: Array("a".utf8), 3: Array("C".utf8)])
+        #expect(try client.get(key).flatMap(FieldRecord.decode) == [1: Array("a".utf8), 3: Array("C".utf8)])
+        let before = cluster.nodes.reduce(0) { $0 + $1.stats.merges.load(ordering: .relaxed) }
+        #expect(before == 2)
+        try client.put(Array("plain".utf8), Array("text".utf8))
+        #expect {
+            try client.merge(Array("plain".utf8), fields: [0: [1]])
+        } throws: { error in
+            guard case KVClientError.notARecord = error else { return false }
+            return true
+        }
+        #expect(try client.get(Array("plain".utf8)) == Array("text".utf8))
+        #expect(throws: KVClientError.self) { try client.merge(key, fields: [:]) }
+        // Still serving, and the record is untouched.
+        #expect(try client.get(key).flatMap(FieldRecord.decode)?.count == 2)
     }
 
     @Test("a node at max_store_mib refuses writes with storeFull and keeps serving reads and deletes")

@@ -60,3 +60,14 @@ func oneNodeConfig(crypto: String, durability: String, tls: Bool = false) -> Str
         threads = 1
         """
 }
+
+/// Runs `eekv` to completion; returns its exit status and what it printed on standard output.
+func runEEKVCapturing(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = try eekvProcess(arguments)
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}

@@ -50,23 +50,23 @@ struct EEKVYCSBTests {
         }
     }
 
-    @Test("records round-trip through the eekv binding's encoding")
+    @Test("records round-trip through the field-record encoding")
     func codec() {
         let fields: [Int: [UInt8]] = [0: [1, 2, 3], 7: [], 9: Array(repeating: 65, count: 100)]
-        #expect(RecordCodec.decode(RecordCodec.encode(fields)) == fields)
-        #expect(RecordCodec.decode([1, 0, 0]) == nil)
-        #expect(RecordCodec.decode(RecordCodec.encode(fields) + [0]) == nil)
+        #expect(FieldRecord.decode(FieldRecord.encode(fields)) == fields)
+        #expect(FieldRecord.decode([1, 0, 0]) == nil)
+        #expect(FieldRecord.decode(FieldRecord.encode(fields) + [0]) == nil)
     }
 
     @Test("a read checks the record's layout without decoding it")
     func check() {
-        let record = RecordCodec.encode([0: [1, 2, 3], 7: []])
-        #expect(RecordCodec.check(record, hasField: nil))
-        #expect(RecordCodec.check(record, hasField: 7))
-        #expect(!RecordCodec.check(record, hasField: 3))
-        #expect(!RecordCodec.check(Array(record.dropLast()), hasField: nil))
-        #expect(!RecordCodec.check(record + [0], hasField: 0))
-        #expect(!RecordCodec.check([5], hasField: nil))
+        let record = FieldRecord.encode([0: [1, 2, 3], 7: []])
+        #expect(FieldRecord.check(record, hasField: nil))
+        #expect(FieldRecord.check(record, hasField: 7))
+        #expect(!FieldRecord.check(record, hasField: 3))
+        #expect(!FieldRecord.check(Array(record.dropLast()), hasField: nil))
+        #expect(!FieldRecord.check(record + [0], hasField: 0))
+        #expect(!FieldRecord.check([5], hasField: nil))
     }
 
     /// Several operations in flight per thread: every workload's operations (update = read then
@@ -91,7 +91,7 @@ struct EEKVYCSBTests {
         let client = try KVClient(config: config, tls: nil)
         for n in stride(from: 0, to: 400, by: 37) {
             let value = try #require(try client.get(Array(ycsbKey(Int64(n)).utf8)))
-            #expect(RecordCodec.decode(value)?.count == 10)
+            #expect(FieldRecord.decode(value)?.count == 10)
         }
     }
 
@@ -115,7 +115,7 @@ struct EEKVYCSBTests {
         #expect(run.perOperation.allSatisfy { $0.errors == 0 && $0.notFound == 0 }, "\(run.perOperation)")
         let client = try KVClient(config: config, tls: nil)
         let value = try #require(try client.get(Array(ycsbKey(3).utf8)))
-        #expect(RecordCodec.decode(value)?[0]?.count == 30_000)
+        #expect(FieldRecord.decode(value)?[0]?.count == 30_000)
     }
 
     /// The client's asynchronous calls directly: many started before any completes, each
@@ -175,7 +175,7 @@ struct EEKVYCSBTests {
         // The records really are in the store, in YCSB's format.
         let client = try KVClient(config: config, tls: nil)
         let value = try #require(try client.get(Array(ycsbKey(0).utf8)))
-        #expect(RecordCodec.decode(value)?.count == 10)
+        #expect(FieldRecord.decode(value)?.count == 10)
     }
 
     /// Open loop: operations start on a schedule, so a run of N operations at R per second takes

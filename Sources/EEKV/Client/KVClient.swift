@@ -16,6 +16,8 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
     case unreachable(node: Int, String)
     /// The node did not answer in time, or the session failed.
     case timedOut(node: Int)
+    /// A merge found a value that is not a ``FieldRecord`` under its key; nothing was written.
+    case notARecord
     /// The reply did not parse.
     case protocolError(String)
 
@@ -27,6 +29,7 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
         case .storeFull: "the node's store is full (deletes still work)"
         case .unreachable(let node, let why): "cannot reach node \(node): \(why)"
         case .timedOut(let node): "node \(node) did not answer in time"
+        case .notARecord: "the stored value is not a field record"
         case .protocolError(let m): "protocol error: \(m)"
         }
     }
@@ -90,6 +93,14 @@ public final class KVClient {
         try wait { done in try put(key, value, completion: done) }
     }
 
+    /// Sets `fields` in the ``FieldRecord`` stored under the key, keeping its other fields (the
+    /// record is created if the key does not exist); returns once committed. The node does the
+    /// read-modify-write inside its write transaction: one round trip, and concurrent merges of
+    /// different fields all survive.
+    public func merge(_ key: [UInt8], fields: [Int: [UInt8]]) throws {
+        try wait { done in try merge(key, fields: fields, completion: done) }
+    }
+
     /// Deletes the key; false if it did not exist.
     @discardableResult
     public func delete(_ key: [UInt8]) throws -> Bool {
@@ -137,6 +148,29 @@ public final class KVClient {
             w.u8(KVOperation.put.rawValue)
             key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
             value.withUnsafeBytes { w.bytes($0) }
+        } done: { replies in
+            completion(
+                replies.flatMap { r in
+                    Self.decode(r[0]) { reader in
+                        guard try Self.status(&reader) == .ok else { throw KVClientError.protocolError("unexpected status") }
+                    }
+                })
+        }
+    }
+
+    /// Starts a merge (see ``merge(_:fields:)``).
+    public func merge(
+        _ key: [UInt8], fields: [Int: [UInt8]], completion: @escaping (Result<Void, KVClientError>) -> Void
+    ) throws {
+        guard !fields.isEmpty else { throw KVClientError.badRequest("a merge needs at least one field") }
+        let patch = FieldRecord.encode(fields)
+        guard patch.count <= KVProtocol.maxValueSize else {
+            throw KVClientError.badRequest("merge of \(patch.count) bytes exceeds \(KVProtocol.maxValueSize)")
+        }
+        try start(key: key, type: KVProtocol.writeType, size: 3 + key.count + patch.count) { w in
+            w.u8(KVOperation.merge.rawValue)
+            key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+            patch.withUnsafeBytes { w.bytes($0) }
         } done: { replies in
             completion(
                 replies.flatMap { r in
@@ -300,6 +334,7 @@ public final class KVClient {
         case .badRequest: throw KVClientError.badRequest(message)
         case .tooLarge: throw KVClientError.tooLarge(message)
         case .storeFull: throw KVClientError.storeFull
+        case .notARecord: throw KVClientError.notARecord
         default: throw KVClientError.storeError(message)
         }
     }

@@ -4,14 +4,18 @@ import EERPC
 /// eekv's requests and replies, carried as eeRPC messages. All integers little-endian.
 ///
 /// Requests (eeRPC request type ``KVProtocol/readType`` for get, scan and mget, which run on the
-/// dispatch thread; ``KVProtocol/writeType`` for put and delete, which go to the writer):
+/// dispatch thread; ``KVProtocol/writeType`` for put, delete and merge, which go to the writer):
 /// ```
 /// get     op=1 | klen u16 | key
 /// put     op=2 | klen u16 | key | value (the rest of the message)
 /// delete  op=3 | klen u16 | key
 /// scan    op=4 | slen u16 | start | has_end u8 | elen u16 | end | limit u32
 /// mget    op=5 | count u16 | (klen u16 | key) × count
+/// merge   op=6 | klen u16 | key | patch (the rest: a ``FieldRecord`` of at least one field)
 /// ```
+/// A merge sets the patch's fields in the stored record (creating it if the key does not exist),
+/// atomically, on the node: one round trip where a get and a put would take two and could lose a
+/// concurrent writer's fields.
 /// Replies: `status u8 | body`. Bodies of `ok` replies: get → the value; scan → `count u32 | more u8 |
 /// (klen u16 | key | vlen u32 | value) × count`; mget → `count u16 | (found u8 | vlen u32 | value) × count`.
 /// Error replies carry a UTF-8 message as the body.
@@ -31,6 +35,7 @@ public enum KVOperation: UInt8, Sendable {
     case delete = 3
     case scan = 4
     case multiGet = 5
+    case merge = 6
 }
 
 /// The status byte of every reply.
@@ -46,6 +51,8 @@ public enum KVStatus: UInt8, Sendable, Error {
     /// The store had no room for the write (map at its limit, or file system full); nothing was
     /// written. Deletes still succeed.
     case storeFull = 5
+    /// A merge found a stored value that is not a ``FieldRecord``; nothing was written.
+    case notARecord = 6
 
     init(writeResult: WriteResult) {
         switch writeResult {
@@ -53,6 +60,8 @@ public enum KVStatus: UInt8, Sendable, Error {
         case .notFound: self = .notFound
         case .failed: self = .storeError
         case .full: self = .storeFull
+        case .notARecord: self = .notARecord
+        case .tooLarge: self = .tooLarge
         }
     }
 }

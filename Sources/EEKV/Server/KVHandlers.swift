@@ -18,6 +18,7 @@ public final class KVServerStats: Sendable {
     public let gets = Atomic<Int>(0)
     public let puts = Atomic<Int>(0)
     public let deletes = Atomic<Int>(0)
+    public let merges = Atomic<Int>(0)
     public let scans = Atomic<Int>(0)
     public let multiGets = Atomic<Int>(0)
     /// Requests answered with `badRequest`.
@@ -31,9 +32,11 @@ enum KVHandlers {
     static func register(on nexus: Nexus, writer: GroupCommitWriter) throws {
         try nexus.register(type: KVProtocol.readType, mode: .foreground) { handleRead($0) }
         // Writes run in "deferred" mode: the runtime copies the request into a buffer that lives
-        // until the reply, and the reply may come from any thread, here the writer's once the
-        // write's transaction has committed. The handler only queues the write, so it runs on the
-        // dispatch thread (a background thread's hop cost YCSB-B 14 % of its read rate on one core).
+        // until the reply, and the reply may come from any thread once the write's transaction
+        // has committed: the writer thread's, or (nosync) this one's, if it found nobody
+        // committing and committed the queue itself. The handler only queues the write, so it
+        // runs on the dispatch thread (a background thread's hop cost YCSB-B 14 % of its read
+        // rate on one core).
         try nexus.register(type: KVProtocol.writeType, mode: .deferred) { handle in
             handleWrite(handle, writer: writer)
         }
@@ -56,7 +59,7 @@ enum KVHandlers {
             case .get: try get(handle, &r, state)
             case .scan: try scan(handle, &r, state)
             case .multiGet: try multiGet(handle, &r, state)
-            case .put, .delete: reject(handle, .badRequest, "writes use request type \(KVProtocol.writeType)", state.stats)
+            case .put, .delete, .merge: reject(handle, .badRequest, "writes use request type \(KVProtocol.writeType)", state.stats)
             }
         } catch {
             state.stats.storeErrors.add(1, ordering: .relaxed)
@@ -206,6 +209,17 @@ enum KVHandlers {
             }
             stats.deletes.add(1, ordering: .relaxed)
             write = WriteOp(kind: .delete, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0), ack: .request(handle))
+        case .merge:
+            guard let k = key(&r) else { return reject(handle, .badRequest, "merge needs a key of 1-511 bytes", stats) }
+            let patch = r.rest()
+            // Checked here, on the dispatch thread, so that the writer only merges valid patches.
+            guard patch.count <= KVProtocol.maxValueSize, FieldRecord.isValid(patch),
+                patch.loadUnaligned(as: UInt16.self) != 0
+            else {
+                return reject(handle, .badRequest, "a merge patch must be a field record with at least one field", stats)
+            }
+            stats.merges.add(1, ordering: .relaxed)
+            write = WriteOp(kind: .merge, key: k, value: patch, ack: .request(handle))
         case .get, .scan, .multiGet:
             return reject(handle, .badRequest, "reads use request type \(KVProtocol.readType)", stats)
         }
