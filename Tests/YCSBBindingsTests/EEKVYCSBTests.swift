@@ -50,28 +50,9 @@ struct EEKVYCSBTests {
         }
     }
 
-    @Test("records round-trip through the field-record encoding")
-    func codec() {
-        let fields: [Int: [UInt8]] = [0: [1, 2, 3], 7: [], 9: Array(repeating: 65, count: 100)]
-        #expect(FieldRecord.decode(FieldRecord.encode(fields)) == fields)
-        #expect(FieldRecord.decode([1, 0, 0]) == nil)
-        #expect(FieldRecord.decode(FieldRecord.encode(fields) + [0]) == nil)
-    }
-
-    @Test("a read checks the record's layout without decoding it")
-    func check() {
-        let record = FieldRecord.encode([0: [1, 2, 3], 7: []])
-        #expect(FieldRecord.check(record, hasField: nil))
-        #expect(FieldRecord.check(record, hasField: 7))
-        #expect(!FieldRecord.check(record, hasField: 3))
-        #expect(!FieldRecord.check(Array(record.dropLast()), hasField: nil))
-        #expect(!FieldRecord.check(record + [0], hasField: 0))
-        #expect(!FieldRecord.check([5], hasField: nil))
-    }
-
-    /// Several operations in flight per thread: every workload's operations (update = read then
-    /// write, read-modify-write, scans over every node, inserts) complete through the client's
-    /// asynchronous calls, and the inserts of D and E are acknowledged so later reads find them.
+    /// Several operations in flight per thread: every workload's operations (update = one merge,
+    /// read-modify-write = a read then a merge, scans over every node, inserts) complete through the
+    /// client's asynchronous calls, and the inserts of D and E are acknowledged so later reads find them.
     @Test("pipelined runs (8 in flight per thread) of every workload", arguments: ["a", "b", "c", "d", "e", "f"])
     func pipelined(letter: String) throws {
         let node = try Node()
@@ -87,6 +68,14 @@ struct EEKVYCSBTests {
         let run = try Runner.run(workload: workload, threads: 2, outstanding: 8, seconds: nil, connect: connect)
         #expect(run.operations == 2_000)
         #expect(run.perOperation.allSatisfy { $0.errors == 0 && $0.notFound == 0 }, "\(run.perOperation)")
+        // Updates are merges, one request each: the node served no gets beyond the reads.
+        let stats = node.node.stats
+        let updates = run.perOperation.filter { $0.kind == .update || $0.kind == .readModifyWrite }
+            .reduce(0) { $0 + $1.count }
+        let reads = run.perOperation.filter { $0.kind == .read || $0.kind == .readModifyWrite }
+            .reduce(0) { $0 + $1.count }
+        #expect(stats.merges.load(ordering: .relaxed) == updates)
+        #expect(stats.gets.load(ordering: .relaxed) == reads)
         // Every record the load wrote is there, whole.
         let client = try KVClient(config: config, tls: nil)
         for n in stride(from: 0, to: 400, by: 37) {

@@ -144,18 +144,7 @@ public final class KVClient {
         guard value.count <= KVProtocol.maxValueSize else {
             throw KVClientError.badRequest("value of \(value.count) bytes exceeds \(KVProtocol.maxValueSize)")
         }
-        try start(key: key, type: KVProtocol.writeType, size: 3 + key.count + value.count) { w in
-            w.u8(KVOperation.put.rawValue)
-            key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            value.withUnsafeBytes { w.bytes($0) }
-        } done: { replies in
-            completion(
-                replies.flatMap { r in
-                    Self.decode(r[0]) { reader in
-                        guard try Self.status(&reader) == .ok else { throw KVClientError.protocolError("unexpected status") }
-                    }
-                })
-        }
+        try write(.put, key, body: value, completion: completion)
     }
 
     /// Starts a merge (see ``merge(_:fields:)``).
@@ -167,10 +156,17 @@ public final class KVClient {
         guard patch.count <= KVProtocol.maxValueSize else {
             throw KVClientError.badRequest("merge of \(patch.count) bytes exceeds \(KVProtocol.maxValueSize)")
         }
-        try start(key: key, type: KVProtocol.writeType, size: 3 + key.count + patch.count) { w in
-            w.u8(KVOperation.merge.rawValue)
+        try write(.merge, key, body: patch, completion: completion)
+    }
+
+    /// A put or merge: `op | klen u16 | key | body`, answered with a bare status.
+    private func write(
+        _ op: KVOperation, _ key: [UInt8], body: [UInt8], completion: @escaping (Result<Void, KVClientError>) -> Void
+    ) throws {
+        try start(key: key, type: KVProtocol.writeType, size: 3 + key.count + body.count) { w in
+            w.u8(op.rawValue)
             key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            patch.withUnsafeBytes { w.bytes($0) }
+            body.withUnsafeBytes { w.bytes($0) }
         } done: { replies in
             completion(
                 replies.flatMap { r in
