@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@Suite("The eekv command's exits", .serialized)
+@Suite("The eekv command as an operator runs it", .serialized)
 struct CLIExitTests {
     /// A client whose certificate the node refuses exits with its documented code. It used to die
     /// of SIGSEGV about one run in four: exit() ran OpenSSL's atexit cleanup, which freed
@@ -62,5 +62,28 @@ struct CLIExitTests {
         #expect(try runEEKV(["fields", "plain", "--config", config]) == (.exit, 2))
         #expect(try runEEKV(["merge", "user:1", "x=1", "--config", config]) == (.exit, 2))
         #expect(try runEEKV(["fields", "nobody", "--config", config]) == (.exit, 1))
+    }
+
+    /// The operator's override of the AES-GCM backend reaches every eeRPC process; an unknown name
+    /// or one this CPU cannot run leaves the default.
+    @Test("EERPC_AEAD_BACKEND picks the backend")
+    func backendOverride() throws {
+        func preferred(_ value: String?) throws -> String {
+            let process = try eekvProcess(["bench", "aead", "--size", "16", "--seconds", "0.01", "--json"])
+            var environment = ProcessInfo.processInfo.environment
+            environment["EERPC_AEAD_BACKEND"] = value
+            process.environment = environment
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+            return try #require(object?["preferred"] as? String)
+        }
+        let standard = try preferred(nil)
+        #expect(try preferred("openssl") == "openssl")
+        #expect(try preferred("ipsec-mb") == "ipsec-mb")
+        #expect(try preferred("no-such-backend") == standard)
     }
 }
