@@ -20,13 +20,15 @@
 #
 # Knobs (environment): ROUNDS, SECONDS_PER_RUN, SLICE_MS, OUTSTANDING, THREADS, SHAPES, WORKLOADS, MODES,
 # MTU (eekv's data-plane packet size; 1472 = a 1500-byte Ethernet frame, the default), SERVER_CPU,
-# CLIENT_CPU, OUT, DATA_ROOT, IDLE_SPIN_US. Traffic stays on loopback.
+# CLIENT_CPU, OUT, DATA_ROOT, IDLE_SPIN_US, CLIENT_SPIN_US. Traffic stays on loopback.
 #
 # Polling: the node under load has its core to itself (the idle ones sleep until a packet comes),
 # so it busy-polls as an eRPC dispatch thread does, for up to IDLE_SPIN_US (1 ms) of quiet before
 # it sleeps. With the default 20 µs, meant for cores shared with other work, it fell asleep
-# between the client's batches, and each batch then paid a wake-up on both sides. Redis keeps
-# its own design, an epoll loop.
+# between the client's batches, and each batch then paid a wake-up on both sides. The load
+# generator's eekv clients have the client core to themselves as well and poll for up to
+# CLIENT_SPIN_US (1 ms) before they sleep (their default, 50 µs, is for shared cores). Redis
+# keeps its own design, an epoll loop.
 #
 # Storage: the eekv nodes keep their LMDB files under $DATA_ROOT, /dev/shm (tmpfs) by default. The
 # study compares stores that do not persist synchronously (Redis without AOF or snapshots, eekv
@@ -48,6 +50,7 @@ WORKLOADS=${WORKLOADS:-"a b c f d e"}
 MODES=${MODES:-"none inline offload adaptive"}
 MTU=${MTU:-1472}
 IDLE_SPIN_US=${IDLE_SPIN_US:-1000}
+CLIENT_SPIN_US=${CLIENT_SPIN_US:-1000}
 if [ "$(nproc)" -ge 2 ]; then
     SERVER_CPU=${SERVER_CPU:-0}
     CLIENT_CPU=${CLIENT_CPU:-1}
@@ -166,7 +169,7 @@ ycsb() {
     esac
     taskset -c "$CLIENT_CPU" "$EEKV" ycsb "$phase" --workload "$workload" --records "$records" \
         -p "fieldcount=${shape%x*}" -p "fieldlength=${shape#*x}" \
-        --threads "$THREADS" --outstanding "$OUTSTANDING" "${target[@]}" --json "$json" "$@" \
+        --threads "$THREADS" --outstanding "$OUTSTANDING" --client-spin-us "$CLIENT_SPIN_US" "${target[@]}" --json "$json" "$@" \
         >"$WORK/last.txt" 2>"$WORK/last.err" || {
         local code=$?
         # Exit 3 with a summary written: the run finished but some operations failed. The JSON
@@ -194,7 +197,7 @@ compare() {
     # --config: the certificates Redis+TLS is reached with (the cluster's CA and client).
     taskset -c "$CLIENT_CPU" "$EEKV" ycsb compare --workload "$workload" --records "$records" \
         -p "fieldcount=${shape%x*}" -p "fieldlength=${shape#*x}" \
-        --threads "$THREADS" --outstanding "$OUTSTANDING" "${targets[@]}" --config "$WORK/node-adaptive.toml" \
+        --threads "$THREADS" --outstanding "$OUTSTANDING" --client-spin-us "$CLIENT_SPIN_US" "${targets[@]}" --config "$WORK/node-adaptive.toml" \
         --json "$json" "$@" >"$WORK/last.txt" 2>"$WORK/last.err" || {
         local code=$?
         if [ "$code" = 3 ] && grep -q "^\[OVERALL\]" "$WORK/last.txt"; then
@@ -212,7 +215,7 @@ compare() {
 rm -rf "$OUT/raw"
 mkdir -p "$OUT/raw"
 CONFIGS="$MODES redis redis-tls"
-echo "overhead study: rounds=$ROUNDS seconds=$SECONDS_PER_RUN slice-ms=$SLICE_MS threads=$THREADS outstanding=$OUTSTANDING mtu=$MTU idle-spin-us=$IDLE_SPIN_US server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU data=$DATA"
+echo "overhead study: rounds=$ROUNDS seconds=$SECONDS_PER_RUN slice-ms=$SLICE_MS threads=$THREADS outstanding=$OUTSTANDING mtu=$MTU idle-spin-us=$IDLE_SPIN_US client-spin-us=$CLIENT_SPIN_US server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU data=$DATA"
 for entry in $SHAPES; do
     shape=${entry%%:*}
     records=${entry#*:}

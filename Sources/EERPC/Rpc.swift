@@ -179,14 +179,49 @@ public final class Rpc<T: Transport & ~Copyable> {
 
     /// For a dispatch thread that has been idle for a while: blocks until a packet may have
     /// arrived, another thread rings the endpoint's doorbell (a session-management event was
-    /// queued), or `timeoutMs` passes, unless the endpoint has work in progress that arrives by
-    /// other paths (background responses, AES pool jobs, queued session-management events,
-    /// stalled or in-flight client requests, whose timers must run).
+    /// queued, or a background or deferred handler responded), or `timeoutMs` passes, unless the
+    /// endpoint has work in progress that arrives by other paths (responses already posted, AES
+    /// pool jobs, queued session-management events, stalled or in-flight client requests, whose
+    /// timers must run).
+    ///
+    /// Requests held by background or deferred handlers do not keep it awake: with fsync a write
+    /// holds its request for a millisecond or more, and a dispatch thread polling all that time
+    /// took the CPU from the writer's neighbours (on a 2-core machine running three nodes and a
+    /// client, reads waited for the scheduler's 4 ms tick).
     public func waitForTraffic(timeoutMs: Int32) {
         let e = endpoint
-        if e.backgroundOutstanding.load(ordering: .relaxed) > 0 || !e.backgroundResponses.isEmpty
-            || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
+        if !e.backgroundResponses.isEmpty || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
             || e.sessionManagementPending.load(ordering: .relaxed) > 0 || e.hasClientRequestsInFlight
+        {
+            return
+        }
+        if e.backgroundOutstanding.load(ordering: .relaxed) > 0 {
+            // Without a doorbell nobody could wake us for the response: keep polling.
+            guard e.doorbell >= 0 else { return }
+            e.sleepingOnBackground.store(true, ordering: .relaxed)
+            // Pairs with the fence in `postBackgroundResponse`.
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if e.backgroundResponses.isEmpty {
+                transport.waitForPackets(timeoutMs: timeoutMs, doorbell: e.doorbell)
+            }
+            e.sleepingOnBackground.store(false, ordering: .relaxed)
+        } else {
+            transport.waitForPackets(timeoutMs: timeoutMs, doorbell: e.doorbell)
+        }
+        if e.doorbell >= 0 { ee_doorbell_clear(e.doorbell) }
+    }
+
+    /// For a client's event loop that has found nothing to do for a while, with requests in
+    /// flight: sleeps until a packet may have arrived, the doorbell rings, or `timeoutMs` passes.
+    /// The client's timers (retransmission after ``RpcConfig/retransmitTimeoutNs``) then run late
+    /// by at most `timeoutMs`. Returns at once if work is pending that arrives by other paths.
+    ///
+    /// A client that polls through a slow reply takes its core from whoever shares it, a node
+    /// of a local cluster say, which then waits for the scheduler's tick (4 ms here) to run.
+    public func waitForResponses(timeoutMs: Int32) {
+        let e = endpoint
+        if !e.backgroundResponses.isEmpty || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
+            || e.sessionManagementPending.load(ordering: .relaxed) > 0
         {
             return
         }

@@ -110,6 +110,9 @@ public final class RpcEndpoint: @unchecked Sendable {
     // MARK: Cross-thread inboxes
     let backgroundResponses: BoundedQueue<ServerResponse>
     let backgroundOutstanding = Atomic<Int>(0)
+    /// Set while the dispatch thread sleeps with background responses outstanding: whoever posts
+    /// one then rings the doorbell (see ``Rpc/waitForTraffic(timeoutMs:)``).
+    let sleepingOnBackground = Atomic<Bool>(false)
     let sessionManagementInbox = Mutex<[SessionManagementEvent]>([])
     let sessionManagementPending = Atomic<Int>(0)
     /// An eventfd that other threads ring when they leave work for an idle dispatch thread

@@ -254,6 +254,11 @@ extension RpcEndpoint {
             sched_yield_shim()
         }
         backgroundOutstanding.subtract(1, ordering: .releasing)
+        // Pairs with the fence in `waitForTraffic`: either the dispatch thread sees this response
+        // before it sleeps, or this sees it sleeping and rings (x86 may reorder the push's store
+        // with the load below without it).
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if sleepingOnBackground.load(ordering: .relaxed) { wake() }
     }
 
     func drainBackgroundResponses() {

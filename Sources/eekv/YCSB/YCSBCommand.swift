@@ -30,6 +30,8 @@ struct WorkloadOptions: ParsableArguments {
     var property: [String] = []
     @Option(help: "Client threads.") var threads = 1
     @Option(help: "Requests each thread keeps in flight (Redis: pipelined on its connection).") var outstanding = 1
+    @Option(help: "eekv clients: microseconds a client polls without a reply before it sleeps until one comes. Polling answers fastest on a core of its own (give it 1000 there); on a core shared with nodes, sleeping lets them run.")
+    var clientSpinUs = 50
     func load() throws -> Workload {
         var w: Workload
         if let standard = Workload.standard(workload) {
@@ -54,6 +56,7 @@ struct WorkloadOptions: ParsableArguments {
         if let operations { w.operationCount = operations }
         guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be 1-256") }
         guard outstanding >= 1 && outstanding <= 256 else { throw ValidationError("--outstanding must be 1-256") }
+        guard clientSpinUs >= 0 && clientSpinUs <= 1_000_000 else { throw ValidationError("--client-spin-us must be 0-1000000") }
         return w
     }
 }
@@ -88,7 +91,7 @@ struct YCSBOptions: ParsableArguments {
                 }
                 config.crypto = m
             }
-            target = .eekv(config, tls: client.tls(for: config))
+            target = .eekv(config, tls: client.tls(for: config), spinUs: generator.clientSpinUs)
         case "redis":
             target = try .redis(url: redisURL, client: client)
         default:

@@ -51,7 +51,7 @@ struct YCSBCompare: ParsableCommand {
                 return (name, try .redis(url: where_, client: client))
             }
             let cluster = try loadConfig(where_)
-            return (name, .eekv(cluster, tls: client.tls(for: cluster)))
+            return (name, .eekv(cluster, tls: client.tls(for: cluster), spinUs: generator.clientSpinUs))
         }
     }
 

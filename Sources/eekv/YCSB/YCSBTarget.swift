@@ -8,7 +8,8 @@ import YCSBBindings
 /// results are labelled by.
 struct YCSBTarget {
     enum Kind {
-        case eekv(ClusterConfig, TLSConfig?)
+        /// The cluster, its client certificate, and how long its clients poll before sleeping.
+        case eekv(ClusterConfig, TLSConfig?, spinUs: Int)
         case redis(url: String, host: String, port: UInt16, tls: TLSConfig?)
     }
     let kind: Kind
@@ -21,9 +22,9 @@ struct YCSBTarget {
     /// The eekv clients' transport counters (left empty for Redis).
     let transport = TransportTally()
 
-    static func eekv(_ cluster: ClusterConfig, tls: TLSConfig?) -> YCSBTarget {
+    static func eekv(_ cluster: ClusterConfig, tls: TLSConfig?, spinUs: Int) -> YCSBTarget {
         YCSBTarget(
-            kind: .eekv(cluster, tls), label: "eekv", crypto: cluster.crypto.name, nodes: cluster.nodes.count,
+            kind: .eekv(cluster, tls, spinUs: spinUs), label: "eekv", crypto: cluster.crypto.name, nodes: cluster.nodes.count,
             mtu: cluster.mtu)
     }
 
@@ -49,9 +50,11 @@ struct YCSBTarget {
     /// A new connection (one per generator thread).
     var connector: @Sendable (Int) throws -> any YCSBDatabase {
         switch kind {
-        case .eekv(let cluster, let tls):
+        case .eekv(let cluster, let tls, let spinUs):
             let tally = transport
-            return { _ in EEKVDatabase(client: try KVClient(config: cluster, tls: tls), onClose: tally.add) }
+            return { _ in
+                EEKVDatabase(client: try KVClient(config: cluster, tls: tls, idleSpinMicroseconds: spinUs), onClose: tally.add)
+            }
         case .redis(_, let host, let port, let tls):
             return { _ in RedisDatabase(connection: try RESPConnection(host: host, port: port, tls: tls)) }
         }
