@@ -149,9 +149,10 @@ struct StoreTests {
         #expect(try store.makeReader().get(keys[4_999]) == value)
     }
 
-    /// Without fsync a submitter that finds nobody committing commits the queue itself: the
-    /// acknowledgement has run by the time `submit` returns, and no thread switch was needed.
-    @Test("a nosync store commits on the submitting thread when nobody else is committing")
+    /// Without fsync a dispatch thread queues its burst's writes with `commitLater` and commits
+    /// them itself with `commitPending`: one transaction for the burst, acknowledged before
+    /// `commitPending` returns, and no thread switch. A plain `submit` goes to the writer thread.
+    @Test("nosync: writes queued with commitLater commit in one transaction on the caller's thread")
     func inlineCommit() throws {
         let dir = TempDirectory()
         let store = try Store(directory: dir.path, durability: .nosync)
@@ -159,23 +160,39 @@ struct StoreTests {
         let counter = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
         counter.initialize(to: Atomic(0))
         defer { counter.deallocate() }
-        let key = Array("inline".utf8)
-        for i in 1...100 {
-            let value = Array("v\(i)".utf8)
-            key.withUnsafeBytes { k in
-                value.withUnsafeBytes { v in
-                    #expect(store.writer.submit(WriteOp(kind: .put, key: k, value: v, ack: .counter(counter, result: nil))))
+        // Keys and values live until the end of the test; the committer reads them.
+        let keys = (0..<10).map { Array("inline-\($0)".utf8) }
+        for round in 1...20 {
+            let commitsBefore = store.writer.commits.load(ordering: .relaxed)
+            for k in keys {
+                k.withUnsafeBytes { kb in
+                    let stable = UnsafeRawBufferPointer(start: kb.baseAddress, count: kb.count)
+                    #expect(
+                        store.writer.submit(
+                            WriteOp(kind: .put, key: stable, value: stable, ack: .counter(counter, result: nil)),
+                            commitLater: true))
                 }
             }
-            #expect(counter.pointee.load(ordering: .acquiring) == i, "write \(i) was not committed inline")
+            if round == 1 {
+                usleep(20_000)
+                #expect(counter.pointee.load(ordering: .acquiring) == 0, "the writer thread was not asked")
+            }
+            store.writer.commitPending()
+            #expect(counter.pointee.load(ordering: .acquiring) == round * keys.count)
+            #expect(store.writer.commits.load(ordering: .relaxed) == commitsBefore + 1, "one transaction per burst")
         }
-        #expect(store.writer.commits.load(ordering: .relaxed) == 100)
-        #expect(try store.makeReader().get(key) == Array("v100".utf8))
+        #expect(try store.makeReader().get(keys[9]) == keys[9])
+        // A plain submit is the writer thread's.
+        keys[0].withUnsafeBytes { kb in
+            _ = store.writer.submit(WriteOp(kind: .delete, key: kb, value: kb, ack: .counter(counter, result: nil)))
+            while counter.pointee.load(ordering: .acquiring) < 201 { usleep(100) }
+        }
+        #expect(try store.makeReader().get(keys[0]) == nil)
     }
 
-    /// `stop` while four threads submit as fast as they can (inline commits, and the writer
-    /// thread taking over when they collide): every submit that returned true is acknowledged as
-    /// committed and is on disk after a reopen; the others were refused, none is left hanging.
+    /// `stop` while four threads submit as fast as they can (two committing their own bursts,
+    /// two leaving theirs to the writer thread): every submit that returned true is acknowledged
+    /// as committed and is on disk after a reopen; the others were refused, none is left hanging.
     @Test("writes racing stop() are refused or committed, never lost", arguments: [Durability.nosync, .fsync])
     func stopRace(durability: Durability) throws {
         let dir = TempDirectory()
@@ -202,9 +219,13 @@ struct StoreTests {
                         let ok = keys[t][n].withUnsafeBytes { k in
                             let stable = UnsafeRawBufferPointer(start: k.baseAddress, count: k.count)
                             return store.writer.submit(
-                                WriteOp(kind: .put, key: stable, value: stable, ack: .counter(ackPointer.value, result: nil)))
+                                WriteOp(kind: .put, key: stable, value: stable, ack: .counter(ackPointer.value, result: nil)),
+                                commitLater: t % 2 == 0)
                         }
                         if !ok { break }
+                        // Half the submitters commit their own writes in bursts of 8, as
+                        // dispatch threads do (nosync); the others leave them to the writer.
+                        if t % 2 == 0 && n % 8 == 7 { store.writer.commitPending() }
                         n += 1
                     }
                     perThreadPointer.value[t] = n

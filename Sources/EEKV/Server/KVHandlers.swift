@@ -33,8 +33,8 @@ enum KVHandlers {
         try nexus.register(type: KVProtocol.readType, mode: .foreground) { handleRead($0) }
         // Writes run in "deferred" mode: the runtime copies the request into a buffer that lives
         // until the reply, and the reply may come from any thread once the write's transaction
-        // has committed: the writer thread's, or (nosync) this one's, if it found nobody
-        // committing and committed the queue itself. The handler only queues the write, so it
+        // has committed: the writer thread's, or (nosync) this one's, which commits its burst's
+        // writes in one transaction after the burst. The handler only queues the write, so it
         // runs on the dispatch thread (a background thread's hop cost YCSB-B 14 % of its read
         // rate on one core).
         try nexus.register(type: KVProtocol.writeType, mode: .deferred) { handle in
@@ -223,7 +223,9 @@ enum KVHandlers {
         case .get, .scan, .multiGet:
             return reject(handle, .badRequest, "reads use request type \(KVProtocol.readType)", stats)
         }
-        if !writer.submit(write) { reject(handle, .storeError, "the node is shutting down", stats) }
+        // Committed by the dispatch loop's `commitPending` after this burst (nosync), or by the
+        // writer thread.
+        if !writer.submit(write, commitLater: true) { reject(handle, .storeError, "the node is shutting down", stats) }
     }
 
     // MARK: Replies

@@ -117,7 +117,12 @@ public final class KVNode: @unchecked Sendable {
             var lastWork = ee_now_ns()
             while !stopping.load(ordering: .relaxed) {
                 var worked = false
-                for _ in 0..<16 where rpc.runOnce() { worked = true }
+                for _ in 0..<16 where rpc.runOnce() {
+                    worked = true
+                    // The burst's writes, in one transaction on this thread (nosync; with fsync
+                    // the writer thread has them already).
+                    store.writer.commitPending()
+                }
                 // Busy-poll while traffic flows; after a short quiet spell, sleep in the kernel until
                 // a packet comes, so nodes and clients sharing cores (a laptop, CI) do not starve
                 // each other. A dedicated core keeps the thread spinning through any steady load.

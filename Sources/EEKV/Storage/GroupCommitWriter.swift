@@ -59,11 +59,13 @@ public struct WriteOp: BitwiseCopyable, @unchecked Sendable {
 ///
 /// Without fsync a commit takes microseconds, less than waking the writer thread and switching to
 /// it and back (on a node whose threads share a core, that cost YCSB-B 5 % of its throughput). So
-/// in `nosync` mode a submitter that finds nobody committing commits the queue itself, on its own
-/// thread, and the writer thread only takes what arrives while someone else is committing. The
+/// in `nosync` mode a dispatch thread submits its burst's writes with `commitLater` and then calls
+/// ``commitPending()``, which commits the queue on that thread, in one transaction, if nobody else
+/// is committing; the writer thread only takes what arrives while someone else commits. The
 /// `committer` flag is the right to commit: whoever holds it owns the batch arrays, the merge
-/// buffer and LMDB's write transaction. Taking it never waits: a submitter that finds it taken
-/// wakes the writer thread instead.
+/// buffer and LMDB's write transaction. Taking it never waits: a thread that finds it taken wakes
+/// the writer thread instead. A plain `submit` leaves the commit to the writer thread, which
+/// batches what many submitters queue.
 ///
 /// `MDB_MAP_FULL` aborts the batch, grows the map and replays it. When the map cannot grow (at its
 /// limit, or the disk is full) the batch is replayed one write per transaction, so that the writes
@@ -118,20 +120,33 @@ public final class GroupCommitWriter: @unchecked Sendable {
         mergeScratch?.deallocate()
     }
 
-    /// Queues a write, and in `nosync` mode commits the queue on this thread if nobody else is
-    /// committing (the acknowledgements may then run before this returns). False once the writer
-    /// has been stopped (the caller answers with an error).
+    /// Queues a write for the writer thread. With `commitLater` in `nosync` mode, the caller
+    /// commits it instead by calling ``commitPending()`` once it has queued its burst (a dispatch
+    /// thread, after each receive burst). False once the writer has been stopped (the caller
+    /// answers with an error).
     @inline(__always)
-    public func submit(_ op: WriteOp) -> Bool {
+    public func submit(_ op: WriteOp, commitLater: Bool = false) -> Bool {
         // Sequentially consistent with `stop`: either this sees `running` false, or `stop` sees
         // this submitter and waits for it.
         submitters.add(1, ordering: .sequentiallyConsistent)
         defer { submitters.subtract(1, ordering: .releasing) }
         guard running.load(ordering: .sequentiallyConsistent) else { return false }
         while !queue.push(op) { _ = sched_yield() }
-        if commitsInline && commitQueued() { return true }
-        waiter.notify()
+        if !(commitLater && commitsInline) { waiter.notify() }
         return true
+    }
+
+    /// Commits what is queued on this thread, if nobody else is committing (`nosync` only; the
+    /// acknowledgements run here); else, or if more than a batch is waiting, wakes the writer
+    /// thread for the rest. Cheap when the queue is empty.
+    @inline(__always)
+    public func commitPending() {
+        guard commitsInline, !queue.isEmpty else { return }
+        submitters.add(1, ordering: .sequentiallyConsistent)
+        defer { submitters.subtract(1, ordering: .releasing) }
+        // Once stopping, the writer thread drains the queue.
+        if running.load(ordering: .sequentiallyConsistent) && commitQueued() { return }
+        waiter.notify()
     }
 
     /// Commits what is queued (one batch) on this thread if nobody else is committing. True if
