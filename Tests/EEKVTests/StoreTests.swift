@@ -162,6 +162,15 @@ struct StoreTests {
         defer { counter.deallocate() }
         // Keys and values live until the end of the test; the committer reads them.
         let keys = (0..<10).map { Array("inline-\($0)".utf8) }
+        // The writer thread takes whatever is queued while it is awake (at its start, say): let it
+        // commit one write and fall asleep first. Nothing wakes it after that but a plain submit.
+        let warmUp = Array("warm-up".utf8)
+        warmUp.withUnsafeBytes { k in
+            _ = store.writer.submit(WriteOp(kind: .put, key: k, value: k, ack: .counter(counter, result: nil)))
+            while counter.pointee.load(ordering: .acquiring) < 1 { usleep(100) }
+        }
+        usleep(200_000)
+        counter.pointee.store(0, ordering: .releasing)
         for round in 1...20 {
             let commitsBefore = store.writer.commits.load(ordering: .relaxed)
             for k in keys {
