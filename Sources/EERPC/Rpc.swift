@@ -190,12 +190,16 @@ public final class Rpc<T: Transport & ~Copyable> {
     /// client, reads waited for the scheduler's 4 ms tick).
     public func waitForTraffic(timeoutMs: Int32) {
         let e = endpoint
+        // Read before the response queue: a responder pushes, then decrements (releasing), so a
+        // count of 0 seen here means its response is visible below; a count above 0 takes the
+        // fenced path, where the responder sees the flag or we see its response.
+        let outstanding = e.backgroundOutstanding.load(ordering: .acquiring)
         if !e.backgroundResponses.isEmpty || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
             || e.sessionManagementPending.load(ordering: .relaxed) > 0 || e.hasClientRequestsInFlight
         {
             return
         }
-        if e.backgroundOutstanding.load(ordering: .relaxed) > 0 {
+        if outstanding > 0 {
             // Without a doorbell nobody could wake us for the response: keep polling.
             guard e.doorbell >= 0 else { return }
             e.sleepingOnBackground.store(true, ordering: .relaxed)
@@ -212,7 +216,8 @@ public final class Rpc<T: Transport & ~Copyable> {
     }
 
     /// For a client's event loop that has found nothing to do for a while, with requests in
-    /// flight: sleeps until a packet may have arrived, the doorbell rings, or `timeoutMs` passes.
+    /// flight: sleeps until a packet may have arrived, the doorbell rings, or `timeoutMs` passes
+    /// (returns at once when no request is in flight).
     /// The client's timers (retransmission after ``RpcConfig/retransmitTimeoutNs``) then run late
     /// by at most `timeoutMs`. Returns at once if work is pending that arrives by other paths.
     ///
@@ -220,6 +225,8 @@ public final class Rpc<T: Transport & ~Copyable> {
     /// of a local cluster say, which then waits for the scheduler's tick (4 ms here) to run.
     public func waitForResponses(timeoutMs: Int32) {
         let e = endpoint
+        // Nothing to wait for: an open-loop caller between requests must not be held up.
+        guard e.hasClientRequestsInFlight else { return }
         if !e.backgroundResponses.isEmpty || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
             || e.sessionManagementPending.load(ordering: .relaxed) > 0
         {

@@ -445,6 +445,8 @@ public final class KVClient {
         let e = rpc.endpoint
         let call = Call(nodes: targets.map { $0.0.id }, done: done)
         lastCall = call
+        // A new request starts a new spin window: its reply is due soon, whatever came before.
+        idleSince = 0
         do {
             for (i, (node, thread)) in targets.enumerated() {
                 let s = try session(node: node, thread: thread)

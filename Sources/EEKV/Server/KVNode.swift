@@ -123,6 +123,9 @@ public final class KVNode: @unchecked Sendable {
                     // the writer thread has them already).
                     store.writer.commitPending()
                 }
+                // A pass that reports no work can still have run a write handler (a request the
+                // AES pool finished opening): its write must not wait for the next packet.
+                store.writer.commitPending()
                 // Busy-poll while traffic flows; after a short quiet spell, sleep in the kernel until
                 // a packet comes, so nodes and clients sharing cores (a laptop, CI) do not starve
                 // each other. A dedicated core keeps the thread spinning through any steady load.

@@ -214,8 +214,13 @@ public final class GroupCommitWriter: @unchecked Sendable {
                 committer.store(false, ordering: .releasing)
                 continue
             }
-            // `stop` waited for every submitter before setting `finishing`: the queue stays empty.
-            if finishing.load(ordering: .acquiring) { return }
+            // `stop` waited for every submitter before setting `finishing`, so once it is seen
+            // (acquiring their pushes) an empty queue stays empty. The emptiness seen above may
+            // predate a last push: look again.
+            if finishing.load(ordering: .acquiring) {
+                if queue.isEmpty { return }
+                continue
+            }
             waiter.sleep { !queue.isEmpty || finishing.load(ordering: .relaxed) }
         }
     }
