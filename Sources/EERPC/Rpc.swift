@@ -194,46 +194,49 @@ public final class Rpc<T: Transport & ~Copyable> {
         // count of 0 seen here means its response is visible below; a count above 0 takes the
         // fenced path, where the responder sees the flag or we see its response.
         let outstanding = e.backgroundOutstanding.load(ordering: .acquiring)
-        if !e.backgroundResponses.isEmpty || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
-            || e.sessionManagementPending.load(ordering: .relaxed) > 0 || e.hasClientRequestsInFlight
-        {
-            return
-        }
+        if hasWorkArrivingOtherwise || e.hasClientRequestsInFlight { return }
         if outstanding > 0 {
             // Without a doorbell nobody could wake us for the response: keep polling.
             guard e.doorbell >= 0 else { return }
             e.sleepingOnBackground.store(true, ordering: .relaxed)
             // Pairs with the fence in `postBackgroundResponse`.
             atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if e.backgroundResponses.isEmpty {
-                transport.waitForPackets(timeoutMs: timeoutMs, doorbell: e.doorbell)
-            }
+            if e.backgroundResponses.isEmpty { sleepUntilTraffic(timeoutMs: timeoutMs) }
             e.sleepingOnBackground.store(false, ordering: .relaxed)
         } else {
-            transport.waitForPackets(timeoutMs: timeoutMs, doorbell: e.doorbell)
+            sleepUntilTraffic(timeoutMs: timeoutMs)
         }
-        if e.doorbell >= 0 { ee_doorbell_clear(e.doorbell) }
     }
 
     /// For a client's event loop that has found nothing to do for a while, with requests in
-    /// flight: sleeps until a packet may have arrived, the doorbell rings, or `timeoutMs` passes
-    /// (returns at once when no request is in flight).
+    /// flight: sleeps until a packet may have arrived, the doorbell rings, or `timeoutMs` passes.
     /// The client's timers (retransmission after ``RpcConfig/retransmitTimeoutNs``) then run late
-    /// by at most `timeoutMs`. Returns at once if work is pending that arrives by other paths.
+    /// by at most `timeoutMs`. Returns at once when no request is in flight, or when work is
+    /// pending that arrives by other paths.
     ///
     /// A client that polls through a slow reply takes its core from whoever shares it, a node
     /// of a local cluster say, which then waits for the scheduler's tick (4 ms here) to run.
     public func waitForResponses(timeoutMs: Int32) {
         let e = endpoint
         // Nothing to wait for: an open-loop caller between requests must not be held up.
-        guard e.hasClientRequestsInFlight else { return }
-        if !e.backgroundResponses.isEmpty || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
+        guard e.hasClientRequestsInFlight, !hasWorkArrivingOtherwise else { return }
+        sleepUntilTraffic(timeoutMs: timeoutMs)
+    }
+
+    /// Work that reaches the dispatch thread without a packet or a doorbell ring, so that it must
+    /// not sleep: responses already posted, AES pool jobs, stalled requests, session-management
+    /// events.
+    private var hasWorkArrivingOtherwise: Bool {
+        let e = endpoint
+        return !e.backgroundResponses.isEmpty || e.txOffload.count > 0 || e.rxOffload.count > 0 || e.stallCount > 0
             || e.sessionManagementPending.load(ordering: .relaxed) > 0
-        {
-            return
-        }
-        transport.waitForPackets(timeoutMs: timeoutMs, doorbell: e.doorbell)
-        if e.doorbell >= 0 { ee_doorbell_clear(e.doorbell) }
+    }
+
+    /// Blocks in poll(2) on the socket and the doorbell for up to `timeoutMs`, then clears the
+    /// doorbell (whoever rang it published their work first, and the caller looks again).
+    private func sleepUntilTraffic(timeoutMs: Int32) {
+        transport.waitForPackets(timeoutMs: timeoutMs, doorbell: endpoint.doorbell)
+        if endpoint.doorbell >= 0 { ee_doorbell_clear(endpoint.doorbell) }
     }
 
     // MARK: Conveniences that forward to the endpoint

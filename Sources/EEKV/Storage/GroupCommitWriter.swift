@@ -21,7 +21,7 @@ public enum WriteResult: UInt8, Sendable, BitwiseCopyable {
 }
 
 /// How a write is acknowledged once its transaction has committed (or failed). Called on the
-/// committing thread: the writer's, or (`nosync`) a submitter's, possibly inside its `submit`.
+/// committing thread: the writer's, or (`nosync`) a submitter's, inside its `commitPending`.
 public enum WriteAck: BitwiseCopyable, @unchecked Sendable {
     /// Answer an eeRPC request (a background handle, whose `respond` is thread-safe): the result
     /// byte goes in its preallocated response.
@@ -30,8 +30,9 @@ public enum WriteAck: BitwiseCopyable, @unchecked Sendable {
     case counter(UnsafeMutablePointer<Atomic<Int>>, result: UnsafeMutablePointer<WriteResult>?)
 }
 
-/// One put, delete or merge (`value` is then the patch, a valid ``FieldRecord``). `key` and `value` point into memory the submitter keeps alive until the
-/// acknowledgement (for a request: its runtime-owned copy, valid until `respond`).
+/// One put, delete or merge (`value` is then the patch, a valid ``FieldRecord``). `key` and
+/// `value` point into memory the submitter keeps alive until the acknowledgement (for a request:
+/// its runtime-owned copy, valid until `respond`).
 public struct WriteOp: BitwiseCopyable, @unchecked Sendable {
     public enum Kind: UInt8, BitwiseCopyable, Sendable {
         case put
@@ -86,15 +87,16 @@ public final class GroupCommitWriter: @unchecked Sendable {
     private let finishing = Atomic<Bool>(false)
     /// The right to commit (see the type's comment).
     private let committer = Atomic<Bool>(false)
-    /// Whether submitters commit themselves when nobody is committing (`nosync` stores).
+    /// Whether writes queued with `commitLater` are committed by their submitter's
+    /// `commitPending` (`nosync` stores: a submitter must never wait for an fsync).
     private let commitsInline: Bool
     private var thread: JoinableThread?
     // The committer's state, allocated once.
     private let batch: UnsafeMutablePointer<WriteOp>
     private let results: UnsafeMutablePointer<WriteResult>
     /// Where a merge builds its record before storing it: the stored value it reads points into
-    /// the map, where the put could move it. Allocated by the first merge, owned by the writer
-    /// thread, freed in deinit.
+    /// the map, where the put could move it. Allocated by the first merge, used only by the
+    /// `committer`, freed in deinit.
     private var mergeScratch: UnsafeMutableRawPointer?
     /// Batches committed and writes acknowledged (for stats and tests).
     public let commits = Atomic<Int>(0)
@@ -103,11 +105,9 @@ public final class GroupCommitWriter: @unchecked Sendable {
     /// Writes refused because the store had no room for them.
     public let rejectedFull = Atomic<Int>(0)
 
-    /// - Parameter commitsInline: let submitters commit when nobody else is (`nosync` only: a
-    ///   submitter must never wait for an fsync).
-    init(environment: LMDBEnvironment, commitsInline: Bool = true) {
+    init(environment: LMDBEnvironment) {
         self.environment = environment
-        self.commitsInline = commitsInline && environment.durability == .nosync
+        commitsInline = environment.durability == .nosync
         batch = .allocate(capacity: Self.maxBatch)
         results = .allocate(capacity: Self.maxBatch)
         thread = Threads.spawn(name: "eekv-writer") { [unowned(unsafe) self] in self.run() }

@@ -119,9 +119,10 @@ final class LMDBEnvironment: @unchecked Sendable {
 
     static let unusableError = StoreError.unusable("growing the map failed and the old map could not be restored")
 
-    /// The committer only (the writer thread, or a submitter committing inline): doubles the map
-    /// (by at least 64 MiB), up to `maxMapSize`, with every reader held off. Throws ``StoreError/full`` at the limit and ``StoreError/diskFull`` when
-    /// the file system cannot hold the larger map; the store stays usable after either.
+    /// The committer only (the writer thread, or a dispatch thread in `commitPending`): doubles
+    /// the map (by at least 64 MiB), up to `maxMapSize`, with every reader held off. Throws
+    /// ``StoreError/full`` at the limit and ``StoreError/diskFull`` when the file system cannot
+    /// hold the larger map; the store stays usable after either.
     func grow() throws(StoreError) {
         guard isUsable else { throw Self.unusableError }
         var target = min(max(mapSize * 2, mapSize + (64 << 20)), maxMapSize)
