@@ -1,3 +1,4 @@
+import EERPC
 import Foundation
 import Testing
 
@@ -84,6 +85,9 @@ struct CLIExitTests {
         let standard = try preferred(nil)
         #expect(try preferred("openssl") == "openssl")
         #expect(try preferred("ipsec-mb") == "ipsec-mb")
+        if AEADBackendKind.available.contains(.ipsecMBShortVAES) {
+            #expect(try preferred("ipsec-mb+vaes") == "ipsec-mb+vaes")
+        }
         #expect(try preferred("no-such-backend") == standard)
     }
 }

@@ -1,5 +1,5 @@
 import CAllocCounter
-import EERPC
+@testable import EERPC
 import Testing
 
 /// A GCM test vector (McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 1-4,
@@ -130,10 +130,41 @@ struct AEADTests {
         #expect(AEADBackendKind.available.contains(.preferred))
         // OpenSSL only where nothing faster runs.
         #expect(AEADBackendKind.preferred != .openSSL)
-        // With VAES but without AVX-512 (the Zen 3 machines), our VAES code is the default.
+        // With VAES but without AVX-512 (the Zen 3 machines), our VAES code is the default; with
+        // both (Zen 4, recent Xeons), ipsec-mb with our VAES code for short messages.
         if VAESBackend.isAvailable && AEADBackendKind.ipsecMB.name != "ipsec-mb avx512" {
             #expect(AEADBackendKind.preferred == .vaesAVX2)
         }
+        if VAESBackend.isAvailable && AEADBackendKind.ipsecMB.name == "ipsec-mb avx512" {
+            #expect(AEADBackendKind.preferred == .ipsecMBShortVAES)
+        }
+    }
+
+    /// The combined backend keeps two expanded keys. Spoiling one at a time shows which sizes
+    /// each serves: a seal that still matches OpenSSL did not use the spoiled key.
+    @Test("ipsec-mb+vaes seals messages under 192 bytes with the VAES code, longer ones with ipsec-mb")
+    func combinedBackendSplitsBySize() throws {
+        guard IPsecMBShortVAESBackend.isAvailable else { return }
+        let keyBytes = (0..<16).map { UInt8($0 &* 7 &+ 3) }
+        let reference = try makeKey(.openSSL, keyBytes)
+        let iv = (0..<12).map { UInt8($0) }
+        let aad = [UInt8](repeating: 0xEE, count: 16)
+        let limit = IPsecMBShortVAESBackend.shortLimit
+        #expect(limit == 192)
+        func matches(_ key: borrowing AEADKey, _ length: Int) -> Bool {
+            let text = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+            let (c, t) = seal(key, iv: iv, aad: aad, plaintext: text)
+            let (c0, t0) = seal(reference, iv: iv, aad: aad, plaintext: text)
+            return c == c0 && t == t0
+        }
+        let sizes = [0, 1, 64, limit - 1, limit, 1440, 65536]
+        // Wiping one half's round keys (as `deinitialize` does) spoils only that half's output.
+        let vaesSpoiled = try makeKey(.ipsecMBShortVAES, keyBytes)
+        VAESBackend.deinitialize(vaesSpoiled.handle.state + IPsecMBShortVAESBackend.vaesOffset)
+        for n in sizes { #expect(matches(vaesSpoiled, n) == (n >= limit), "VAES key wiped, \(n) bytes") }
+        let ipsecSpoiled = try makeKey(.ipsecMBShortVAES, keyBytes)
+        IPsecMBBackend.deinitialize(ipsecSpoiled.handle.state)
+        for n in sizes { #expect(matches(ipsecSpoiled, n) == (n < limit), "ipsec-mb key wiped, \(n) bytes") }
     }
 
     @Test("every backend matches OpenSSL on random lengths, AADs and keys", arguments: AEADAlgorithm.allCases)

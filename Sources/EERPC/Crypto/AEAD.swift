@@ -18,23 +18,33 @@ public enum AEADBackendKind: UInt8, Sendable, CaseIterable, BitwiseCopyable {
     /// Our own GCM on VAES + VPCLMULQDQ with 256-bit registers (`vaes_gcm.c`): the default on CPUs
     /// that have them without AVX-512, where ipsec-mb 1.3 runs 128-bit AES-NI at half the rate.
     case vaesAVX2
+    /// ipsec-mb for messages of `IPsecMBShortVAESBackend.shortLimit` bytes and more, our VAES code
+    /// for shorter ones (control packets, small requests), where it takes half the time: the
+    /// default where ipsec-mb has its AVX-512 path and the CPU has VAES.
+    case ipsecMBShortVAES
 
-    /// The fastest that runs here: ipsec-mb's AVX-512 path, else VAES on AVX2, else ipsec-mb's
-    /// AES-NI paths, else OpenSSL. `EERPC_AEAD_BACKEND=ipsec-mb|vaes-avx2|openssl` in the
+    /// The fastest that runs here: ipsec-mb's AVX-512 path (with our VAES code for short
+    /// messages where the CPU has VAES), else VAES on AVX2, else ipsec-mb's AES-NI paths, else
+    /// OpenSSL. `EERPC_AEAD_BACKEND=ipsec-mb|vaes-avx2|openssl` in the
     /// environment overrides the choice, if that backend runs here.
     ///
     /// A microbenchmark is not the judge here. On an AMD Zen 4 (2026-11-29) `eekv bench aead`
     /// has the VAES code level with ipsec-mb's AVX-512 code on 1,440-byte packets and twice as
     /// fast on empty ones, yet in the YCSB study with each in turn (four alternating runs) the
     /// VAES code gave 0.86–0.88 × plaintext at 64 KiB where ipsec-mb gave 0.88–0.91 ×, and the
-    /// same at 10×100 B. So the rule stays by feature.
+    /// same at 10×100 B. So the rule stays by feature. Short messages are another matter: there
+    /// ipsec-mb's cost per call dominates, and the VAES code is faster below 192 bytes on both
+    /// machines measured (an empty message: 22 against 42 ns on the Zen 4, 17 against 34 on an
+    /// Intel Xeon, Emerald Rapids); see ``IPsecMBShortVAESBackend``.
     public static let preferred: AEADBackendKind = {
         if let name = getenv("EERPC_AEAD_BACKEND"), let kind = AEADBackendKind(argument: String(cString: name)),
             available.contains(kind)
         {
             return kind
         }
-        if IPsecMBBackend.isAvailable && String(cString: ee_imb_arch_name()) == "avx512" { return .ipsecMB }
+        if IPsecMBBackend.isAvailable && String(cString: ee_imb_arch_name()) == "avx512" {
+            return VAESBackend.isAvailable ? .ipsecMBShortVAES : .ipsecMB
+        }
         if VAESBackend.isAvailable { return .vaesAVX2 }
         return IPsecMBBackend.isAvailable ? .ipsecMB : .openSSL
     }()
@@ -46,6 +56,7 @@ public enum AEADBackendKind: UInt8, Sendable, CaseIterable, BitwiseCopyable {
             case .ipsecMB: IPsecMBBackend.isAvailable
             case .openSSL: OpenSSLBackend.isAvailable
             case .vaesAVX2: VAESBackend.isAvailable
+            case .ipsecMBShortVAES: IPsecMBShortVAESBackend.isAvailable
             }
         }
     }
@@ -55,6 +66,7 @@ public enum AEADBackendKind: UInt8, Sendable, CaseIterable, BitwiseCopyable {
         case .ipsecMB: "ipsec-mb \(String(cString: ee_imb_arch_name()))"
         case .openSSL: "openssl"
         case .vaesAVX2: "vaes-avx2"
+        case .ipsecMBShortVAES: "ipsec-mb \(String(cString: ee_imb_arch_name())) + vaes-avx2 < \(IPsecMBShortVAESBackend.shortLimit) B"
         }
     }
 
@@ -64,10 +76,11 @@ public enum AEADBackendKind: UInt8, Sendable, CaseIterable, BitwiseCopyable {
         case .ipsecMB: "ipsec-mb"
         case .openSSL: "openssl"
         case .vaesAVX2: "vaes-avx2"
+        case .ipsecMBShortVAES: "ipsec-mb+vaes"
         }
     }
 
-    /// Parses a command-line name (`argument`): ipsec-mb, openssl or vaes-avx2.
+    /// Parses a command-line name (`argument`): ipsec-mb, openssl, vaes-avx2 or ipsec-mb+vaes.
     public init?(argument: String) {
         guard let kind = Self.allCases.first(where: { $0.argument == argument }) else { return nil }
         self = kind
@@ -186,6 +199,71 @@ public enum VAESBackend: AEADBackend {
     }
 }
 
+/// ipsec-mb and our VAES code together, chosen by message size. Both implement the same AES-GCM,
+/// so which one sealed a packet is invisible to the peer. ipsec-mb's AVX-512 code pays a fixed
+/// cost per call that our VAES code does not (on this Intel Xeon, sealing an empty message takes
+/// 34 ns against 17, 64 bytes 47 against 29), while on full packets its 512-bit registers make it
+/// faster (1,440 bytes: 120 ns against 158). The two cross near 210 bytes (200: 45 against 50 ns;
+/// 223: 55 against 51).
+///
+/// State: ipsec-mb's expanded key, then at the next 64-byte boundary our VAES key; both
+/// read-only during seal and open, so threads share them as they share either alone.
+public enum IPsecMBShortVAESBackend: AEADBackend {
+    public static var kind: AEADBackendKind { .ipsecMBShortVAES }
+    /// Messages shorter than this go to the VAES code (`bench aead --size 0,64,192,223,1440`).
+    public static let shortLimit = 192
+    public static var isAvailable: Bool { IPsecMBBackend.isAvailable && VAESBackend.isAvailable }
+    static var vaesOffset: Int { (IPsecMBBackend.stateSize + 63) & ~63 }
+    public static var stateSize: Int { vaesOffset + VAESBackend.stateSize }
+    public static var stateAlignment: Int { max(64, IPsecMBBackend.stateAlignment, VAESBackend.stateAlignment) }
+
+    public static func initialize(_ state: UnsafeMutableRawPointer, key: UnsafeRawBufferPointer) -> Bool {
+        guard IPsecMBBackend.initialize(state, key: key) else { return false }
+        guard VAESBackend.initialize(state + vaesOffset, key: key) else {
+            IPsecMBBackend.deinitialize(state)
+            return false
+        }
+        return true
+    }
+
+    public static func deinitialize(_ state: UnsafeMutableRawPointer) {
+        IPsecMBBackend.deinitialize(state)
+        VAESBackend.deinitialize(state + vaesOffset)
+    }
+
+    @inline(__always)
+    public static func seal(
+        _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
+        aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeMutableRawPointer
+    ) {
+        if count < shortLimit {
+            VAESBackend.seal(
+                state + vaesOffset, keyLength: keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+        } else {
+            IPsecMBBackend.seal(
+                state, keyLength: keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+        }
+    }
+
+    @inline(__always)
+    public static func open(
+        _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
+        aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeRawPointer
+    ) -> Bool {
+        count < shortLimit
+            ? VAESBackend.open(
+                state + vaesOffset, keyLength: keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+            : IPsecMBBackend.open(
+                state, keyLength: keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+    }
+}
+
 /// OpenSSL 3 EVP: the cipher is fetched once per process and each key keeps one sealing and one
 /// opening context, so a message changes only the IV. A context is not thread-safe: a key's
 /// state belongs to one thread (AES pool workers key contexts of their own).
@@ -270,6 +348,10 @@ struct KeyHandle: BitwiseCopyable, @unchecked Sendable {
             guard VAESBackend.isAvailable else { throw .backendUnavailable }
             size = VAESBackend.stateSize
             alignment = VAESBackend.stateAlignment
+        case .ipsecMBShortVAES:
+            guard IPsecMBShortVAESBackend.isAvailable else { throw .backendUnavailable }
+            size = IPsecMBShortVAESBackend.stateSize
+            alignment = IPsecMBShortVAESBackend.stateAlignment
         }
         let state = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: alignment)
         let ok =
@@ -277,6 +359,7 @@ struct KeyHandle: BitwiseCopyable, @unchecked Sendable {
             case .ipsecMB: IPsecMBBackend.initialize(state, key: key)
             case .openSSL: OpenSSLBackend.initialize(state, key: key)
             case .vaesAVX2: VAESBackend.initialize(state, key: key)
+            case .ipsecMBShortVAES: IPsecMBShortVAESBackend.initialize(state, key: key)
             }
         guard ok else {
             state.deallocate()
@@ -293,6 +376,7 @@ struct KeyHandle: BitwiseCopyable, @unchecked Sendable {
         case .ipsecMB: IPsecMBBackend.deinitialize(state)
         case .openSSL: OpenSSLBackend.deinitialize(state)
         case .vaesAVX2: VAESBackend.deinitialize(state)
+        case .ipsecMBShortVAES: IPsecMBShortVAESBackend.deinitialize(state)
         }
         state.deallocate()
         rawKey.initializeMemory(as: UInt8.self, repeating: 0, count: 32)
@@ -318,6 +402,10 @@ struct KeyHandle: BitwiseCopyable, @unchecked Sendable {
             VAESBackend.seal(
                 state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
                 destination: destination, count: count, tag: tag)
+        case .ipsecMBShortVAES:
+            IPsecMBShortVAESBackend.seal(
+                state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
         }
     }
 
@@ -338,6 +426,10 @@ struct KeyHandle: BitwiseCopyable, @unchecked Sendable {
 
         case .vaesAVX2:
             VAESBackend.open(
+                state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
+                destination: destination, count: count, tag: tag)
+        case .ipsecMBShortVAES:
+            IPsecMBShortVAESBackend.open(
                 state, keyLength: algorithm.keyLength, nonce: nonce, aad: aad, aadCount: aadCount, source: source,
                 destination: destination, count: count, tag: tag)
         }

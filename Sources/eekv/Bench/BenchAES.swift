@@ -25,7 +25,7 @@ struct BenchAES: ParsableCommand {
     @Option(help: "Measured seconds per size and side.")
     var seconds = 2.0
 
-    @Option(help: "Backend: ipsec-mb, openssl or vaes-avx2 (default: the runtime's choice for this CPU).")
+    @Option(help: "Backend: ipsec-mb, openssl, vaes-avx2 or ipsec-mb+vaes (default: the runtime's choice for this CPU).")
     var backend: String?
 
     @Option(help: "Key size in bits: 128 or 256.")
@@ -40,7 +40,7 @@ struct BenchAES: ParsableCommand {
         guard keyBits == 128 || keyBits == 256 else { throw ValidationError("--key-bits must be 128 or 256") }
         let chosen: AEADBackendKind? = backend.map { AEADBackendKind(argument: $0) } ?? AEADBackendKind.preferred
         guard let kind = chosen else {
-            throw ValidationError("--backend must be ipsec-mb, openssl or vaes-avx2")
+            throw ValidationError("--backend must be ipsec-mb, openssl, vaes-avx2 or ipsec-mb+vaes")
         }
         guard AEADBackendKind.available.contains(kind) else {
             throw ValidationError("the \(kind.name) backend does not run on this CPU")

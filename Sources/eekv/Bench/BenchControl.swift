@@ -28,11 +28,11 @@ enum BenchCPUs {
     static var server: Int { Threads.allowedCPU(Threads.cpuCount > 1 ? 1 : 0) }
 }
 
-/// Parses a `--size` list ("64,1024,8192") of message sizes in 1…1 MiB.
-func parseSizes(_ text: String) throws -> [Int] {
+/// Parses a `--size` list ("64,1024,8192") of message sizes in `minimum`…1 MiB.
+func parseSizes(_ text: String, minimum: Int = 1) throws -> [Int] {
     let sizes = text.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
-    guard !sizes.isEmpty, sizes.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }) else {
-        throw ValidationError("--size takes comma-separated sizes in 1…1048576")
+    guard !sizes.isEmpty, sizes.allSatisfy({ $0 >= minimum && $0 <= 1 << 20 }) else {
+        throw ValidationError("--size takes comma-separated sizes in \(minimum)…1048576")
     }
     return sizes
 }
