@@ -124,6 +124,11 @@ public final class Rpc<T: Transport & ~Copyable> {
                 out = 0
                 let burst = e.txQueue + sent
                 for i in 0..<n {
+                    if burst[i].presealed {
+                        if out != i { burst[out] = burst[i] }
+                        out += 1
+                        continue
+                    }
                     if e.offloads(messageSize: Int(UInt64(littleEndian: burst[i].header0) >> 40)) {
                         while !e.submitSeal(burst + i) {
                             e.postOffloaded()

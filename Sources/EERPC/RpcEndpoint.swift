@@ -272,7 +272,7 @@ public final class RpcEndpoint: @unchecked Sendable {
     /// operation; if it ever does, the packet is dropped and counted, and the client's
     /// retransmission recovers it.
     @inline(__always)
-    func queuePacket(_ header: PacketHeader, data: UnsafeRawPointer?, length: Int, slot k: Int) {
+    func queuePacket(_ header: PacketHeader, data: UnsafeRawPointer?, length: Int, slot k: Int, presealed: Bool = false) {
         guard txCount < txCapacity else {
             drop(.noBuffer)
             return
@@ -282,6 +282,7 @@ public final class RpcEndpoint: @unchecked Sendable {
             to: TxItem(
                 header: header, data: data, dataLength: length, route: UnsafePointer(routes + session),
                 owner: Int32(k)))
+        txQueue[txCount].presealed = presealed
         txCount &+= 1
         slots[k].queuedEpoch = flushEpoch
     }

@@ -15,6 +15,11 @@ public struct RpcStats: Sendable, Equatable {
     /// Packets sealed and opened by the AES pool (the rest of an encrypted Rpc's are inline).
     public var offloadedSeals: UInt64 = 0
     public var offloadedOpens: UInt64 = 0
+    /// Response packets sealed at once when their handler answered, straight from its bytes
+    /// (``RequestHandle/respond(copying:_:)``).
+    public var presealedPackets: UInt64 = 0
+    /// Kept presealed packets sealed again under a new key after a key update.
+    public var resealedPackets: UInt64 = 0
     /// Server sessions taken back from peers silent for `RpcConfig.reclaimIdleSessionsAfterNs`,
     /// to make room for a new session when the table was full.
     public var sessionsReclaimed: UInt64 = 0

@@ -18,6 +18,11 @@ enum TestRequest {
     /// A deferred handler: echoes requests with an odd id at once (on the dispatch thread) and
     /// passes the others to `deferredEchoes`, for another thread to answer.
     static let deferredEcho: UInt8 = 6
+    /// Counts like `countingEcho`, and echoes with `respond(copying:_:)`, the request split into
+    /// a prefix of 0, 1, 3, 8 or 1,500 bytes (by id) and the rest.
+    static let copyingEcho: UInt8 = 7
+    /// Echoes with `respond(copying:_:)`, split after 3 bytes; allocates nothing itself.
+    static let splitEcho: UInt8 = 8
 }
 
 /// The requests `TestRequest.deferredEcho` left for another thread to answer.
@@ -73,6 +78,22 @@ func registerTestHandlers(_ nexus: Nexus) throws {
         let id = handle.request.loadUnaligned(as: UInt64.self)
         counter.counts[id, default: 0] += 1
         echo(handle)
+    }
+    try nexus.register(type: TestRequest.splitEcho) { handle in
+        let split = min(handle.request.count, 3)
+        _ = handle.respond(
+            copying: UnsafeRawBufferPointer(rebasing: handle.request[..<split]),
+            UnsafeRawBufferPointer(rebasing: handle.request[split...]))
+    }
+    try nexus.register(type: TestRequest.copyingEcho) { handle in
+        let counter = Unmanaged<ExecutionCounter>.fromOpaque(handle.context!).takeUnretainedValue()
+        let id = handle.request.loadUnaligned(as: UInt64.self)
+        counter.counts[id, default: 0] += 1
+        let split = min(handle.request.count, [0, 1, 3, 8, 1_500][Int(id % 5)])
+        let sent = handle.respond(
+            copying: UnsafeRawBufferPointer(rebasing: handle.request[..<split]),
+            UnsafeRawBufferPointer(rebasing: handle.request[split...]))
+        #expect(sent)
     }
 }
 

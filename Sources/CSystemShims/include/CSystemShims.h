@@ -50,6 +50,10 @@ uint64_t ee_now_ns(void);
 /// memcpy for payloads (non-overlapping): avoids glibc's `rep movsb` where it is pathologically
 /// slow on AMD CPUs (destination 1–63 bytes past the source modulo 4 KiB) by copying backward.
 void ee_copy(void *restrict dst, const void *restrict src, size_t n);
+/// Asks the CPU to start loading [p, p + n) into its caches (one prefetch per 64-byte line).
+static inline void ee_prefetch(const void *p, size_t n) {
+    for (size_t i = 0; i < n; i += 64) __builtin_prefetch((const char *)p + i, 0, 3);
+}
 /// glibc's memcpy behind a call the Swift compiler cannot see through (for `eekv bench copy`).
 void ee_libc_copy(void *restrict dst, const void *restrict src, size_t n);
 

@@ -160,8 +160,12 @@ extension RpcEndpoint {
         guard crypto[s].rx!.advance(now: now) else { return }
         switch sessions[s].role {
         case .server:
-            // Follow the client: answer in the new phase from now on.
-            _ = crypto[s].tx!.advance(now: now)
+            // Follow the client: answer in the new phase from now on, kept responses included.
+            let old = crypto[s].tx!.current
+            if crypto[s].tx!.advance(now: now) {
+                resealPresealedResponses(
+                    session: s, from: old, to: crypto[s].tx!.current, phase: crypto[s].tx!.phase)
+            }
         case .client:
             // The server has moved both directions: the update is complete.
             crypto[s].updatePending = false

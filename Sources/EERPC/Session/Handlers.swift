@@ -1,3 +1,5 @@
+import CSystemShims
+
 /// How the runtime runs a request handler.
 public enum HandlerMode: Sendable {
     /// Inline on the dispatch thread: must be short and must not block.
@@ -96,6 +98,43 @@ public struct RequestHandle: BitwiseCopyable, @unchecked Sendable {
 }
 
 extension RequestHandle {
+    /// Sends `prefix` followed by `body` as the response, copied now: the bytes need to stay
+    /// valid only during this call (a value read from a storage snapshot, say). On an encrypted
+    /// session whose packets this thread seals itself, the copy *is* the encryption: every packet
+    /// of the response is sealed straight from these bytes into the buffer the runtime keeps for
+    /// it, instead of being copied there and sealed from there as each packet leaves. Otherwise
+    /// (plaintext, or sealing in the AES pool) they are copied into a response buffer.
+    ///
+    /// Foreground handlers only (the dispatch thread). Returns false, having sent nothing, if no
+    /// buffer of that size is left or the response exceeds ``Wire/maxMessageSize``; the handler
+    /// must still respond.
+    public func respond(copying prefix: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) -> Bool {
+        precondition(!isBackground, "respond(copying:) is for foreground handlers")
+        let size = prefix.count + body.count
+        guard size <= Wire.maxMessageSize else { return false }
+        if let (buffer, phase) = endpoint.presealResponse(
+            slot: slotIndex, preallocated: preallocatedResponse, prefix: prefix, body: body)
+        {
+            endpoint.enqueueResponse(
+                ServerResponse(
+                    slotIndex: Int32(slotIndex), sessionToken: sessionToken, requestNumber: requestNumber,
+                    response: buffer, assembly: assembly, preallocated: preallocatedResponse, presealed: true,
+                    presealedPhase: phase))
+            return true
+        }
+        if endpoint.presealsResponses(size: size) { return false }  // it would have: out of buffers
+        var response = preallocatedResponse
+        if size > response.capacity {
+            guard let b = allocateResponse(size: size) else { return false }
+            response = b
+        }
+        if let p = prefix.baseAddress, prefix.count > 0 { ee_copy(response.data, p, prefix.count) }
+        if let b = body.baseAddress, body.count > 0 { ee_copy(response.data + prefix.count, b, body.count) }
+        response.resize(to: size)
+        respond(response)
+        return true
+    }
+
     /// The handle of a request copied into a runtime buffer (`background` and `deferred`
     /// handlers): the buffer lives until the reply, which may come from any thread.
     init(
@@ -120,6 +159,10 @@ struct ServerResponse: BitwiseCopyable {
     /// The slot's preallocated buffer at dispatch time: if the session is gone by the time the
     /// response arrives, it is freed with the response.
     var preallocated: MsgBuffer
+    /// `response` holds sealed packets (``RequestHandle/respond(copying:_:)``), under the key of
+    /// this phase.
+    var presealed = false
+    var presealedPhase = false
 }
 
 /// A request on its way from the dispatch thread to a background thread.

@@ -150,13 +150,26 @@ extension RpcEndpoint {
         let s = k / Wire.sessionRequestWindow
         let slot = slots + k
         let response = slot.pointee.serverResponse.unsafelyUnwrapped
-        let header = PacketHeader(
-            type: .response, destSession: sessions[s].remoteNumber, requestType: slot.pointee.requestType,
-            messageSize: UInt32(response.size), requestNumber: slot.pointee.requestNumber,
-            packetNumber: UInt16(truncatingIfNeeded: slot.pointee.serverRequestPackets - 1 + j))
         let length = response.size == 0 ? 0 : sliceLength(size: response.size, index: j)
         slot.pointee.serverHighestQueued = max(slot.pointee.serverHighestQueued, j)
+        if slot.pointee.presealed {
+            let header = responseHeader(slot: k, index: j, size: response.size, keyPhase: slot.pointee.presealedPhase)
+            queuePacket(
+                header, data: response.data + j * (dataPerPacket + Wire.tagSize), length: length + Wire.tagSize,
+                slot: k, presealed: true)
+            return
+        }
+        let header = responseHeader(slot: k, index: j, size: response.size, keyPhase: false)
         queuePacket(header, data: response.data + j * dataPerPacket, length: length, slot: k)
+    }
+
+    /// The header of packet `j` of slot `k`'s response (`size` bytes).
+    @inline(__always)
+    func responseHeader(slot k: Int, index j: Int, size: Int, keyPhase: Bool) -> PacketHeader {
+        PacketHeader(
+            type: .response, keyPhase: keyPhase, destSession: sessions[k / Wire.sessionRequestWindow].remoteNumber,
+            requestType: slots[k].requestType, messageSize: UInt32(size), requestNumber: slots[k].requestNumber,
+            packetNumber: UInt16(truncatingIfNeeded: slots[k].serverRequestPackets - 1 + j))
     }
 
     private func runHandler(
@@ -230,6 +243,8 @@ extension RpcEndpoint {
         slot.pointee.assembly = nil
         slot.pointee.handlerActive = false
         slot.pointee.serverResponse = r.response
+        slot.pointee.presealed = r.presealed
+        slot.pointee.presealedPhase = r.presealedPhase
         slot.pointee.responseReady = true
         sendResponsePacket(slot: k, index: 0)
     }
@@ -243,6 +258,7 @@ extension RpcEndpoint {
             free(response)
         }
         slot.pointee.serverResponse = nil
+        slot.pointee.presealed = false
         slot.pointee.responseReady = false
         slot.pointee.serverHighestQueued = -1
     }

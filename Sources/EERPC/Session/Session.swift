@@ -89,6 +89,11 @@ struct Slot {
     /// The response, kept until the next request on this slot so duplicates can be answered.
     var serverResponse: MsgBuffer? = nil
     var responseReady = false
+    /// `serverResponse` holds its packets already sealed (see `presealResponse`): packet j at
+    /// `data + j × (data per packet + tag)`, under the key of phase `presealedPhase`. Its `size`
+    /// is still the message's.
+    var presealed = false
+    var presealedPhase = false
     /// A handler (foreground awaiting a deferred response, or background) owns this request.
     var handlerActive = false
     /// The current request was refused (no handler for its type); duplicates get the refusal again.

@@ -36,6 +36,9 @@ public struct TxItem: BitwiseCopyable {
     /// The runtime's slot index this packet belongs to (transports ignore it): lets the runtime
     /// withdraw a queued packet whose message buffer it is about to give back.
     public var owner: Int32
+    /// The runtime's: `data` holds this packet's ciphertext and tag already (a presealed
+    /// response), so the encrypted send path must not seal it. Transports ignore it.
+    public var presealed = false
 
     @inlinable
     public init(

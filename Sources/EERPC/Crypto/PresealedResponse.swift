@@ -1,0 +1,124 @@
+import CSystemShims
+
+// MARK: - Presealed responses: the seal is the copy
+//
+// A handler that answers from memory it cannot lend the runtime (a value in a storage snapshot)
+// copies it into a response buffer, and on an encrypted session each packet is then sealed from
+// that buffer into a staging slot as it leaves: two passes over every byte. Sealing every packet
+// at once, straight from the handler's bytes into the buffer the runtime keeps, is one pass: the
+// encryption replaces the copy a plaintext response needs anyway. The packets are what sealing
+// at send time would produce (same key, nonce, header and bytes), so the peer cannot tell, and a
+// retransmission sends the kept ciphertext again without sealing it again.
+//
+// The kept packets are sealed under the session's current transmit key. When a key update moves
+// it on, they are opened with the old key and sealed again with the new one before anything else
+// is sent, so they never fall behind the keys the client still holds.
+
+extension RpcEndpoint {
+    /// Whether `respond(copying:_:)` seals a response of `size` bytes at once here: encrypted,
+    /// and sealed on this thread rather than in the AES pool (whose point is to keep encryption
+    /// off the dispatch thread).
+    @inline(__always)
+    func presealsResponses(size: Int) -> Bool {
+        encrypts && !offloads(messageSize: size)
+    }
+
+    /// Seals the response `prefix ‖ body` for slot `k` into a buffer of its own (the slot's
+    /// one-packet buffer if it fits), packet j at `j × (dataPerPacket + tag)`. Nil if this
+    /// endpoint does not preseal such a response, or no buffer is left.
+    ///
+    /// Memory: `prefix` and `body` are read during the call only. The buffer belongs to the slot
+    /// from here on (`retireResponse` frees it), like any response buffer.
+    func presealResponse(
+        slot k: Int, preallocated: MsgBuffer, prefix: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer
+    ) -> (MsgBuffer, phase: Bool)? {
+        let size = prefix.count + body.count
+        let s = k / Wire.sessionRequestWindow
+        guard presealsResponses(size: size), crypto[s].enabled else { return nil }
+        let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
+        let stride = dataPerPacket + Wire.tagSize
+        var buffer: MsgBuffer
+        if packets == 1 && size <= preallocated.capacity {
+            buffer = preallocated  // the tag goes into its tail room
+        } else {
+            guard let b = allocate(size: packets * stride) else { return nil }
+            buffer = b
+        }
+        let keys = crypto[s].tx.unsafelyUnwrapped
+        // Scratch: the header (AAD) at 0, the nonce at 16, a packet straddling prefix and body
+        // from 64 (the scratch has room for an MTU plus 64 bytes).
+        let aad = scratch
+        let nonce = scratch + Wire.headerSize
+        let assembly = scratch + 64
+        if let b = body.baseAddress { ee_prefetch(b, min(body.count, 2 * dataPerPacket)) }
+        for j in 0..<packets {
+            let offset = j * dataPerPacket
+            // Two packets ahead: a value read from storage is often in no cache, and the seal
+            // would otherwise wait for each line (the hardware prefetcher stops at every page).
+            if let b = body.baseAddress, offset + 2 * dataPerPacket < body.count {
+                ee_prefetch(b + offset + 2 * dataPerPacket, min(dataPerPacket, body.count - offset - 2 * dataPerPacket))
+            }
+            let length = size == 0 ? 0 : sliceLength(size: size, index: j)
+            let header = responseHeader(slot: k, index: j, size: size, keyPhase: keys.phase)
+            header.encode(to: aad)
+            keys.current.writeNonce(
+                requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+            let source: UnsafeRawPointer
+            if offset >= prefix.count {
+                source = body.baseAddress.map { UnsafeRawPointer($0) + (offset - prefix.count) } ?? UnsafeRawPointer(assembly)
+            } else {
+                // Only the first packet or so: the prefix is a status byte or a small header.
+                let fromPrefix = min(length, prefix.count - offset)
+                if fromPrefix > 0 { ee_copy(assembly, prefix.baseAddress! + offset, fromPrefix) }
+                if length > fromPrefix { ee_copy(assembly + fromPrefix, body.baseAddress!, length - fromPrefix) }
+                source = UnsafeRawPointer(assembly)
+            }
+            let destination = buffer.data + j * stride
+            keys.current.key.seal(
+                nonce: nonce, aad: UnsafeRawPointer(aad), aadCount: Wire.headerSize, source: source,
+                destination: destination, count: length, tag: destination + length)
+        }
+        crypto[s].tx!.sealed &+= UInt64(packets)
+        counters.presealedPackets &+= UInt64(packets)
+        buffer.resize(to: size)
+        return (buffer, keys.phase)
+    }
+
+    /// Session `s`'s transmit key moved from `old` (phase `!phase`) to `new` (phase `phase`):
+    /// seals its kept responses again under the new key, and marks their packets still queued
+    /// with the new phase. Runs before anything else is sent.
+    func resealPresealedResponses(session s: Int, from old: KeyEpoch, to new: KeyEpoch, phase: Bool) {
+        let stride = dataPerPacket + Wire.tagSize
+        let aad = scratch
+        let nonce = scratch + Wire.headerSize
+        for i in 0..<Wire.sessionRequestWindow {
+            let k = s * Wire.sessionRequestWindow + i
+            guard slots[k].presealed, slots[k].responseReady, let response = slots[k].serverResponse else { continue }
+            let size = response.size
+            for j in 0..<Wire.packetCount(size: size, dataPerPacket: dataPerPacket) {
+                let length = size == 0 ? 0 : sliceLength(size: size, index: j)
+                let packet = response.data + j * stride
+                var header = responseHeader(slot: k, index: j, size: size, keyPhase: !phase)
+                header.encode(to: aad)
+                old.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+                let opened = old.key.open(
+                    nonce: nonce, aad: UnsafeRawPointer(aad), aadCount: Wire.headerSize, source: packet,
+                    destination: packet, count: length, tag: packet + length)
+                // Our own ciphertext under our own key: a failure means memory was overwritten.
+                precondition(opened, "a presealed response no longer opens")
+                header.keyPhase = phase
+                header.encode(to: aad)
+                new.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+                new.key.seal(
+                    nonce: nonce, aad: UnsafeRawPointer(aad), aadCount: Wire.headerSize, source: packet,
+                    destination: packet, count: length, tag: packet + length)
+                counters.resealedPackets &+= 1
+            }
+            slots[k].presealedPhase = phase
+            for q in 0..<txCount where txQueue[q].owner == Int32(k) && txQueue[q].presealed {
+                let bit = UInt64(0x80 << 8).littleEndian
+                txQueue[q].header0 = phase ? txQueue[q].header0 | bit : txQueue[q].header0 & ~bit
+            }
+        }
+    }
+}
