@@ -181,25 +181,8 @@ struct SecurityTests {
         // carries the same bytes, retransmissions included. Epochs are counted from phase flips in
         // each sender's own order.
         for capture in [pair.client.transport.captured, pair.server.transport.captured] {
-            var epoch = 0
-            var phase = false
-            var seen: [String: [UInt8]] = [:]
-            var repeats = 0
-            for packet in capture {
-                guard let h = header(of: packet, sealed: true) else { continue }
-                if h.keyPhase != phase {
-                    phase = h.keyPhase
-                    epoch += 1
-                }
-                let id = "\(h.destSession)/\(epoch)/\(h.requestNumber)/\(h.packetNumber)"
-                if let earlier = seen[id] {
-                    repeats += 1
-                    #expect(earlier == packet, "nonce \(id) sealed two different packets")
-                } else {
-                    seen[id] = packet
-                }
-            }
-            #expect(epoch >= 20)
+            let (epochs, repeats) = checkNonceUniqueness(capture)
+            #expect(epochs >= 20)
             #expect(repeats > 0)  // there were retransmissions, and they were byte-identical
         }
     }

@@ -230,6 +230,32 @@ final class RawSender {
     }
 }
 
+/// Nonce uniqueness in one sender's captured packets: within a key epoch (counted from phase
+/// flips in the sender's own order), a (session, request, packet) number, which is what the nonce
+/// is made of, always carries the same bytes. Returns the epochs seen and how many packets
+/// repeated an earlier one (retransmissions, which must be byte-identical).
+func checkNonceUniqueness(_ capture: [[UInt8]]) -> (epochs: Int, repeats: Int) {
+    var epoch = 0
+    var phase = false
+    var seen: [String: [UInt8]] = [:]
+    var repeats = 0
+    for packet in capture {
+        guard let h = header(of: packet, sealed: true) else { continue }
+        if h.keyPhase != phase {
+            phase = h.keyPhase
+            epoch += 1
+        }
+        let id = "\(h.destSession)/\(epoch)/\(h.requestNumber)/\(h.packetNumber)"
+        if let earlier = seen[id] {
+            repeats += 1
+            #expect(earlier == packet, "nonce \(id) sealed two different packets")
+        } else {
+            seen[id] = packet
+        }
+    }
+    return (epoch, repeats)
+}
+
 /// The header of a captured packet (`sealed`: the packet ends in an AEAD tag).
 func header(of packet: [UInt8], sealed: Bool = false) -> PacketHeader? {
     packet.withUnsafeBytes {
