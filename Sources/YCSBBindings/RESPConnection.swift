@@ -48,12 +48,12 @@ public final class RESPConnection {
             var message = [CChar](repeating: 0, count: 512)
             guard let ctx = ee_tls_context_new(0, tls.caFile, tls.certificateFile, tls.keyFile, &message, 512) else {
                 close(fd)
-                throw RESPError.connect(String(cString: message))
+                throw RESPError.connect(String(nulTerminated: message))
             }
             guard let ssl = ee_tls_handshake(ctx, fd, 0, &message, 512) else {
                 ee_tls_context_free(ctx)
                 close(fd)
-                throw RESPError.connect("TLS: " + String(cString: message))
+                throw RESPError.connect("TLS: " + String(nulTerminated: message))
             }
             tlsContext = ctx
             self.ssl = ssl

@@ -97,7 +97,7 @@ struct RpcTests {
         let pair = try Pair()
         let s = try pair.connect()
         let e = pair.client.endpoint
-        var request = e.allocate(size: 4)!
+        let request = e.allocate(size: 4)!
         request.data.storeBytes(of: UInt32(50_000), as: UInt32.self)
         let response = e.allocate(size: 50_000)!
         var done: Completion? = nil
@@ -114,7 +114,7 @@ struct RpcTests {
         let pair = try Pair()
         let s = try pair.connect()
         let e = pair.client.endpoint
-        var request = e.allocate(size: 4)!
+        let request = e.allocate(size: 4)!
         request.data.storeBytes(of: UInt32(5_000), as: UInt32.self)
         let response = e.allocate(size: 100)!
         var done: Completion? = nil
@@ -145,7 +145,7 @@ struct RpcTests {
         var order: [UInt64] = []
         var buffers: [MsgBuffer] = []
         for i in 0..<40 {
-            var request = e.allocate(size: 8)!
+            let request = e.allocate(size: 8)!
             request.data.storeBytes(of: UInt64(i), as: UInt64.self)
             let response = e.allocate(size: 8)!
             buffers += [request, response]

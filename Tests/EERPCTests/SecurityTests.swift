@@ -332,7 +332,7 @@ struct HandshakeRefusalTests {
             0x7F00_0001, nexus.port, credentials.directory + "/ca.pem", credentials.directory + "/client-0.pem",
             credentials.directory + "/client-0.key", &request, &response, 64, &message, 512)
         #expect(withCert == 0)
-        #expect(String(cString: message).contains("read after handshake"))
+        #expect(String(nulTerminated: message).contains("read after handshake"))
     }
 }
 

@@ -178,7 +178,7 @@ public final class KVClient {
         try start(key: key, type: KVProtocol.writeType, size: 3 + key.count + body.count) { w in
             w.u8(op.rawValue)
             key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            body.withUnsafeBytes { w.bytes($0) }
+            _ = body.withUnsafeBytes { w.bytes($0) }
         } done: { replies in
             completion(
                 replies.flatMap { r in

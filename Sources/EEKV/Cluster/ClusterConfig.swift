@@ -57,7 +57,7 @@ public struct ClusterConfig: Sendable {
         var text = ""
         var buffer = [CChar](repeating: 0, count: 4_096)
         while fgets(&buffer, Int32(buffer.count), file) != nil {
-            text += String(cString: buffer)
+            text += String(nulTerminated: buffer)
         }
         return try parse(text, source: path)
     }

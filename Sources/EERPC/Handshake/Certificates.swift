@@ -24,7 +24,7 @@ public enum ClusterCertificates {
         let caKey = directory + "/ca.key"
         var message = [CChar](repeating: 0, count: 512)
         guard ee_cert_write_ca(ca, caKey, "eekv cluster CA", Int32(days), &message, 512) == 0 else {
-            throw .certificate(String(cString: message))
+            throw .certificate(String(nulTerminated: message))
         }
         written += [ca, caKey]
         for i in 0..<nodes {
@@ -49,7 +49,7 @@ public enum ClusterCertificates {
             ee_cert_write_signed(
                 directory + "/ca.pem", directory + "/ca.key", cert, key, name, server ? 1 : 0, validFrom, validFor,
                 &message, 512) == 0
-        else { throw .certificate(String(cString: message)) }
+        else { throw .certificate(String(nulTerminated: message)) }
         return [cert, key]
     }
 }

@@ -17,7 +17,7 @@ struct SessionManagementConnection: @unchecked Sendable {
         var message = [CChar](repeating: 0, count: 512)
         guard let ssl = ee_tls_handshake(contexts.server, fd, 1, &message, 512) else {
             Glibc.close(fd)
-            return .failure(.handshakeFailed(String(cString: message)))
+            return .failure(.handshakeFailed(String(nulTerminated: message)))
         }
         return .success(SessionManagementConnection(fd: fd, tls: ssl))
     }
@@ -32,7 +32,7 @@ struct SessionManagementConnection: @unchecked Sendable {
         var message = [CChar](repeating: 0, count: 512)
         guard let ssl = ee_tls_handshake(contexts.client, fd, 0, &message, 512) else {
             Glibc.close(fd)
-            return .failure(.handshakeFailed(String(cString: message)))
+            return .failure(.handshakeFailed(String(nulTerminated: message)))
         }
         return .success(SessionManagementConnection(fd: fd, tls: ssl))
     }
@@ -64,7 +64,7 @@ struct SessionManagementConnection: @unchecked Sendable {
                 guard let m = SessionManagementMessage.decode(buffer.baseAddress!) else { return .failure(.protocolError) }
                 return .success(m)
             }
-            if r == -2 { return .failure(.handshakeFailed(String(cString: message))) }
+            if r == -2 { return .failure(.handshakeFailed(String(nulTerminated: message))) }
             if r == -Int32(EAGAIN) || tls != nil { return .failure(.timedOut) }
             return .failure(.protocolError)
         }

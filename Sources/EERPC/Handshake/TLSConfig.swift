@@ -31,11 +31,11 @@ final class TLSContexts: @unchecked Sendable {
     init(_ config: TLSConfig) throws(CryptoError) {
         var message = [CChar](repeating: 0, count: 512)
         guard let server = ee_tls_context_new(1, config.caFile, config.certificateFile, config.keyFile, &message, 512)
-        else { throw .certificate(String(cString: message)) }
+        else { throw .certificate(String(nulTerminated: message)) }
         guard let client = ee_tls_context_new(0, config.caFile, config.certificateFile, config.keyFile, &message, 512)
         else {
             ee_tls_context_free(server)
-            throw .certificate(String(cString: message))
+            throw .certificate(String(nulTerminated: message))
         }
         self.server = server
         self.client = client

@@ -147,7 +147,6 @@ extension RpcEndpoint {
     }
 
     private func sendResponsePacket(slot k: Int, index j: Int) {
-        let s = k / Wire.sessionRequestWindow
         let slot = slots + k
         let response = slot.pointee.serverResponse.unsafelyUnwrapped
         let length = response.size == 0 ? 0 : sliceLength(size: response.size, index: j)
