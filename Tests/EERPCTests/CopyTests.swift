@@ -3,9 +3,9 @@ import EERPC
 import Glibc
 import Testing
 
-/// `ee_copy` takes a backward path when the destination is 1–63 bytes past the source modulo
-/// 4 KiB (where glibc's `rep movsb` is slow on AMD): every placement must still copy exactly
-/// the bytes asked for and nothing around them.
+/// `ee_copy` takes a backward path on AMD CPUs when the destination is 1–63 bytes past the source
+/// modulo 4 KiB (where glibc's `rep movsb` is slow there): every placement must still copy
+/// exactly the bytes asked for and nothing around them, on either path.
 @Suite("Payload copies")
 struct CopyTests {
     @Test("ee_copy copies exactly, at every distance modulo 4 KiB and across the size thresholds")
@@ -26,12 +26,15 @@ struct CopyTests {
             for distance in 0...130 {
                 let from = source + 64 + distance % 17
                 let to = destination + 64 + (distance + distance % 17) % 4_096
-                destination.initializeMemory(as: UInt8.self, repeating: 0xEE, count: room)
-                ee_copy(to, from, size)
-                let copied = memcmp(to, from, size) == 0
-                let before = (destination..<to).allSatisfy { $0.load(as: UInt8.self) == 0xEE }
-                let after = (0..<64).allSatisfy { (to + size + $0).load(as: UInt8.self) == 0xEE }
-                #expect(copied && before && after, "size \(size), destination \(distance) bytes ahead")
+                // ee_copy, and the backward loop it takes on AMD CPUs, whatever this CPU is.
+                for backward in [false, true] {
+                    destination.initializeMemory(as: UInt8.self, repeating: 0xEE, count: room)
+                    if backward { ee_copy_backward(to, from, size) } else { ee_copy(to, from, size) }
+                    let copied = memcmp(to, from, size) == 0
+                    let before = (destination..<to).allSatisfy { $0.load(as: UInt8.self) == 0xEE }
+                    let after = (0..<64).allSatisfy { (to + size + $0).load(as: UInt8.self) == 0xEE }
+                    #expect(copied && before && after, "size \(size), destination \(distance) bytes ahead, backward \(backward)")
+                }
             }
         }
     }

@@ -48,8 +48,11 @@ int ee_allowed_cpu(int index);
 uint64_t ee_now_ns(void);
 
 /// memcpy for payloads (non-overlapping): avoids glibc's `rep movsb` where it is pathologically
-/// slow on AMD CPUs (destination 1–63 bytes past the source modulo 4 KiB) by copying backward.
+/// slow on AMD CPUs (destination 1–63 bytes past the source modulo 4 KiB) by copying backward;
+/// memcpy itself on other CPUs.
 void ee_copy(void *restrict dst, const void *restrict src, size_t n);
+/// The backward copy ee_copy uses there on AMD CPUs (64-byte steps from the end).
+void ee_copy_backward(void *restrict dst, const void *restrict src, size_t n);
 /// Asks the CPU to start loading [p, p + n) into its caches (one prefetch per 64-byte line).
 static inline void ee_prefetch(const void *p, size_t n) {
     for (size_t i = 0; i < n; i += 64) __builtin_prefetch((const char *)p + i, 0, 3);
