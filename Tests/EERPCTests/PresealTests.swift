@@ -31,6 +31,17 @@ struct PresealTests {
         }
     }
 
+    @Test("a background handler's respond(copying:) copies, and its response is sealed as it leaves")
+    func backgroundHandler() throws {
+        let credentials = try TestCredentials()
+        let pair = try Pair(config: .encrypted(), tls: credentials.config("node-0"))
+        let s = try pair.connect()
+        let results = try runEchoLoad(
+            pair, sessions: [s], total: 60, window: 8, sizes: [8, 1_500, 20_000], type: TestRequest.backgroundSplitEcho)
+        #expect(results.ok == 60)
+        #expect(pair.server.stats.presealedPackets == 0)
+    }
+
     @Test("key updates and loss: kept responses are sealed again, every RPC runs once, retransmissions are byte-identical")
     func keyUpdatesAndLoss() throws {
         let credentials = try TestCredentials()

@@ -23,6 +23,8 @@ enum TestRequest {
     static let copyingEcho: UInt8 = 7
     /// Echoes with `respond(copying:_:)`, split after 3 bytes; allocates nothing itself.
     static let splitEcho: UInt8 = 8
+    /// `splitEcho` from a background thread (copied, not sealed at once).
+    static let backgroundSplitEcho: UInt8 = 9
 }
 
 /// The requests `TestRequest.deferredEcho` left for another thread to answer.
@@ -79,11 +81,13 @@ func registerTestHandlers(_ nexus: Nexus) throws {
         counter.counts[id, default: 0] += 1
         echo(handle)
     }
-    try nexus.register(type: TestRequest.splitEcho) { handle in
-        let split = min(handle.request.count, 3)
-        _ = handle.respond(
-            copying: UnsafeRawBufferPointer(rebasing: handle.request[..<split]),
-            UnsafeRawBufferPointer(rebasing: handle.request[split...]))
+    for (type, mode) in [(TestRequest.splitEcho, HandlerMode.foreground), (TestRequest.backgroundSplitEcho, .background)] {
+        try nexus.register(type: type, mode: mode) { handle in
+            let split = min(handle.request.count, 3)
+            _ = handle.respond(
+                copying: UnsafeRawBufferPointer(rebasing: handle.request[..<split]),
+                UnsafeRawBufferPointer(rebasing: handle.request[split...]))
+        }
     }
     try nexus.register(type: TestRequest.copyingEcho) { handle in
         let counter = Unmanaged<ExecutionCounter>.fromOpaque(handle.context!).takeUnretainedValue()

@@ -105,14 +105,14 @@ extension RequestHandle {
     /// it, instead of being copied there and sealed from there as each packet leaves. Otherwise
     /// (plaintext, or sealing in the AES pool) they are copied into a response buffer.
     ///
-    /// Foreground handlers only (the dispatch thread). Returns false, having sent nothing, if no
-    /// buffer of that size is left or the response exceeds ``Wire/maxMessageSize``; the handler
-    /// must still respond.
+    /// Only a foreground handler runs on the dispatch thread, where sealing happens; from a
+    /// background or deferred handle the bytes are copied into a response buffer, and sealed as
+    /// they leave. Returns false, having sent nothing, if no buffer of that size is left or the
+    /// response exceeds ``Wire/maxMessageSize``; the handler must still respond.
     public func respond(copying prefix: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) -> Bool {
-        precondition(!isBackground, "respond(copying:) is for foreground handlers")
         let size = prefix.count + body.count
         guard size <= Wire.maxMessageSize else { return false }
-        if let (buffer, phase) = endpoint.presealResponse(
+        if !isBackground, let (buffer, phase) = endpoint.presealResponse(
             slot: slotIndex, preallocated: preallocatedResponse, prefix: prefix, body: body)
         {
             endpoint.enqueueResponse(
@@ -122,7 +122,7 @@ extension RequestHandle {
                     presealedPhase: phase))
             return true
         }
-        if endpoint.presealsResponses(size: size) { return false }  // it would have: out of buffers
+        if !isBackground && endpoint.presealsResponses(size: size) { return false }  // out of buffers
         var response = preallocatedResponse
         if size > response.capacity {
             guard let b = allocateResponse(size: size) else { return false }
