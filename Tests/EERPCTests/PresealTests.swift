@@ -44,16 +44,8 @@ struct PresealTests {
 
     @Test("key updates and loss: kept responses are sealed again, every RPC runs once, retransmissions are byte-identical")
     func keyUpdatesAndLoss() throws {
-        let credentials = try TestCredentials()
-        var config = RpcConfig.encrypted()
-        config.crypto = .inline
-        config.keyUpdatePackets = 64
-        config.retransmitTimeoutNs = 2_000_000
-        let plan = FaultPlan(drop: 0.03, duplicate: 0.03, reorder: 0.03)
-        let pair = try Pair(
-            server: TapTransport(FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 41)),
-            client: TapTransport(FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 42)), config: config,
-            tls: credentials.config("node-0"))
+        let credentials = try TestCredentials()  // its directory lives as long as the test
+        let pair = try lossyTappedPair(credentials, seeds: (41, 42))
         let s = try pair.connect()
         let total = 1_500
         let results = try runEchoLoad(

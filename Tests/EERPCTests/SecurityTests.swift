@@ -161,15 +161,8 @@ struct SecurityTests {
 
     @Test("keys roll over under load and through loss, and no RPC fails or runs twice")
     func keyUpdateUnderLoad() throws {
-        let credentials = try TestCredentials()
-        var config = RpcConfig.encrypted()
-        config.keyUpdatePackets = 64
-        config.retransmitTimeoutNs = 2_000_000
-        let plan = FaultPlan(drop: 0.03, duplicate: 0.03, reorder: 0.03)
-        let pair = try Pair(
-            server: TapTransport(FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 11)),
-            client: TapTransport(FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 12)), config: config,
-            tls: credentials.config("node-0"))
+        let credentials = try TestCredentials()  // its directory lives as long as the test
+        let pair = try lossyTappedPair(credentials, seeds: (11, 12))
         let s = try pair.connect()
         let total = 2_000
         let results = try runEchoLoad(

@@ -234,6 +234,21 @@ final class RawSender {
     }
 }
 
+/// An encrypted pair whose transports drop, duplicate and reorder 3 % of the packets each and
+/// record what they send, with short retransmission timeouts and a key update every 64 packets.
+func lossyTappedPair(
+    _ credentials: TestCredentials, seeds: (UInt64, UInt64)
+) throws -> Pair<TapTransport<FaultInjectingTransport<UDPTransport>>> {
+    var config = RpcConfig.encrypted()
+    config.keyUpdatePackets = 64
+    config.retransmitTimeoutNs = 2_000_000
+    let plan = FaultPlan(drop: 0.03, duplicate: 0.03, reorder: 0.03)
+    return try Pair(
+        server: TapTransport(FaultInjectingTransport(try UDPTransport(), plan: plan, seed: seeds.0)),
+        client: TapTransport(FaultInjectingTransport(try UDPTransport(), plan: plan, seed: seeds.1)), config: config,
+        tls: credentials.config("node-0"))
+}
+
 /// Nonce uniqueness in one sender's captured packets: within a key epoch (counted from phase
 /// flips in the sender's own order), a (session, request, packet) number, which is what the nonce
 /// is made of, always carries the same bytes. Returns the epochs seen and how many packets
