@@ -24,8 +24,8 @@ extension RpcEndpoint {
     }
 
     /// Seals the response `prefix ‖ body` for slot `k` into a buffer of its own (the slot's
-    /// one-packet buffer if it fits), packet j at `j × (dataPerPacket + tag)`. Nil if this
-    /// endpoint does not preseal such a response, or no buffer is left.
+    /// one-packet buffer if it fits), packet j at `j × (dataPerPacket + tag)`. Call only where
+    /// ``presealsResponses(size:)`` holds; nil if no buffer is left.
     ///
     /// Memory: `prefix` and `body` are read during the call only. The buffer belongs to the slot
     /// from here on (`retireResponse` frees it), like any response buffer.
@@ -34,7 +34,6 @@ extension RpcEndpoint {
     ) -> (MsgBuffer, phase: Bool)? {
         let size = prefix.count + body.count
         let s = k / Wire.sessionRequestWindow
-        guard presealsResponses(size: size), crypto[s].enabled else { return nil }
         let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
         let stride = dataPerPacket + Wire.tagSize
         var buffer: MsgBuffer
@@ -45,38 +44,35 @@ extension RpcEndpoint {
             buffer = b
         }
         let keys = crypto[s].tx.unsafelyUnwrapped
-        // Scratch: the header (AAD) at 0, the nonce at 16, a packet straddling prefix and body
-        // from 64 (the scratch has room for an MTU plus 64 bytes).
-        let aad = scratch
-        let nonce = scratch + Wire.headerSize
+        // A packet straddling prefix and body is assembled in the scratch, after the AAD and
+        // nonce (`responsePacketAAD`); the scratch has room for an MTU plus 64 bytes.
         let assembly = scratch + 64
-        if let b = body.baseAddress { ee_prefetch(b, min(body.count, 2 * dataPerPacket)) }
+        // Two packets ahead: a value read from storage is often in no cache, and the seal would
+        // otherwise wait for each line (the hardware prefetcher stops at every page).
+        let ahead = 2 * dataPerPacket
+        if let b = body.baseAddress { ee_prefetch(b, min(body.count, ahead)) }
         for j in 0..<packets {
             let offset = j * dataPerPacket
-            // Two packets ahead: a value read from storage is often in no cache, and the seal
-            // would otherwise wait for each line (the hardware prefetcher stops at every page).
-            if let b = body.baseAddress, offset + 2 * dataPerPacket < body.count {
-                ee_prefetch(b + offset + 2 * dataPerPacket, min(dataPerPacket, body.count - offset - 2 * dataPerPacket))
+            let bodyOffset = offset - prefix.count  // of this packet's first byte; negative in the prefix
+            if let b = body.baseAddress, bodyOffset + ahead >= 0, bodyOffset + ahead < body.count {
+                ee_prefetch(b + bodyOffset + ahead, min(dataPerPacket, body.count - bodyOffset - ahead))
             }
             let length = size == 0 ? 0 : sliceLength(size: size, index: j)
-            let header = responseHeader(slot: k, index: j, size: size, keyPhase: keys.phase)
-            header.encode(to: aad)
-            keys.current.writeNonce(
-                requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+            let (aad, nonce) = responsePacketAAD(slot: k, index: j, size: size, keyPhase: keys.phase, epoch: keys.current)
             let source: UnsafeRawPointer
-            if offset >= prefix.count {
-                source = body.baseAddress.map { UnsafeRawPointer($0) + (offset - prefix.count) } ?? UnsafeRawPointer(assembly)
+            if bodyOffset >= 0 {
+                source = body.baseAddress.map { UnsafeRawPointer($0) + bodyOffset } ?? UnsafeRawPointer(assembly)
             } else {
                 // Only the first packet or so: the prefix is a status byte or a small header.
-                let fromPrefix = min(length, prefix.count - offset)
+                let fromPrefix = min(length, -bodyOffset)
                 if fromPrefix > 0 { ee_copy(assembly, prefix.baseAddress! + offset, fromPrefix) }
                 if length > fromPrefix { ee_copy(assembly + fromPrefix, body.baseAddress!, length - fromPrefix) }
                 source = UnsafeRawPointer(assembly)
             }
             let destination = buffer.data + j * stride
             keys.current.key.seal(
-                nonce: nonce, aad: UnsafeRawPointer(aad), aadCount: Wire.headerSize, source: source,
-                destination: destination, count: length, tag: destination + length)
+                nonce: nonce, aad: aad, aadCount: Wire.headerSize, source: source, destination: destination,
+                count: length, tag: destination + length)
         }
         crypto[s].tx!.sealed &+= UInt64(packets)
         counters.presealedPackets &+= UInt64(packets)
@@ -84,13 +80,24 @@ extension RpcEndpoint {
         return (buffer, keys.phase)
     }
 
+    /// Writes the AAD (the header) and the nonce of packet `j` of slot `k`'s response (`size`
+    /// bytes) in phase `keyPhase` under `epoch` into the scratch: the header at 0, the nonce at 16.
+    @inline(__always)
+    func responsePacketAAD(slot k: Int, index j: Int, size: Int, keyPhase: Bool, epoch: KeyEpoch)
+        -> (aad: UnsafeRawPointer, nonce: UnsafeRawPointer)
+    {
+        let header = responseHeader(slot: k, index: j, size: size, keyPhase: keyPhase)
+        header.encode(to: scratch)
+        epoch.writeNonce(
+            requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: scratch + Wire.headerSize)
+        return (UnsafeRawPointer(scratch), UnsafeRawPointer(scratch + Wire.headerSize))
+    }
+
     /// Session `s`'s transmit key moved from `old` (phase `!phase`) to `new` (phase `phase`):
     /// seals its kept responses again under the new key, and marks their packets still queued
     /// with the new phase. Runs before anything else is sent.
     func resealPresealedResponses(session s: Int, from old: KeyEpoch, to new: KeyEpoch, phase: Bool) {
         let stride = dataPerPacket + Wire.tagSize
-        let aad = scratch
-        let nonce = scratch + Wire.headerSize
         for i in 0..<Wire.sessionRequestWindow {
             let k = s * Wire.sessionRequestWindow + i
             guard slots[k].presealed, slots[k].responseReady, let response = slots[k].serverResponse else { continue }
@@ -98,20 +105,16 @@ extension RpcEndpoint {
             for j in 0..<Wire.packetCount(size: size, dataPerPacket: dataPerPacket) {
                 let length = size == 0 ? 0 : sliceLength(size: size, index: j)
                 let packet = response.data + j * stride
-                var header = responseHeader(slot: k, index: j, size: size, keyPhase: !phase)
-                header.encode(to: aad)
-                old.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+                var (aad, nonce) = responsePacketAAD(slot: k, index: j, size: size, keyPhase: !phase, epoch: old)
                 let opened = old.key.open(
-                    nonce: nonce, aad: UnsafeRawPointer(aad), aadCount: Wire.headerSize, source: packet,
-                    destination: packet, count: length, tag: packet + length)
+                    nonce: nonce, aad: aad, aadCount: Wire.headerSize, source: packet, destination: packet,
+                    count: length, tag: packet + length)
                 // Our own ciphertext under our own key: a failure means memory was overwritten.
                 precondition(opened, "a presealed response no longer opens")
-                header.keyPhase = phase
-                header.encode(to: aad)
-                new.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+                (aad, nonce) = responsePacketAAD(slot: k, index: j, size: size, keyPhase: phase, epoch: new)
                 new.key.seal(
-                    nonce: nonce, aad: UnsafeRawPointer(aad), aadCount: Wire.headerSize, source: packet,
-                    destination: packet, count: length, tag: packet + length)
+                    nonce: nonce, aad: aad, aadCount: Wire.headerSize, source: packet, destination: packet,
+                    count: length, tag: packet + length)
                 counters.resealedPackets &+= 1
             }
             slots[k].presealedPhase = phase

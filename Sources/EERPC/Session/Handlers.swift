@@ -112,9 +112,11 @@ extension RequestHandle {
     public func respond(copying prefix: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) -> Bool {
         let size = prefix.count + body.count
         guard size <= Wire.maxMessageSize else { return false }
-        if !isBackground, let (buffer, phase) = endpoint.presealResponse(
-            slot: slotIndex, preallocated: preallocatedResponse, prefix: prefix, body: body)
-        {
+        if !isBackground && endpoint.presealsResponses(size: size) {
+            guard
+                let (buffer, phase) = endpoint.presealResponse(
+                    slot: slotIndex, preallocated: preallocatedResponse, prefix: prefix, body: body)
+            else { return false }  // out of buffers
             endpoint.enqueueResponse(
                 ServerResponse(
                     slotIndex: Int32(slotIndex), sessionToken: sessionToken, requestNumber: requestNumber,
@@ -122,7 +124,6 @@ extension RequestHandle {
                     presealedPhase: phase))
             return true
         }
-        if !isBackground && endpoint.presealsResponses(size: size) { return false }  // out of buffers
         var response = preallocatedResponse
         if size > response.capacity {
             guard let b = allocateResponse(size: size) else { return false }
