@@ -66,8 +66,9 @@ public final class Rpc<T: Transport & ~Copyable> {
 
     // MARK: Event loop
 
-    /// One iteration: session management (if anything is pending), an RX burst, credit-stalled
-    /// slots, background responses, the loss scan when due, then the TX burst.
+    /// One iteration: session management (if anything is pending), an RX burst, slots waiting to
+    /// send (out of credits, or asking for more of a response after this burst), background
+    /// responses, the loss scan when due, then the TX burst.
     /// Returns whether the iteration had anything to do (received, sent or collected packets),
     /// so a caller can tell a busy dispatch thread from an idly polling one.
     @inline(__always)

@@ -170,11 +170,11 @@ struct SecurityTests {
         #expect(results.ok == total)
         #expect(pair.counter.counts.count == total && pair.counter.counts.values.allSatisfy { $0 == 1 })
         #expect(pair.client.endpoint.keyUpdates(session: s) >= 20)
-        // Nonce uniqueness: within one direction and key epoch, a (request, packet) number always
+        // Nonce uniqueness: within one direction and key epoch, a (size, request, packet) number always
         // carries the same bytes, retransmissions included. Epochs are counted from phase flips in
         // each sender's own order.
         for capture in [pair.client.transport.captured, pair.server.transport.captured] {
-            let (epochs, repeats) = checkNonceUniqueness(capture)
+            let (epochs, repeats, _) = checkNonceUniqueness(capture)
             #expect(epochs >= 20)
             #expect(repeats > 0)  // there were retransmissions, and they were byte-identical
         }

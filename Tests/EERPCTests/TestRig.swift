@@ -250,29 +250,37 @@ func lossyTappedPair(
 }
 
 /// Nonce uniqueness in one sender's captured packets: within a key epoch (counted from phase
-/// flips in the sender's own order), a (session, request, packet) number, which is what the nonce
-/// is made of, always carries the same bytes. Returns the epochs seen and how many packets
-/// repeated an earlier one (retransmissions, which must be byte-identical).
-func checkNonceUniqueness(_ capture: [[UInt8]]) -> (epochs: Int, repeats: Int) {
+/// flips in the sender's own order), a (session, size, request, packet) number, which is what the
+/// nonce is made of, always carries the same bytes. Returns the epochs seen, how many packets
+/// repeated an earlier one (retransmissions, which must be byte-identical), and how many packets
+/// shared (session, epoch, request, packet) with an earlier one of another size: RFRs asking for
+/// runs of different lengths from one packet, which only the size in the nonce tells apart.
+@discardableResult
+func checkNonceUniqueness(_ capture: [[UInt8]]) -> (epochs: Int, repeats: Int, sizeOnly: Int) {
     var epoch = 0
     var phase = false
     var seen: [String: [UInt8]] = [:]
+    var sizes: [String: UInt32] = [:]
     var repeats = 0
+    var sizeOnly = 0
     for packet in capture {
         guard let h = header(of: packet, sealed: true) else { continue }
         if h.keyPhase != phase {
             phase = h.keyPhase
             epoch += 1
         }
-        let id = "\(h.destSession)/\(epoch)/\(h.requestNumber)/\(h.packetNumber)"
+        let numbers = "\(h.destSession)/\(epoch)/\(h.requestNumber)/\(h.packetNumber)"
+        let id = numbers + "/\(h.messageSize)"
         if let earlier = seen[id] {
             repeats += 1
             #expect(earlier == packet, "nonce \(id) sealed two different packets")
         } else {
             seen[id] = packet
+            if let size = sizes[numbers], size != h.messageSize { sizeOnly += 1 }
+            sizes[numbers] = h.messageSize
         }
     }
-    return (epoch, repeats)
+    return (epoch, repeats, sizeOnly)
 }
 
 /// The header of a captured packet (`sealed`: the packet ends in an AEAD tag).

@@ -63,12 +63,15 @@ struct KeyEpoch: BitwiseCopyable {
 
     func destroy() { key.destroy() }
 
-    /// Writes the 12-byte nonce of packet (requestNumber, packetNumber): IV XOR (reqnum ‖ pktnum),
-    /// unique for every packet this key seals (see DESIGN.md §5).
+    /// Writes the 12-byte nonce of the packet whose header carries (messageSize, requestNumber,
+    /// packetNumber): IV XOR (0x00 ‖ size₂₄ ‖ reqnum₄₈ ‖ pktnum₁₆), unique for every packet this
+    /// key seals (see DESIGN.md §5). The size is in it because a request-for-response carries its
+    /// range there: two RFRs from one packet number asking for different counts are different
+    /// packets and must not share a nonce. Every other packet's size is fixed by its request.
     @inline(__always)
-    func writeNonce(requestNumber: UInt64, packetNumber: UInt16, to p: UnsafeMutableRawPointer) {
+    func writeNonce(messageSize: UInt32, requestNumber: UInt64, packetNumber: UInt16, to p: UnsafeMutableRawPointer) {
         let sequence = (requestNumber << 16) | UInt64(packetNumber)
-        p.storeBytes(of: ivHigh, as: UInt32.self)
+        p.storeBytes(of: ivHigh ^ (messageSize & 0xFF_FFFF).bigEndian, as: UInt32.self)
         p.storeBytes(of: (ivLow ^ sequence).bigEndian, toByteOffset: 4, as: UInt64.self)
     }
 }

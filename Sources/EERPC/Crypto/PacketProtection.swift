@@ -46,6 +46,7 @@ extension RpcEndpoint {
         let header1 = UInt64(littleEndian: item.header1)
         let nonce = staging + item.dataLength + Wire.tagSize
         keys.current.writeNonce(
+            messageSize: UInt32(truncatingIfNeeded: UInt64(littleEndian: item.header0) >> 40),
             requestNumber: header1 & PacketHeader.maxRequestNumber,
             packetNumber: UInt16(truncatingIfNeeded: header1 >> 48), to: nonce)
         return (keys.current.key, nonce)
@@ -107,7 +108,9 @@ extension RpcEndpoint {
         let nonce = scratch + mtu  // 16 spare bytes after the scratch copy room
         let rx = crypto[s].rx.unsafelyUnwrapped
         if header.keyPhase == rx.phase {
-            rx.current.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+            rx.current.writeNonce(
+                messageSize: header.messageSize, requestNumber: header.requestNumber,
+                packetNumber: header.packetNumber, to: nonce)
             if rx.current.key.open(
                 nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: destination ?? body,
                 count: count, tag: tag)
@@ -133,7 +136,9 @@ extension RpcEndpoint {
         let nonce = scratch + mtu
         scratch.copyMemory(from: body, byteCount: count + Wire.tagSize)
         let rx = crypto[s].rx.unsafelyUnwrapped
-        rx.next.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+        rx.next.writeNonce(
+            messageSize: header.messageSize, requestNumber: header.requestNumber, packetNumber: header.packetNumber,
+            to: nonce)
         if rx.next.key.open(
             nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count, tag: tag)
         {
@@ -142,7 +147,9 @@ extension RpcEndpoint {
         }
         if let previous = rx.previous {
             body.copyMemory(from: scratch, byteCount: count + Wire.tagSize)
-            previous.writeNonce(requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: nonce)
+            previous.writeNonce(
+                messageSize: header.messageSize, requestNumber: header.requestNumber,
+                packetNumber: header.packetNumber, to: nonce)
             if previous.key.open(
                 nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count,
                 tag: tag)

@@ -89,7 +89,8 @@ extension RpcEndpoint {
         let header = responseHeader(slot: k, index: j, size: size, keyPhase: keyPhase)
         header.encode(to: scratch)
         epoch.writeNonce(
-            requestNumber: header.requestNumber, packetNumber: header.packetNumber, to: scratch + Wire.headerSize)
+            messageSize: header.messageSize, requestNumber: header.requestNumber, packetNumber: header.packetNumber,
+            to: scratch + Wire.headerSize)
         return (UnsafeRawPointer(scratch), UnsafeRawPointer(scratch + Wire.headerSize))
     }
 

@@ -85,6 +85,9 @@ extension RpcEndpoint {
         }
     }
 
+    /// An RFR asks for response packets j ..< j + count, where its packet number is N − 1 + j and
+    /// `messageSize` is the count. A run is at most one credit window: the client may not have
+    /// more in flight, so a larger one is a misbehaving peer asking for amplification.
     func serverReceiveRFR(_ header: PacketHeader, session s: Int) {
         let k = s * Wire.sessionRequestWindow + Int(header.requestNumber % UInt64(Wire.sessionRequestWindow))
         let slot = slots + k
@@ -93,20 +96,26 @@ extension RpcEndpoint {
         else {
             return drop(.outOfOrder)
         }
-        let j = Int(header.packetNumber) - (slot.pointee.serverRequestPackets - 1)
+        let first = Int(header.packetNumber) - (slot.pointee.serverRequestPackets - 1)
+        let count = Int(header.messageSize)
         let response = slot.pointee.serverResponse.unsafelyUnwrapped
-        guard j >= 1 && j < Wire.packetCount(size: response.size, dataPerPacket: dataPerPacket) else {
+        guard first >= 1, count >= 1, count <= Wire.sessionCredits,
+            first + count <= Wire.packetCount(size: response.size, dataPerPacket: dataPerPacket)
+        else {
             return drop(.badPacketNumber)
         }
-        // A retransmitted RFR whose packet still waits in the AES pool: that copy will go out.
-        // Another copy would only lengthen the queue the client is timing out on; with short
-        // timeouts and a deep pool queue the copies crowded out new work (seen at 64 credits).
-        if j <= slot.pointee.serverHighestQueued && slot.pointee.offloadPending > 0
-            && awaitsSeal(slot: k, packetNumber: header.packetNumber)
-        {
-            return drop(.outOfOrder)
+        for j in first..<(first + count) {
+            // A retransmitted RFR whose packet still waits in the AES pool: that copy will go out.
+            // Another copy would only lengthen the queue the client is timing out on; with short
+            // timeouts and a deep pool queue the copies crowded out new work (seen at 64 credits).
+            if j <= slot.pointee.serverHighestQueued && slot.pointee.offloadPending > 0
+                && awaitsSeal(slot: k, packetNumber: header.packetNumber &+ UInt16(truncatingIfNeeded: j - first))
+            {
+                drop(.outOfOrder)
+                continue
+            }
+            sendResponsePacket(slot: k, index: j)
         }
-        sendResponsePacket(slot: k, index: j)
     }
 
     private func sendCreditReturn(_ request: PacketHeader, slot k: Int) {

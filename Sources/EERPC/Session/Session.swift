@@ -59,8 +59,8 @@ struct Slot {
     var response: MsgBuffer? = nil
     var continuation: Continuation? = nil
     var tag: UInt64 = 0
-    /// Wire packets sent and received, in the unified index space: request packets 0..<N,
-    /// then RFRs N..<N+M-1 (each answered by the response packet with the same number).
+    /// Exchanges asked for and answered, in the unified index space: request packets 0..<N,
+    /// then response packets N..<N+M-1 asked for by RFRs (one RFR may ask for a run of them).
     var numTx = 0
     var numRx = 0
     var requestPackets = 0
@@ -68,6 +68,7 @@ struct Slot {
     var responsePackets = 0
     var responseSize = 0
     var lastProgress: UInt64 = 0
+    /// In the stall queue: out of credits, or with an RFR to send after this receive burst.
     var stalled = false
     /// Retransmission timeouts since the last accepted packet.
     var retriesWithoutProgress = 0

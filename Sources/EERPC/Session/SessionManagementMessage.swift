@@ -1,6 +1,6 @@
 /// The fixed 64-byte message of the session-management (SM) channel. Little-endian:
 /// ```
-/// 0-3   "EESM"          4  version (1)     5  kind        6  error code   7  transport kind
+/// 0-3   "EESM"          4  version (2)     5  kind        6  error code   7  transport kind
 /// 8-15  session token   16 client Rpc id   17 server Rpc id
 /// 18-19 client session  20-21 server session               22-23 zero
 /// 24-27 sender's MTU    28 data-plane key length (0 = plaintext)   29-31 zero
@@ -9,7 +9,8 @@
 struct SessionManagementMessage: Equatable, Sendable {
     static let size = 64
     static let magic: UInt32 = 0x4D53_4545  // "EESM" read little-endian
-    static let version: UInt8 = 1
+    /// 2: requests-for-response ask for runs, and the nonce covers the size field.
+    static let version: UInt8 = 2
     /// `serverSession` of a disconnect from a client that never learnt the number.
     static let unknownSession: UInt16 = 0xFFFF
 
@@ -65,7 +66,7 @@ struct SessionManagementMessage: Equatable, Sendable {
         }
     }
 
-    /// Parses a message; nil if it is not a well-formed version-1 SM message.
+    /// Parses a message; nil if it is not a well-formed SM message of this version.
     static func decode(_ p: UnsafeRawPointer) -> SessionManagementMessage? {
         guard UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)) == magic,
             p.load(fromByteOffset: 4, as: UInt8.self) == version,

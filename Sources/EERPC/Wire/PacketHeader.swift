@@ -6,7 +6,8 @@
 ///              bits 3-6 reserved (zero)
 /// bytes 2-3    destination session number (the receiver's)
 /// byte 4       request type (handler id)
-/// bytes 5-7    message size in bytes (24 bits; ≤ Wire.maxMessageSize)
+/// bytes 5-7    message size in bytes (24 bits; ≤ Wire.maxMessageSize); on a request-for-response,
+///              the number of response packets it asks for, from its packet number on
 /// bytes 8-13   request number (48 bits)
 /// bytes 14-15  packet number
 /// ```

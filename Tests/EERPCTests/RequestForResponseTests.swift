@@ -1,0 +1,151 @@
+@testable import EERPC
+import Testing
+
+/// Sends one `patterned` request for `size` bytes and returns whether the response came back
+/// whole and correct.
+private func fetchPatterned<T: Transport & ~Copyable>(_ pair: Pair<T>, session s: Int, id: UInt64, size: Int) throws
+    -> Bool
+{
+    let e = pair.client.endpoint
+    var request = e.allocate(size: 12)!
+    request.data.storeBytes(of: id, as: UInt64.self)
+    request.data.storeBytes(of: UInt32(size), toByteOffset: 8, as: UInt32.self)
+    request.resize(to: 12)
+    let response = e.allocate(size: size)!
+    var intact: Bool? = nil
+    try e.enqueueRequest(session: s, type: TestRequest.patterned, request: request, response: response, tag: id) { c in
+        let r = c.response
+        intact = c.status == .ok && r.size == size
+            && (0..<size).allSatisfy { r.data.load(fromByteOffset: $0, as: UInt8.self) == patternByte(id: id, $0) }
+    }
+    pair.pump(timeoutNs: 10_000_000_000) { intact != nil }
+    e.free(request)
+    e.free(response)
+    return intact == true
+}
+
+/// The requests-for-response a client sent: (first packet number, packets asked for).
+private func rfrRuns(_ capture: [[UInt8]], sealed: Bool = false) -> [(first: Int, count: Int)] {
+    capture.compactMap { header(of: $0, sealed: sealed) }.filter { $0.type == .requestForResponse }
+        .map { (Int($0.packetNumber), Int($0.messageSize)) }
+}
+
+@Suite("Requests-for-response ask for runs of packets")
+struct RequestForResponseTests {
+    private let dataPerPacket = Wire.dataPerPacket(mtu: Wire.defaultMTU)
+
+    /// With the session's credits free, a 46-packet response costs the client one RFR, where a
+    /// packet-by-packet protocol sends 45.
+    @Test("a response within the credit window is asked for with one RFR")
+    func oneRunPerWindow() throws {
+        let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
+        let s = try pair.connect()
+        let size = 65_536
+        let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
+        #expect(try fetchPatterned(pair, session: s, id: 1, size: size))
+        let runs = rfrRuns(pair.client.transport.captured)
+        #expect(runs.count == 1)
+        #expect(runs.first?.first == 1 && runs.first?.count == packets - 1)
+        #expect(pair.server.stats.drops.isEmpty && pair.client.stats.drops.isEmpty)
+    }
+
+    /// A response larger than the window: each RFR asks for what the returned credits allow, the
+    /// runs tile the response exactly, and there are far fewer of them than packets.
+    @Test("a response larger than the credit window is asked for in contiguous runs", arguments: [200_000, 1_000_000])
+    func runsTileTheResponse(size: Int) throws {
+        let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
+        let s = try pair.connect()
+        let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
+        #expect(try fetchPatterned(pair, session: s, id: 2, size: size))
+        let runs = rfrRuns(pair.client.transport.captured)
+        var next = 1
+        for run in runs {
+            #expect(run.first == next)
+            #expect(run.count >= 1 && run.count <= Wire.sessionCredits)
+            next = run.first + run.count
+        }
+        #expect(next == packets)
+        #expect(runs.count <= packets / 8, "\(runs.count) RFRs for \(packets) packets")
+        #expect(pair.client.stats.retransmissions == 0)
+    }
+
+    /// RFRs forged on a plaintext session against a kept response: a run that is empty, longer
+    /// than a credit window or past the response's end is dropped and answered with nothing; a
+    /// valid one is answered with exactly its packets (which the client, done with the request,
+    /// drops as stale).
+    @Test("a run that is empty, longer than the window or past the end is dropped")
+    func invalidRuns() throws {
+        let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
+        let s = try pair.connect()
+        let size = 200_000
+        let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
+        #expect(try fetchPatterned(pair, session: s, id: 3, size: size))
+        let real = try #require(
+            pair.client.transport.captured.compactMap { header(of: $0) }.first { $0.type == .requestForResponse })
+        let attacker = RawSender(port: pair.server.transport.base.port)
+        func forge(first: Int, count: Int) {
+            var h = real
+            h.packetNumber = UInt16(first)
+            h.messageSize = UInt32(count)
+            attacker.send(h, payload: 0)
+        }
+        let sentBefore = pair.server.stats.packetsSent
+        let bad: [(Int, Int)] = [
+            (1, 0), (1, Wire.sessionCredits + 1), (packets - 3, 4), (0, 2), (packets, 1),
+        ]
+        for (first, count) in bad { forge(first: first, count: count) }
+        pair.pump(timeoutNs: 2_000_000_000) { pair.server.stats.drops(.badPacketNumber) == UInt64(bad.count) }
+        #expect(pair.server.stats.drops(.badPacketNumber) == UInt64(bad.count))
+        #expect(pair.server.stats.packetsSent == sentBefore)
+        forge(first: packets - 3, count: 3)
+        pair.pump(timeoutNs: 2_000_000_000) { pair.client.stats.drops(.outOfOrder) == 3 }
+        #expect(pair.server.stats.packetsSent == sentBefore + 3)
+        #expect(pair.client.stats.drops(.outOfOrder) == 3)
+        // The session still serves.
+        #expect(try fetchPatterned(pair, session: s, id: 4, size: 10_000))
+    }
+
+    /// Under loss, duplication and reordering with key updates, go-back-N re-asks from the first
+    /// missing packet for however many the credits then allow, so one packet number is asked
+    /// for with runs of different lengths. Every RPC still runs once and arrives intact, and
+    /// within a key epoch no (size, request, packet) number seals two different packets.
+    @Test("runs under loss and key updates: exactly once, and the nonce covers the run length")
+    func runsUnderLoss() throws {
+        let credentials = try TestCredentials()  // its directory lives as long as the test
+        let pair = try lossyTappedPair(credentials, seeds: (61, 62))
+        let s = try pair.connect()
+        let total = 600
+        let results = try runEchoLoad(
+            pair, sessions: [s], total: total, window: 12, sizes: [8, 20_000, 64_000], type: TestRequest.countingEcho)
+        #expect(results.ok == total)
+        #expect(pair.counter.counts.count == total && pair.counter.counts.values.allSatisfy { $0 == 1 })
+        #expect(pair.client.endpoint.keyUpdates(session: s) >= 20)
+        #expect(pair.client.stats.retransmissions > 0)
+        let (epochs, repeats, sizeOnly) = checkNonceUniqueness(pair.client.transport.captured)
+        #expect(epochs >= 20)
+        #expect(repeats > 0)
+        #expect(sizeOnly > 0)  // 4-9 in six runs: without the size, these would reuse nonces
+        checkNonceUniqueness(pair.server.transport.captured)
+    }
+
+    /// The nonce layout of KeySchedule.swift: IV XOR (0 ‖ size₂₄ ‖ request₄₈ ‖ packet₁₆), so
+    /// packets that differ only in their size field get different nonces.
+    @Test("the nonce is the IV XOR (size, request number, packet number)")
+    func nonceLayout() throws {
+        let epoch = try #require(
+            KeyEpoch.derive(from: Secret(w0: 1, w1: 2, w2: 3, w3: 4), backend: .openSSL, algorithm: .aes128GCM))
+        defer { epoch.destroy() }
+        func nonce(_ size: UInt32, _ request: UInt64, _ packet: UInt16) -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: 12)
+            bytes.withUnsafeMutableBytes {
+                epoch.writeNonce(messageSize: size, requestNumber: request, packetNumber: packet, to: $0.baseAddress!)
+            }
+            return bytes
+        }
+        let iv = nonce(0, 0, 0)
+        let n = nonce(0x0A_0B0C, 0x1122_3344_5566, 0x7788)
+        let xor = zip(iv, n).map { $0 ^ $1 }
+        #expect(xor == [0x00, 0x0A, 0x0B, 0x0C, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88])
+        #expect(nonce(1, 9, 5) != nonce(2, 9, 5))
+    }
+}
