@@ -80,7 +80,10 @@ public final class Rpc<T: Transport & ~Copyable> {
         let t0 = instrumented ? ee_now_ns() : 0
         let n = transport.receive()
         if instrumented { transportNs &+= ee_now_ns() &- t0 }
-        for i in 0..<n { e.process(transport.received(i)) }
+        for i in 0..<n {
+            e.process(transport.received(i))
+            if e.sendEarly && i + 1 < n { flush() }
+        }
         if e.rxOffload.unposted > 0 { e.postOffloaded() }
         if e.rxOffload.count > 0 {
             // Nothing arrived: rather than wait for a worker that may have no CPU, do the job.

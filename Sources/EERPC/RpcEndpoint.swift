@@ -87,6 +87,9 @@ public final class RpcEndpoint: @unchecked Sendable {
     let txCapacity: Int
     let txQueue: UnsafeMutablePointer<TxItem>
     var txCount = 0
+    /// The first packet of a long response is queued: the TX queue should go out before the rest
+    /// of the RX burst is processed (see `enqueueResponse`). Cleared by every flush.
+    var sendEarly = false
     /// Where sealed packets are built: one slot per item of a transport burst, each an MTU plus
     /// tag and nonce room. Reused every burst (the transport copies or sends before returning).
     let txStaging: UnsafeMutableRawPointer
@@ -306,6 +309,7 @@ public final class RpcEndpoint: @unchecked Sendable {
     func didFlush() {
         counters.packetsSent &+= UInt64(txCount)
         txCount = 0
+        sendEarly = false
         flushEpoch &+= 1
     }
 

@@ -41,6 +41,15 @@ struct PacketHeaderTests {
             ])
     }
 
+    @Test("the key-phase bit constant for TX descriptors is the one encode sets")
+    func keyPhaseBit() {
+        var h = PacketHeader(
+            type: .response, destSession: 3, requestType: 4, messageSize: 5, requestNumber: 6, packetNumber: 7)
+        let off = h.words.0
+        h.keyPhase = true
+        #expect((h.words.0 ^ off).littleEndian == PacketHeader.keyPhaseBitInWord0)
+    }
+
     @Test("a header shorter than 16 bytes is rejected", arguments: 0..<Wire.headerSize)
     func truncated(length: Int) {
         let good = encode(PacketHeader(type: .requestForResponse, destSession: 1, requestType: 1, messageSize: 0, requestNumber: 8, packetNumber: 1))

@@ -128,6 +128,40 @@ struct RequestForResponseTests {
         checkNonceUniqueness(pair.server.transport.captured)
     }
 
+    /// Two requests in one receive burst: the first packet of a long response leaves before the
+    /// next request is handled (the client cannot ask for the rest before it has it); short
+    /// responses wait for the end of the burst and leave together.
+    @Test("the first packet of a long response is sent before the rest of the burst is handled")
+    func longResponseStartsEarly() throws {
+        for (size, separate) in [(65_536, true), (4_096, false)] {
+            let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
+            let s = try pair.connect()
+            let e = pair.client.endpoint
+            var done = 0
+            for id in UInt64(1)...2 {
+                var request = e.allocate(size: 12)!
+                request.data.storeBytes(of: id, as: UInt64.self)
+                request.data.storeBytes(of: UInt32(size), toByteOffset: 8, as: UInt32.self)
+                request.resize(to: 12)
+                try e.enqueueRequest(
+                    session: s, type: TestRequest.patterned, request: request, response: e.allocate(size: size)!
+                ) { c in
+                    #expect(c.status == .ok && c.response.size == size)
+                    c.rpc.free(c.request)
+                    c.rpc.free(c.response)
+                    done += 1
+                }
+            }
+            pair.client.runOnce()  // both requests leave in one send
+            #expect(pair.client.transport.transmitCalls == [2])
+            pair.server.runOnce()  // and arrive in one burst
+            let first = try #require(pair.server.transport.transmitCalls.first)
+            #expect((first == 1) == separate, "\(size) B: \(pair.server.transport.transmitCalls)")
+            #expect(pair.server.transport.transmitCalls.reduce(0, +) == 2)
+            pair.pump { done == 2 }
+        }
+    }
+
     /// The nonce layout of KeySchedule.swift: IV XOR (0 ‖ size₂₄ ‖ request₄₈ ‖ packet₁₆), so
     /// packets that differ only in their size field get different nonces.
     @Test("the nonce is the IV XOR (size, request number, packet number)")

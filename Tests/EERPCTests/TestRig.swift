@@ -188,6 +188,8 @@ struct TapTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
     static var kind: TransportKind { Base.kind }
     var base: Base
     var captured: [[UInt8]] = []
+    /// Packets per transmit call that sent any, in order.
+    var transmitCalls: [Int] = []
     init(_ base: consuming Base) { self.base = base }
     var mtu: Int { base.mtu }
     var maxBurst: Int { base.maxBurst }
@@ -196,6 +198,7 @@ struct TapTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
     func resolve(_ remote: RoutingInfo) -> RoutingInfo? { base.resolve(remote) }
     mutating func transmit(_ items: UnsafePointer<TxItem>, count: Int) -> Int {
         let n = base.transmit(items, count: count)
+        if n > 0 { transmitCalls.append(n) }
         for i in 0..<n {
             var bytes = withUnsafeBytes(of: items[i].header0) { Array($0) } + withUnsafeBytes(of: items[i].header1) { Array($0) }
             if let data = items[i].data, items[i].dataLength > 0 {

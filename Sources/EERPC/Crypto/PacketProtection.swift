@@ -42,7 +42,7 @@ extension RpcEndpoint {
     {
         if sessions[s].role == .client { maybeStartKeyUpdate(session: s) }
         let keys = crypto[s].tx.unsafelyUnwrapped
-        if keys.phase { item.header0 |= UInt64(0x80 << 8).littleEndian }
+        if keys.phase { item.header0 |= PacketHeader.keyPhaseBitInWord0 }
         let header1 = UInt64(littleEndian: item.header1)
         let nonce = staging + item.dataLength + Wire.tagSize
         keys.current.writeNonce(

@@ -120,7 +120,7 @@ extension RpcEndpoint {
             }
             slots[k].presealedPhase = phase
             for q in 0..<txCount where txQueue[q].owner == Int32(k) && txQueue[q].presealed {
-                let bit = UInt64(0x80 << 8).littleEndian
+                let bit = PacketHeader.keyPhaseBitInWord0
                 txQueue[q].header0 = phase ? txQueue[q].header0 | bit : txQueue[q].header0 & ~bit
             }
         }

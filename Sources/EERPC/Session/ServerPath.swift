@@ -255,7 +255,17 @@ extension RpcEndpoint {
         slot.pointee.presealedPhase = r.presealedPhase
         slot.pointee.responseReady = true
         sendResponsePacket(slot: k, index: 0)
+        // The client asks for the rest of a response only once it has packet 0, so that packet
+        // should not wait while the rest of the burst is handled (other requests' handlers, whose
+        // responses are sealed at once, can take tens of µs). Worth a send call of its own only
+        // for long responses: at 64 KiB (46 packets) it gave encrypted reads 3-13 % more
+        // throughput, while at 4 KiB (3 packets) the extra call cost 2-11 %.
+        if r.response.size >= Self.sendEarlyResponseSize { sendEarly = true }
     }
+
+    /// Responses at least this long have their first packet sent before the rest of the RX burst
+    /// is handled.
+    static let sendEarlyResponseSize = 16 << 10
 
     /// Frees the cached response of a slot (when the next request arrives or the session ends).
     func retireResponse(slot k: Int) {

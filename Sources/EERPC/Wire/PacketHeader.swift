@@ -25,6 +25,9 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
     public var packetNumber: UInt16
 
     public static let maxRequestNumber: UInt64 = (1 << 48) - 1
+    /// The key-phase bit in the first header word as stored in a TX descriptor (little-endian),
+    /// for setting it on a queued packet without re-encoding the header.
+    public static let keyPhaseBitInWord0: UInt64 = UInt64(0x80 << 8).littleEndian
 
     @inlinable
     public init(
