@@ -107,7 +107,8 @@ extension RpcEndpoint {
                 slot.pointee.numTx = p + 1
                 sessions[s].credits -= 1
             } else {
-                let count = min(total - p, sessions[s].credits)
+                // The server refuses runs longer than a credit window.
+                let count = min(total - p, sessions[s].credits, Wire.sessionCredits)
                 let header = PacketHeader(
                     type: .requestForResponse, destSession: remote, requestType: slot.pointee.requestType,
                     messageSize: UInt32(count), requestNumber: slot.pointee.requestNumber,
@@ -131,7 +132,8 @@ extension RpcEndpoint {
         stallCount += 1
     }
 
-    /// Re-kicks slots that were out of credits, in FIFO order.
+    /// Kicks the queued slots (out of credits, or with an RFR to send after this receive burst),
+    /// in FIFO order.
     func processStallQueue() {
         let capacity = maxSessions * Wire.sessionRequestWindow
         var remaining = stallCount
