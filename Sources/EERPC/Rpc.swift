@@ -128,12 +128,8 @@ public final class Rpc<T: Transport & ~Copyable> {
                 out = 0
                 let burst = e.txQueue + sent
                 for i in 0..<n {
-                    if burst[i].presealed {
-                        if out != i { burst[out] = burst[i] }
-                        out += 1
-                        continue
-                    }
-                    if e.offloads(messageSize: Int(UInt64(littleEndian: burst[i].header0) >> 40)) {
+                    let presealed = burst[i].presealed  // sealed already: goes out as it is
+                    if !presealed && e.offloads(messageSize: Int(UInt64(littleEndian: burst[i].header0) >> 40)) {
                         while !e.submitSeal(burst + i) {
                             e.postOffloaded()
                             if !e.txOffload.helpHead() { spinPause() }
@@ -142,7 +138,7 @@ public final class Rpc<T: Transport & ~Copyable> {
                         continue
                     }
                     if out != i { burst[out] = burst[i] }
-                    e.sealIfNeeded(burst + out, staging: e.txStaging + out * e.txStagingSlot)
+                    if !presealed { e.sealIfNeeded(burst + out, staging: e.txStaging + out * e.txStagingSlot) }
                     out += 1
                 }
                 // The pool starts on this burst's packets while the rest go out.

@@ -74,6 +74,14 @@ struct KeyEpoch: BitwiseCopyable {
         p.storeBytes(of: ivHigh ^ (messageSize & 0xFF_FFFF).bigEndian, as: UInt32.self)
         p.storeBytes(of: (ivLow ^ sequence).bigEndian, toByteOffset: 4, as: UInt64.self)
     }
+
+    /// The nonce of the packet with this header.
+    @inline(__always)
+    func writeNonce(of header: PacketHeader, to p: UnsafeMutableRawPointer) {
+        writeNonce(
+            messageSize: header.messageSize, requestNumber: header.requestNumber, packetNumber: header.packetNumber,
+            to: p)
+    }
 }
 
 /// The keys of one direction of a session: the current phase, the next one (derived ahead so a

@@ -203,9 +203,7 @@ extension RpcEndpoint {
         ee_copy(staging, base, length)
         let count = length - Wire.headerSize - Wire.tagSize
         let nonce = staging + length
-        rx.current.writeNonce(
-            messageSize: header.messageSize, requestNumber: header.requestNumber,
-            packetNumber: header.packetNumber, to: nonce)
+        rx.current.writeNonce(of: header, to: nonce)
         rxOffload.entries[i] = OffloadEntry(
             item: TxItem(header: header, data: nil, dataLength: 0, route: UnsafePointer(routes)), length: length,
             session: Int32(s), token: sessions[s].token, owner: -1, cancelled: false)

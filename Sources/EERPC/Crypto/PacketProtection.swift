@@ -108,9 +108,7 @@ extension RpcEndpoint {
         let nonce = scratch + mtu  // 16 spare bytes after the scratch copy room
         let rx = crypto[s].rx.unsafelyUnwrapped
         if header.keyPhase == rx.phase {
-            rx.current.writeNonce(
-                messageSize: header.messageSize, requestNumber: header.requestNumber,
-                packetNumber: header.packetNumber, to: nonce)
+            rx.current.writeNonce(of: header, to: nonce)
             if rx.current.key.open(
                 nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: destination ?? body,
                 count: count, tag: tag)
@@ -136,9 +134,7 @@ extension RpcEndpoint {
         let nonce = scratch + mtu
         scratch.copyMemory(from: body, byteCount: count + Wire.tagSize)
         let rx = crypto[s].rx.unsafelyUnwrapped
-        rx.next.writeNonce(
-            messageSize: header.messageSize, requestNumber: header.requestNumber, packetNumber: header.packetNumber,
-            to: nonce)
+        rx.next.writeNonce(of: header, to: nonce)
         if rx.next.key.open(
             nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count, tag: tag)
         {
@@ -147,9 +143,7 @@ extension RpcEndpoint {
         }
         if let previous = rx.previous {
             body.copyMemory(from: scratch, byteCount: count + Wire.tagSize)
-            previous.writeNonce(
-                messageSize: header.messageSize, requestNumber: header.requestNumber,
-                packetNumber: header.packetNumber, to: nonce)
+            previous.writeNonce(of: header, to: nonce)
             if previous.key.open(
                 nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count,
                 tag: tag)

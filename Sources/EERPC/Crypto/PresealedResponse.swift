@@ -88,9 +88,7 @@ extension RpcEndpoint {
     {
         let header = responseHeader(slot: k, index: j, size: size, keyPhase: keyPhase)
         header.encode(to: scratch)
-        epoch.writeNonce(
-            messageSize: header.messageSize, requestNumber: header.requestNumber, packetNumber: header.packetNumber,
-            to: scratch + Wire.headerSize)
+        epoch.writeNonce(of: header, to: scratch + Wire.headerSize)
         return (UnsafeRawPointer(scratch), UnsafeRawPointer(scratch + Wire.headerSize))
     }
 
