@@ -168,7 +168,7 @@ struct SecurityTests {
         let results = try runEchoLoad(
             pair, sessions: [s], total: total, window: 12, sizes: [8, 700, 4_000], type: TestRequest.countingEcho)
         #expect(results.ok == total)
-        #expect(pair.counter.counts.count == total && pair.counter.counts.values.allSatisfy { $0 == 1 })
+        #expect(pair.counter.eachRanOnce(total: total))
         #expect(pair.client.endpoint.keyUpdates(session: s) >= 20)
         // Nonce uniqueness: within one direction and key epoch, a (size, request, packet) number always
         // carries the same bytes, retransmissions included. Epochs are counted from phase flips in
@@ -197,7 +197,7 @@ struct SecurityTests {
         let results = try runEchoLoad(
             pair, sessions: [s], total: 300, window: 8, sizes: [5_000, 20_000], type: TestRequest.countingEcho)
         #expect(results.ok == 300)
-        #expect(pair.counter.counts.count == 300 && pair.counter.counts.values.allSatisfy { $0 == 1 })
+        #expect(pair.counter.eachRanOnce(total: 300))
         for (side, faults, stats) in [
             ("client", pair.client.transport.faults, pair.client.stats),
             ("server", pair.server.transport.faults, pair.server.stats),
@@ -457,7 +457,7 @@ struct CryptoModeTests {
         let results = try runEchoLoad(
             pair, sessions: [s], total: 1_500, window: 12, sizes: [8, 2_000, 9_000], type: TestRequest.countingEcho)
         #expect(results.ok == 1_500)
-        #expect(pair.counter.counts.count == 1_500 && pair.counter.counts.values.allSatisfy { $0 == 1 })
+        #expect(pair.counter.eachRanOnce(total: 1_500))
         #expect(pair.client.endpoint.keyUpdates(session: s) >= 10)
     }
 

@@ -46,6 +46,8 @@ func echo(_ handle: RequestHandle) {
 /// Per-server counts of handler executions, reached through the Rpc context.
 final class ExecutionCounter {
     var counts: [UInt64: Int] = [:]
+    /// Exactly `total` requests ran, each once.
+    func eachRanOnce(total: Int) -> Bool { counts.count == total && counts.values.allSatisfy { $0 == 1 } }
 }
 
 /// Registers the test handlers on a Nexus.
