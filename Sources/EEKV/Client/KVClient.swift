@@ -20,6 +20,12 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
     case notARecord
     /// The reply did not parse.
     case protocolError(String)
+    /// The node had no buffer left for the reply; nothing was changed, and the call may be
+    /// made again.
+    case busy(String)
+    /// The node does not serve the key's slot: this client's cluster config differs from the
+    /// node's. Nothing was read or written.
+    case wrongNode(String)
 
     public var description: String {
         switch self {
@@ -31,6 +37,8 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
         case .timedOut(let node): "node \(node) did not answer in time"
         case .notARecord: "the stored value is not a field record"
         case .protocolError(let m): "protocol error: \(m)"
+        case .busy(let m): "node busy: \(m)"
+        case .wrongNode(let m): "wrong node: \(m)"
         }
     }
 }
@@ -354,6 +362,8 @@ public final class KVClient {
         case .tooLarge: throw KVClientError.tooLarge(message)
         case .storeFull: throw KVClientError.storeFull
         case .notARecord: throw KVClientError.notARecord
+        case .busy: throw KVClientError.busy(message)
+        case .wrongNode: throw KVClientError.wrongNode(message)
         default: throw KVClientError.storeError(message)
         }
     }

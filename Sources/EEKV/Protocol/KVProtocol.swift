@@ -53,6 +53,12 @@ public enum KVStatus: UInt8, Sendable, Error {
     case storeFull = 5
     /// A merge found a stored value that is not a ``FieldRecord``; nothing was written.
     case notARecord = 6
+    /// The node had no buffer left for the reply (too many large replies at once); nothing was
+    /// changed, and the request may be sent again.
+    case busy = 7
+    /// The key's slot belongs to another node: the client's cluster config differs from the
+    /// node's. Nothing was read or written.
+    case wrongNode = 8
 
     init(writeResult: WriteResult) {
         switch writeResult {

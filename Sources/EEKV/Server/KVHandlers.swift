@@ -6,11 +6,18 @@ final class DispatchState {
     let reader: StoreReader
     let store: Store
     let stats: KVServerStats
-    init(reader: StoreReader, store: Store, stats: KVServerStats) {
+    /// The hash slots this node serves (its `slots` in the cluster config).
+    let slots: ClosedRange<Int>
+    init(reader: StoreReader, store: Store, stats: KVServerStats, slots: ClosedRange<Int>) {
         self.reader = reader
         self.store = store
         self.stats = stats
+        self.slots = slots
     }
+
+    /// Whether `key`'s slot is this node's. A client whose cluster config differs from the
+    /// node's would otherwise write where correctly routed reads never look.
+    func serves(_ key: UnsafeRawBufferPointer) -> Bool { slots.contains(HashSlot.of(key)) }
 }
 
 /// Counters of a node (all threads), safe to read from anywhere.
@@ -24,6 +31,10 @@ public final class KVServerStats: Sendable {
     /// Requests answered with `badRequest`.
     public let badRequests = Atomic<Int>(0)
     public let storeErrors = Atomic<Int>(0)
+    /// Requests for a key whose slot another node serves (answered with `wrongNode`).
+    public let wrongNode = Atomic<Int>(0)
+    /// Replies refused for want of a buffer (answered with `busy`).
+    public let busy = Atomic<Int>(0)
     public init() {}
 }
 
@@ -76,13 +87,15 @@ enum KVHandlers {
         guard let k = key(&r), r.remaining == 0 else {
             return reject(handle, .badRequest, "get needs one key of 1-511 bytes", state.stats)
         }
+        guard state.serves(k) else { return rejectWrongNode(handle, k, state) }
         state.stats.gets.add(1, ordering: .relaxed)
         try state.reader.withSnapshot { s throws(StoreError) in
             guard let value = try s.get(k) else { return reply(handle, .notFound) }
             // Straight from the snapshot: on an encrypted session the seal is the only copy.
             var status = KVStatus.ok.rawValue
             let sent = withUnsafeBytes(of: &status) { handle.respond(copying: $0, value) }
-            if !sent { reject(handle, .tooLarge, "value too large to send", nil) }
+            // A stored value always fits a reply (`maxValueSize`), so only buffers can run out.
+            if !sent { rejectBusy(handle, state) }
         }
     }
 
@@ -121,17 +134,22 @@ enum KVHandlers {
             }
             guard var response = size <= handle.preallocatedResponse.capacity
                 ? handle.preallocatedResponse : handle.allocateResponse(size: size)
-            else { return reject(handle, .tooLarge, "scan reply too large", nil) }
+            else { return rejectBusy(handle, state) }
             var w = ByteWriter(response)
             w.u8(KVStatus.ok.rawValue)
             w.u32(UInt32(count))
             w.u8(more ? 1 : 0)
-            try s.scan(from: start, to: end, limit: count) { k, v in
-                w.u16(UInt16(k.count))
-                w.bytes(k)
-                w.u32(UInt32(v.count))
-                w.bytes(v)
-                return true
+            do throws(StoreError) {
+                try s.scan(from: start, to: end, limit: count) { k, v in
+                    w.u16(UInt16(k.count))
+                    w.bytes(k)
+                    w.u32(UInt32(v.count))
+                    w.bytes(v)
+                    return true
+                }
+            } catch {
+                handle.discardResponse(response)
+                throw error
             }
             response.resize(to: w.count)
             handle.respond(response)
@@ -149,6 +167,11 @@ enum KVHandlers {
             guard key(&r) != nil else { return reject(handle, .badRequest, "mget keys must be 1-511 bytes", state.stats) }
         }
         guard r.remaining == 0 else { return reject(handle, .badRequest, "trailing bytes after mget keys", state.stats) }
+        var owned = keys
+        for _ in 0..<n {
+            let k = key(&owned)!
+            guard state.serves(k) else { return rejectWrongNode(handle, k, state) }
+        }
         state.stats.multiGets.add(1, ordering: .relaxed)
         try state.reader.withSnapshot { s throws(StoreError) in
             var size = 1 + 2
@@ -157,19 +180,24 @@ enum KVHandlers {
             guard size <= Wire.maxMessageSize else { return reject(handle, .tooLarge, "mget reply too large", nil) }
             guard var response = size <= handle.preallocatedResponse.capacity
                 ? handle.preallocatedResponse : handle.allocateResponse(size: size)
-            else { return reject(handle, .tooLarge, "mget reply too large", nil) }
+            else { return rejectBusy(handle, state) }
             var w = ByteWriter(response)
             w.u8(KVStatus.ok.rawValue)
             w.u16(n)
-            for _ in 0..<n {
-                if let v = try s.get(key(&keys)!) {
-                    w.u8(1)
-                    w.u32(UInt32(v.count))
-                    w.bytes(v)
-                } else {
-                    w.u8(0)
-                    w.u32(0)
+            do throws(StoreError) {
+                for _ in 0..<n {
+                    if let v = try s.get(key(&keys)!) {
+                        w.u8(1)
+                        w.u32(UInt32(v.count))
+                        w.bytes(v)
+                    } else {
+                        w.u8(0)
+                        w.u32(0)
+                    }
                 }
+            } catch {
+                handle.discardResponse(response)
+                throw error
             }
             response.resize(to: w.count)
             handle.respond(response)
@@ -179,7 +207,8 @@ enum KVHandlers {
     // MARK: Writes (dispatch thread → writer thread)
 
     static func handleWrite(_ handle: RequestHandle, writer: GroupCommitWriter) {
-        let stats = state(handle).stats  // atomics: safe on any thread
+        let state = state(handle)  // a deferred handler runs on the dispatch thread
+        let stats = state.stats
         var r = ByteReader(handle.request)
         guard let rawOp = r.u8(), let op = KVOperation(rawValue: rawOp) else {
             return reject(handle, .badRequest, "unknown operation", stats)
@@ -188,6 +217,7 @@ enum KVHandlers {
         switch op {
         case .put:
             guard let k = key(&r) else { return reject(handle, .badRequest, "put needs a key of 1-511 bytes", stats) }
+            guard state.serves(k) else { return rejectWrongNode(handle, k, state) }
             let value = r.rest()
             guard value.count <= KVProtocol.maxValueSize else { return reject(handle, .badRequest, "value too large", stats) }
             stats.puts.add(1, ordering: .relaxed)
@@ -196,10 +226,12 @@ enum KVHandlers {
             guard let k = key(&r), r.remaining == 0 else {
                 return reject(handle, .badRequest, "delete needs one key of 1-511 bytes", stats)
             }
+            guard state.serves(k) else { return rejectWrongNode(handle, k, state) }
             stats.deletes.add(1, ordering: .relaxed)
             write = WriteOp(kind: .delete, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0), ack: .request(handle))
         case .merge:
             guard let k = key(&r) else { return reject(handle, .badRequest, "merge needs a key of 1-511 bytes", stats) }
+            guard state.serves(k) else { return rejectWrongNode(handle, k, state) }
             let patch = r.rest()
             // Checked here, on the dispatch thread, so that the writer only merges valid patches.
             guard patch.count <= KVProtocol.maxValueSize, FieldRecord.isValid(patch),
@@ -224,6 +256,19 @@ enum KVHandlers {
         response.data.storeBytes(of: status.rawValue, as: UInt8.self)
         response.resize(to: 1)
         handle.respond(response)
+    }
+
+    static func rejectWrongNode(_ handle: RequestHandle, _ key: UnsafeRawBufferPointer, _ state: DispatchState) {
+        state.stats.wrongNode.add(1, ordering: .relaxed)
+        reject(
+            handle, .wrongNode,
+            "slot \(HashSlot.of(key)) is not served here (slots \(state.slots.lowerBound)-\(state.slots.upperBound)); "
+                + "the client's cluster config differs from the node's", nil)
+    }
+
+    static func rejectBusy(_ handle: RequestHandle, _ state: DispatchState) {
+        state.stats.busy.add(1, ordering: .relaxed)
+        reject(handle, .busy, "no buffer left for the reply; try again", nil)
     }
 
     /// An error reply: the status and a short message (cut to one packet).

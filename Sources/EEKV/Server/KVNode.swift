@@ -110,7 +110,7 @@ public final class KVNode: @unchecked Sendable {
             let rpc = try Rpc(
                 nexus: nexus, id: UInt8(index), transport: try UDPTransport(address: ip, port: port, mtu: mtu), cpu: cpu,
                 config: config)
-            let state = DispatchState(reader: try store.makeReader(), store: store, stats: stats)
+            let state = DispatchState(reader: try store.makeReader(), store: store, stats: stats, slots: node.slots)
             rpc.endpoint.context = Unmanaged.passUnretained(state).toOpaque()
             endpoints.withLock { $0.append(rpc.endpoint) }
             ready.add(1, ordering: .releasing)

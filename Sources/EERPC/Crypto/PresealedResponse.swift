@@ -16,11 +16,19 @@ import CSystemShims
 
 extension RpcEndpoint {
     /// Whether `respond(copying:_:)` seals a response of `size` bytes at once here: encrypted,
-    /// and sealed on this thread rather than in the AES pool (whose point is to keep encryption
-    /// off the dispatch thread).
+    /// sealed on this thread rather than in the AES pool (whose point is to keep encryption off
+    /// the dispatch thread), and small enough that its sealed packets, a tag each, fit one
+    /// buffer. The largest messages (within a tag per packet of ``Wire/maxMessageSize``) do not:
+    /// they are copied, and sealed as they leave.
     @inline(__always)
     func presealsResponses(size: Int) -> Bool {
-        encrypts && !offloads(messageSize: size)
+        encrypts && !offloads(messageSize: size) && presealedSize(of: size) <= Wire.maxMessageSize
+    }
+
+    /// Bytes a presealed response of `size` bytes takes: its packets, each followed by its tag.
+    @inline(__always)
+    func presealedSize(of size: Int) -> Int {
+        Wire.packetCount(size: size, dataPerPacket: dataPerPacket) * (dataPerPacket + Wire.tagSize)
     }
 
     /// Seals the response `prefix ‖ body` for slot `k` into a buffer of its own (the slot's
@@ -40,7 +48,7 @@ extension RpcEndpoint {
         if packets == 1 && size <= preallocated.capacity {
             buffer = preallocated  // the tag goes into its tail room
         } else {
-            guard let b = allocate(size: packets * stride) else { return nil }
+            guard let b = allocate(size: presealedSize(of: size)) else { return nil }
             buffer = b
         }
         let keys = crypto[s].tx.unsafelyUnwrapped

@@ -83,6 +83,13 @@ public struct RequestHandle: BitwiseCopyable, @unchecked Sendable {
         isBackground ? endpoint.sharedPool.allocate(size: size) : endpoint.allocate(size: size)
     }
 
+    /// Gives back a buffer from ``allocateResponse(size:)`` that will not be sent (the handler
+    /// failed after sizing its reply and answers with something else).
+    public func discardResponse(_ buffer: MsgBuffer) {
+        guard buffer.data != preallocatedResponse.data else { return }
+        isBackground ? endpoint.sharedPool.free(buffer) : endpoint.free(buffer)
+    }
+
     /// Sends `response` (its `size` bytes). Call exactly once per request. The runtime owns the
     /// buffer from here on and keeps it to answer retransmitted requests.
     public func respond(_ response: MsgBuffer) {
