@@ -12,7 +12,7 @@ struct StoreFullTests {
     static func key(_ i: Int) -> [UInt8] { Array("full-\(i)".utf8) }
 
     /// Puts records until the store refuses one; returns the ids of those committed.
-    static func fill(_ writer: SyncWriter, limit: Int = 20_000) -> [Int] {
+    static func fill(_ writer: SyncWriter, limit: Int = 20_000, value: [UInt8] = value) -> [Int] {
         var committed: [Int] = []
         for i in 0..<limit {
             let r = writer.write(.put, key(i), value)
@@ -27,7 +27,7 @@ struct StoreFullTests {
 
     /// What every full store must still do: serve every acknowledged write, take deletes, and
     /// take new writes into the room the deletes made.
-    static func checkStillServing(_ store: Store, _ writer: SyncWriter, committed: [Int]) throws {
+    static func checkStillServing(_ store: Store, _ writer: SyncWriter, committed: [Int], value: [UInt8] = value) throws {
         let reader = try store.makeReader()
         for i in committed { #expect(try reader.get(key(i)) == value, "read \(i)") }
         for i in committed.prefix(200) { #expect(writer.write(.delete, key(i)) == .committed, "delete \(i)") }
@@ -99,6 +99,22 @@ struct StoreFullTests {
         "on a full file system writes fail with .full instead of killing the process",
         .enabled(if: getuid() == 0, "mounts a small tmpfs"), arguments: Durability.allCases)
     func fileSystemFull(durability: Durability) throws {
+        try Self.onFullFileSystem(durability: durability, value: Self.value, atLeast: 1_000)
+    }
+
+    /// A value of several pages that the file system cannot take whole: LMDB's write of the
+    /// commit comes up short, which it reports as EIO, not ENOSPC.
+    @Test(
+        "on a full file system writes of values spanning several pages fail with .full too",
+        .enabled(if: getuid() == 0, "mounts a small tmpfs"), arguments: Durability.allCases)
+    func fileSystemFullLargeValues(durability: Durability) throws {
+        let value = (0..<50_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try Self.onFullFileSystem(durability: durability, value: value, atLeast: 60)
+    }
+
+    /// Fills a store on an 8 MiB tmpfs with `value`s until writes fail with `.full` (after at
+    /// least `atLeast` commits), then checks it still serves.
+    static func onFullFileSystem(durability: Durability, value: [UInt8], atLeast: Int) throws {
         let dir = TempDirectory()
         let mountPoint = dir.path + "/small"
         #expect(mkdir(mountPoint, 0o755) == 0)
@@ -107,11 +123,12 @@ struct StoreFullTests {
         let store = try Store(directory: mountPoint + "/store", durability: durability, mapSize: 1 << 20)
         defer { store.close() }
         let writer = SyncWriter(store)
-        let committed = Self.fill(writer)
+        let committed = fill(writer, value: value)
         // Most of the 8 MiB holds records before the file system runs out.
-        #expect(committed.count > 1_000)
+        #expect(committed.count > atLeast)
         #expect(store.writer.rejectedFull.load(ordering: .relaxed) >= 1)
-        try Self.checkStillServing(store, writer, committed: committed)
+        #expect(store.writer.failedWrites.load(ordering: .relaxed) == 0, "no room is .full, not a store error")
+        try checkStillServing(store, writer, committed: committed, value: value)
     }
 
     @Test("a store over a lower limit keeps its data when reopened and refuses to grow")

@@ -30,6 +30,8 @@ public final class KVServerStats: Sendable {
     public let multiGets = Atomic<Int>(0)
     /// Requests answered with `badRequest`.
     public let badRequests = Atomic<Int>(0)
+    /// Requests answered with `storeError` by the handlers: a read that failed, a write while
+    /// the node shuts down. (Writes whose commit failed: the store writer's `failedWrites`.)
     public let storeErrors = Atomic<Int>(0)
     /// Requests for a key whose slot another node serves (answered with `wrongNode`).
     public let wrongNode = Atomic<Int>(0)
@@ -246,7 +248,10 @@ enum KVHandlers {
         }
         // Committed by the dispatch loop's `commitPending` after this burst (nosync), or by the
         // writer thread.
-        if !writer.submit(write, commitLater: true) { reject(handle, .storeError, "the node is shutting down", stats) }
+        if !writer.submit(write, commitLater: true) {
+            stats.storeErrors.add(1, ordering: .relaxed)
+            reject(handle, .storeError, "the node is shutting down", stats)
+        }
     }
 
     // MARK: Replies

@@ -104,6 +104,10 @@ public final class GroupCommitWriter: @unchecked Sendable {
     public let mapGrowths = Atomic<Int>(0)
     /// Writes refused because the store had no room for them.
     public let rejectedFull = Atomic<Int>(0)
+    /// Map growths that failed for a reason other than the limit or a full file system.
+    public let failedGrowths = Atomic<Int>(0)
+    /// Writes answered with a store error (their transaction failed; nothing of them written).
+    public let failedWrites = Atomic<Int>(0)
 
     init(environment: LMDBEnvironment) {
         self.environment = environment
@@ -235,17 +239,22 @@ public final class GroupCommitWriter: @unchecked Sendable {
             } catch .full, .diskFull {
                 outcome = ENOSPC
             } catch {
-                outcome = -1
+                // Another reason (no address space for the larger map, a file system that cannot
+                // allocate): while the old map is in place the store is as good as full, and the
+                // writes that fit (deletes among them) still commit.
+                failedGrowths.add(1, ordering: .relaxed)
+                outcome = environment.isUsable ? ENOSPC : -1
             }
         }
         // No room (the map cannot grow, or in fsync mode pwrite found the disk full): commit
         // what fits.
-        if Self.noRoom(outcome) {
+        if noRoom(outcome) {
             applyOneByOne(count: n)
             outcome = 0
         }
         if outcome != 0 {
             for i in 0..<n { results[i] = .failed }
+            failedWrites.add(n, ordering: .relaxed)
         } else {
             commits.add(1, ordering: .relaxed)
         }
@@ -258,17 +267,22 @@ public final class GroupCommitWriter: @unchecked Sendable {
     private func applyOneByOne(count n: Int) {
         for i in 0..<n {
             let r = apply(i..<(i + 1))
-            if r == MDB_MAP_FULL || Self.noRoom(r) {
+            if r == MDB_MAP_FULL || noRoom(r) {
                 results[i] = .full
                 rejectedFull.add(1, ordering: .relaxed)
             } else if r != 0 {
                 results[i] = .failed
+                failedWrites.add(1, ordering: .relaxed)
             }
         }
     }
 
-    /// The file could not take the pages: the file system (or the user's quota) is full.
-    private static func noRoom(_ code: Int32) -> Bool { code == ENOSPC || code == EDQUOT }
+    /// The file could not take the pages: the file system (or the user's quota) is full. A
+    /// commit whose write came up short fails with EIO: that counts too when the file system is
+    /// (nearly) full.
+    private func noRoom(_ code: Int32) -> Bool {
+        code == ENOSPC || code == EDQUOT || (code == EIO && environment.fileSystemNearlyFull)
+    }
 
     /// One transaction for `batch[range]`: 0 on commit, `MDB_MAP_FULL` to grow and replay,
     /// another code on failure (nothing written).

@@ -117,6 +117,15 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// The smallest growth tried when the file system is nearly full.
     static let minimumGrowth = 1 << 20
 
+    /// Whether the file system holding the store has less than ``minimumGrowth`` free: how a
+    /// commit's short write, which LMDB reports as EIO ("short write, filesystem full?"), is told
+    /// from a failing disk.
+    var fileSystemNearlyFull: Bool {
+        var s = statvfs()
+        guard statvfs(path, &s) == 0 else { return false }
+        return Int(s.f_bavail) * Int(s.f_frsize) < Self.minimumGrowth
+    }
+
     static let unusableError = StoreError.unusable("growing the map failed and the old map could not be restored")
 
     /// The committer only (the writer thread, or a dispatch thread in `commitPending`): doubles
