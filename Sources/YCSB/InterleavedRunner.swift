@@ -40,21 +40,23 @@ extension Runner {
 
         /// Slices finished, summed over threads: slice k starts once it reaches k × threads.
         let sliceBarrier = Atomic<Int>(0)
-        let connectAll: @Sendable (Int) throws -> [any YCSBDatabase] = { t in
-            try (0..<targets).map { target in
+        // Each thread's databases and choosers, built before the clock starts (a chooser's zeta
+        // sum is setup, not a measured operation).
+        let connectAll: @Sendable (Int) throws -> (dbs: [any YCSBDatabase], choosers: [OperationChooser]) = { t in
+            let dbs = try (0..<targets).map { target in
                 let db = try connect(target, t)
                 if outstanding > 1 && !(db is any YCSBAsyncDatabase) { throw RunnerError.notAsynchronous }
                 return db
             }
+            return (dbs, keySpaces.map { OperationChooser(workload: workload, keySpace: $0, seed: chooserSeed(thread: t)) })
         }
         // Per thread: one recorder and the time run, per target.
         let (_, perThread) = try runThreads(threads, progress: progress, connect: connectAll) {
-            t, dbs, start, live, stopped in
+            t, connection, start, live, stopped in
             var recorders = (0..<targets).map { _ in Recorder(start: start, live: live) }
             var active = [UInt64](repeating: 0, count: targets)
-            var choosers = keySpaces.map {
-                OperationChooser(workload: workload, keySpace: $0, seed: UInt64(t + 1) &* 0x9E37_79B9)
-            }
+            let dbs = connection?.dbs
+            var choosers = connection?.choosers ?? []
             for slice in 0..<(cycles * targets) {
                 // A thread whose connect failed still takes part, so the others never wait for it.
                 while sliceBarrier.load(ordering: .acquiring) < slice * threads { usleep(20) }

@@ -26,8 +26,11 @@ struct Recorder {
     /// Operations completed in each second of the run.
     var perSecond: [Int] = []
 
+    /// 100 s: a slower operation is recorded as this, so it still counts.
+    static let highestTrackableNs: UInt64 = 100_000_000_000
+
     static func histogram() -> Histogram<UInt64> {
-        Histogram(highestTrackableValue: 100_000_000_000, numberOfSignificantValueDigits: .three)
+        Histogram(highestTrackableValue: highestTrackableNs, numberOfSignificantValueDigits: .three)
     }
 
     mutating func failed(_ kind: Operation.Kind, _ error: any Error) {
@@ -40,11 +43,19 @@ struct Recorder {
     mutating func record(_ kind: Operation.Kind, began: UInt64) {
         let end = Runner.now()
         if latencies[kind.index] == nil { latencies[kind.index] = Self.histogram() }
-        _ = latencies[kind.index]!.record(max(1, end &- began))
+        latencies[kind.index]!.recordClamped(end &- began)
         let second = Int((end - start) / 1_000_000_000)
         if perSecond.count <= second { perSecond += [Int](repeating: 0, count: second + 1 - perSecond.count) }
         perSecond[second] += 1
         live?.pointee.add(1, ordering: .relaxed)
+    }
+}
+
+extension Histogram<UInt64> {
+    /// Records `ns`, clamped into the trackable range (`record` drops a value above it).
+    mutating func recordClamped(_ ns: UInt64) {
+        let recorded = record(Swift.min(Swift.max(1, ns), highestTrackableValue))
+        assert(recorded, "a clamped value is always trackable")
     }
 }
 
@@ -153,9 +164,11 @@ public enum Runner {
     ) {
         let op = next.0
         var found = true
+        // As YCSB's `finally`: a failed insert is acknowledged too, or its number would hold the
+        // acknowledged limit back (and the key space's done set would grow) for the rest of the run.
+        defer { if let n = next.insertedKeyNumber { chooser.acknowledgeInsert(n) } }
         do {
             found = try db.perform(op)
-            if let n = next.insertedKeyNumber { chooser.acknowledgeInsert(n) }
         } catch {
             recorder.failed(op.kind, error)
         }
@@ -165,7 +178,8 @@ public enum Runner {
 
     /// A closed loop with `outstanding` operations in flight on one thread: start operations
     /// (from `next`, while `another` grants them) until the window is full, then poll; each
-    /// completion frees its place and runs the operation's `acknowledge` if it succeeded.
+    /// completion frees its place and runs the operation's `acknowledge`, failed or not (as YCSB's
+    /// `finally`).
     static func runPipelined(
         _ db: any YCSBAsyncDatabase, outstanding: Int, recorder: inout Recorder, another: () -> Bool,
         next: () -> (Operation, acknowledge: (() -> Void)?)
@@ -193,10 +207,10 @@ public enum Runner {
                     switch result {
                     case .success(let found):
                         if !found { window.recorder.notFound[kind.index] += 1 }
-                        acknowledge?()
                     case .failure(let error):
                         window.recorder.failed(kind, error)
                     }
+                    acknowledge?()
                     window.recorder.record(kind, began: t)
                     window.inFlight -= 1
                 }
@@ -213,11 +227,15 @@ public enum Runner {
         body: @escaping @Sendable (Int, inout OperationChooser, any YCSBDatabase, inout Recorder, () -> Bool) -> Void
     ) throws -> RunSummary {
         let keySpace = KeySpace(initialRecords: workload.recordCount)
-        let (start, recorders) = try runThreads(threads, progress: progress, connect: connect) {
-            t, db, start, live, stopped in
+        // The chooser is built with the connection, before the clock starts: a zipfian or latest
+        // one sums zeta over the records, which is setup, not a measured operation.
+        let connectAndChoose: @Sendable (Int) throws -> (any YCSBDatabase, OperationChooser) = { t in
+            (try connect(t), OperationChooser(workload: workload, keySpace: keySpace, seed: chooserSeed(thread: t)))
+        }
+        let (start, recorders) = try runThreads(threads, progress: progress, connect: connectAndChoose) {
+            t, connection, start, live, stopped in
             var recorder = Recorder(start: start, live: live)
-            if let db {
-                var chooser = OperationChooser(workload: workload, keySpace: keySpace, seed: UInt64(t + 1) &* 0x9E37_79B9)
+            if case (let db, var chooser)? = connection {
                 body(t, &chooser, db, &recorder, stopped)
             }
             return recorder
@@ -226,6 +244,9 @@ public enum Runner {
             phase: phase, workload: workload, threads: threads, seconds: Double(now() - start) / 1e9,
             recorders: recorders)
     }
+
+    /// Thread `thread`'s chooser seed (the same in every phase and every target).
+    static func chooserSeed(thread: Int) -> UInt64 { UInt64(thread + 1) &* 0x9E37_79B9 }
 
     /// Calls `progress` each second with the operations completed in it (from the live counter;
     /// the series itself comes from completion times) until `finished`.
