@@ -1,7 +1,13 @@
-/// Latency statistics of one operation type, in microseconds.
+/// Latency statistics of one operation type, in microseconds: of its completed operations (found
+/// or not), or, in a `failed` entry, of its failed ones (YCSB's `READ-FAILED` and so on).
 public struct OperationSummary: Sendable {
     public var kind: Operation.Kind
+    /// True for the entry of the kind's failed operations.
+    public var failed: Bool
+    /// Operations whose latencies these are.
     public var count: Int
+    /// Failed operations of the kind (on the kind's own entry; 0 on its failed entry, so a sum of
+    /// `errors` over the entries counts each failure once).
     public var errors: Int
     /// What the first failed operation of this type reported.
     public var firstError: String?
@@ -18,9 +24,11 @@ public struct OperationSummary: Sendable {
 
     public init(
         kind: Operation.Kind, count: Int, errors: Int, firstError: String?, notFound: Int, averageUs: Double,
-        minUs: Double, maxUs: Double, p50Us: Double, p95Us: Double, p99Us: Double, p999Us: Double, cdf: [CDFPoint]
+        minUs: Double, maxUs: Double, p50Us: Double, p95Us: Double, p99Us: Double, p999Us: Double, cdf: [CDFPoint],
+        failed: Bool = false
     ) {
         self.kind = kind
+        self.failed = failed
         self.count = count
         self.errors = errors
         self.firstError = firstError
@@ -34,6 +42,9 @@ public struct OperationSummary: Sendable {
         self.p999Us = p999Us
         self.cdf = cdf
     }
+
+    /// YCSB's name of the entry: `READ`, or `READ-FAILED` for the failed operations.
+    public var name: String { failed ? kind.rawValue + "-FAILED" : kind.rawValue }
 }
 
 public struct CDFPoint: Sendable {
@@ -51,6 +62,7 @@ public struct RunSummary: Sendable {
     public var workload: String
     public var threads: Int
     public var seconds: Double
+    /// Every operation, completed or failed (as YCSB's overall throughput counts them).
     public var operations: Int
     public var throughput: Double { seconds > 0 ? Double(operations) / seconds : 0 }
     public var perOperation: [OperationSummary]

@@ -10,7 +10,9 @@ public enum RunnerError: Error, CustomStringConvertible {
 }
 
 /// Latencies of one thread: an HdrHistogram per operation type (nanoseconds, 3 significant
-/// digits, up to 100 s), merged across threads at the end.
+/// digits, up to 100 s), merged across threads at the end. Failed operations have histograms of
+/// their own (YCSB's `READ-FAILED` and so on), so a fast error or a timeout does not pass for
+/// the latency of the store.
 struct Recorder {
     /// The clock's zero for the per-second series (an interleaved run moves it back by the time
     /// its target has already run, so the series counts that target's own seconds).
@@ -18,7 +20,10 @@ struct Recorder {
     /// Shared live counter for the per-second progress lines.
     let live: UnsafePointer<Atomic<Int>>?
     // Indexed by `Operation.Kind.index` (arrays, not dictionaries: this runs once per operation).
+    /// Operations that completed (found or not found).
     var latencies: [Histogram<UInt64>?] = Array(repeating: nil, count: Operation.Kind.allCases.count)
+    /// Operations that failed.
+    var failedLatencies: [Histogram<UInt64>?] = Array(repeating: nil, count: Operation.Kind.allCases.count)
     var errors = [Int](repeating: 0, count: Operation.Kind.allCases.count)
     var notFound = [Int](repeating: 0, count: Operation.Kind.allCases.count)
     /// The first error of each operation type, to say what went wrong.
@@ -33,6 +38,7 @@ struct Recorder {
         Histogram(highestTrackableValue: highestTrackableNs, numberOfSignificantValueDigits: .three)
     }
 
+    /// Counts a failure; ``record(_:began:failed:)`` still records its latency.
     mutating func failed(_ kind: Operation.Kind, _ error: any Error) {
         errors[kind.index] += 1
         if firstError[kind.index] == nil { firstError[kind.index] = "\(error)" }
@@ -40,10 +46,15 @@ struct Recorder {
 
     /// `began` is when the operation started, or, in an open loop, when it was meant to start (so
     /// queueing behind a slow request counts: no coordinated omission).
-    mutating func record(_ kind: Operation.Kind, began: UInt64) {
+    mutating func record(_ kind: Operation.Kind, began: UInt64, failed: Bool = false) {
         let end = Runner.now()
-        if latencies[kind.index] == nil { latencies[kind.index] = Self.histogram() }
-        latencies[kind.index]!.recordClamped(end &- began)
+        if failed {
+            if failedLatencies[kind.index] == nil { failedLatencies[kind.index] = Self.histogram() }
+            failedLatencies[kind.index]!.recordClamped(end &- began)
+        } else {
+            if latencies[kind.index] == nil { latencies[kind.index] = Self.histogram() }
+            latencies[kind.index]!.recordClamped(end &- began)
+        }
         let second = Int((end - start) / 1_000_000_000)
         if perSecond.count <= second { perSecond += [Int](repeating: 0, count: second + 1 - perSecond.count) }
         perSecond[second] += 1
@@ -86,12 +97,14 @@ public enum Runner {
             while another() {
                 let record = chooser.loadRecord(n)
                 let t = now()
+                var failed = false
                 do {
                     try db.insert(key: record.key, fields: record.fields)
                 } catch {
                     recorder.failed(.insert, error)
+                    failed = true
                 }
-                recorder.record(.insert, began: t)
+                recorder.record(.insert, began: t, failed: failed)
                 n += Int64(threads)
             }
         }
@@ -164,6 +177,7 @@ public enum Runner {
     ) {
         let op = next.0
         var found = true
+        var failed = false
         // As YCSB's `finally`: a failed insert is acknowledged too, or its number would hold the
         // acknowledged limit back (and the key space's done set would grow) for the rest of the run.
         defer { if let n = next.insertedKeyNumber { chooser.acknowledgeInsert(n) } }
@@ -171,9 +185,10 @@ public enum Runner {
             found = try db.perform(op)
         } catch {
             recorder.failed(op.kind, error)
+            failed = true
         }
         if !found { recorder.notFound[op.kind.index] += 1 }
-        recorder.record(op.kind, began: began)
+        recorder.record(op.kind, began: began, failed: failed)
     }
 
     /// A closed loop with `outstanding` operations in flight on one thread: start operations
@@ -204,14 +219,16 @@ public enum Runner {
                 let t = now()
                 window.inFlight += 1
                 db.start(op) { result in
+                    var failed = false
                     switch result {
                     case .success(let found):
                         if !found { window.recorder.notFound[kind.index] += 1 }
                     case .failure(let error):
                         window.recorder.failed(kind, error)
+                        failed = true
                     }
                     acknowledge?()
-                    window.recorder.record(kind, began: t)
+                    window.recorder.record(kind, began: t, failed: failed)
                     window.inFlight -= 1
                 }
             }
@@ -279,29 +296,46 @@ public enum Runner {
         }
         var summaries: [OperationSummary] = []
         for kind in Operation.Kind.allCases {
-            var merged = Recorder.histogram()
+            var completed = Recorder.histogram()
+            var failed = Recorder.histogram()
             var errors = 0
             var notFound = 0
             var firstError: String?
             for r in recorders {
                 firstError = firstError ?? r.firstError[kind.index]
-                if let h = r.latencies[kind.index] { merged.add(h) }
+                if let h = r.latencies[kind.index] { completed.add(h) }
+                if let h = r.failedLatencies[kind.index] { failed.add(h) }
                 errors += r.errors[kind.index]
                 notFound += r.notFound[kind.index]
             }
-            guard merged.totalCount > 0 else { continue }
-            func us(_ ns: UInt64) -> Double { Double(ns) / 1_000 }
-            summaries.append(
-                OperationSummary(
-                    kind: kind, count: Int(merged.totalCount), errors: errors, firstError: firstError, notFound: notFound,
-                    averageUs: merged.mean / 1_000, minUs: us(merged.min), maxUs: us(merged.max),
-                    p50Us: us(merged.valueAtPercentile(50)), p95Us: us(merged.valueAtPercentile(95)),
-                    p99Us: us(merged.valueAtPercentile(99)), p999Us: us(merged.valueAtPercentile(99.9)),
-                    cdf: cdfPercentiles.map { CDFPoint(percentile: $0, us: us(merged.valueAtPercentile($0))) }))
+            // The kind's own entry carries the error count even when every operation failed.
+            if completed.totalCount > 0 || errors > 0 {
+                summaries.append(
+                    operationSummary(kind, completed, failed: false, errors: errors, firstError: firstError, notFound: notFound))
+            }
+            if failed.totalCount > 0 {
+                summaries.append(operationSummary(kind, failed, failed: true, errors: 0, firstError: nil, notFound: 0))
+            }
         }
         return RunSummary(
             phase: phase, workload: workload.name, threads: threads, seconds: seconds, perOperation: summaries,
             perSecond: series)
+    }
+
+    /// The latency statistics of `histogram` (zeros if it is empty).
+    static func operationSummary(
+        _ kind: Operation.Kind, _ histogram: Histogram<UInt64>, failed: Bool, errors: Int, firstError: String?,
+        notFound: Int
+    ) -> OperationSummary {
+        let empty = histogram.totalCount == 0
+        func us(_ ns: UInt64) -> Double { empty ? 0 : Double(ns) / 1_000 }
+        return OperationSummary(
+            kind: kind, count: Int(histogram.totalCount), errors: errors, firstError: firstError, notFound: notFound,
+            averageUs: empty ? 0 : histogram.mean / 1_000, minUs: us(histogram.min), maxUs: us(histogram.max),
+            p50Us: us(histogram.valueAtPercentile(50)), p95Us: us(histogram.valueAtPercentile(95)),
+            p99Us: us(histogram.valueAtPercentile(99)), p999Us: us(histogram.valueAtPercentile(99.9)),
+            cdf: empty ? [] : cdfPercentiles.map { CDFPoint(percentile: $0, us: us(histogram.valueAtPercentile($0))) },
+            failed: failed)
     }
 
     /// Even steps to p90, then ever closer to p100 (the tail is where the curves differ).

@@ -198,8 +198,8 @@ extension RunSummary {
     public func svgPlot(title: String) -> String {
         let cdf = SVGChart.lines(
             title: "\(title): latency CDF", xLabel: "latency (µs, log scale)", yLabel: "percentile",
-            series: perOperation.map { o in
-                SVGChart.Series(name: o.kind.rawValue, points: o.cdf.map { (x: max($0.us, 0.1), y: $0.percentile) })
+            series: perOperation.filter { !$0.cdf.isEmpty }.map { o in
+                SVGChart.Series(name: o.name, points: o.cdf.map { (x: max($0.us, 0.1), y: $0.percentile) })
             }, logX: true, width: 520, height: 340)
         let rate = SVGChart.lines(
             title: "\(title): throughput", xLabel: "second of the run", yLabel: "operations per second",

@@ -179,23 +179,7 @@ final class Progress: @unchecked Sendable {
 }
 
 func printSummary(_ s: RunSummary) {
-    print("[OVERALL], Phase, \(s.phase) (workload \(s.workload), \(s.threads) threads)")
-    print("[OVERALL], RunTime(ms), \(fixed(s.seconds * 1_000, 0))")
-    print("[OVERALL], Throughput(ops/sec), \(fixed(s.throughput, 1))")
-    for o in s.perOperation {
-        let name = o.kind.rawValue
-        print("[\(name)], Operations, \(o.count)")
-        print("[\(name)], AverageLatency(us), \(fixed(o.averageUs, 1))")
-        print("[\(name)], MinLatency(us), \(fixed(o.minUs, 1))")
-        print("[\(name)], MaxLatency(us), \(fixed(o.maxUs, 1))")
-        print("[\(name)], 50thPercentileLatency(us), \(fixed(o.p50Us, 1))")
-        print("[\(name)], 95thPercentileLatency(us), \(fixed(o.p95Us, 1))")
-        print("[\(name)], 99thPercentileLatency(us), \(fixed(o.p99Us, 1))")
-        print("[\(name)], 99.9thPercentileLatency(us), \(fixed(o.p999Us, 1))")
-        print("[\(name)], Return=OK, \(o.count - o.errors - o.notFound)")
-        if o.notFound > 0 { print("[\(name)], Return=NOT_FOUND, \(o.notFound)") }
-        if o.errors > 0 { print("[\(name)], Return=ERROR, \(o.errors) (first: \(o.firstError ?? "?"))") }
-    }
+    for line in s.ycsbLines { print(line) }
 }
 
 /// The eekv clients' transport counters, summed over the phase's threads: a throughput figure
@@ -241,20 +225,8 @@ func writeJSON(
     _ s: RunSummary, workload: Workload, to path: String, db: String, crypto: String, nodes: Int, mtu: Int?,
     outstanding: Int, transport: TransportTally.Totals? = nil
 ) throws {
-    let ops = s.perOperation.map { o in
-        "{\"operation\":\"\(o.kind.rawValue)\",\"count\":\(o.count),\"errors\":\(o.errors),\"not_found\":\(o.notFound),"
-            + "\"avg_us\":\(fixed(o.averageUs, 2)),\"min_us\":\(fixed(o.minUs, 2)),\"max_us\":\(fixed(o.maxUs, 2)),"
-            + "\"p50_us\":\(fixed(o.p50Us, 2)),\"p95_us\":\(fixed(o.p95Us, 2)),\"p99_us\":\(fixed(o.p99Us, 2)),"
-            + "\"p999_us\":\(fixed(o.p999Us, 2))}"
-    }
-    let text =
-        "{\"phase\":\"\(s.phase)\",\"workload\":\"\(s.workload)\",\"db\":\"\(db)\",\"crypto\":\"\(crypto)\","
-        + "\"records\":\(workload.recordCount),\"fieldcount\":\(workload.fieldCount),\"fieldlength\":\(workload.fieldLength),"
-        + "\"nodes\":\(nodes),\(mtu.map { "\"mtu\":\($0)," } ?? "")\"threads\":\(s.threads),\"outstanding\":\(outstanding),\"seconds\":\(fixed(s.seconds, 3)),"
-        + "\"operations\":\(s.operations),\"throughput\":\(fixed(s.throughput, 1)),\"per_operation\":[\(ops.joined(separator: ","))],"
-        + "\"per_second\":[\(s.perSecond.map(String.init).joined(separator: ","))]"
-        + (transport.map { ",\"transport\":\(transportJSON($0))" } ?? "") + "}\n"
-    try writeText(text, to: path)
+    let setting = RunSetting(db: db, crypto: crypto, nodes: nodes, mtu: mtu, outstanding: outstanding)
+    try writeText(s.json(workload: workload, setting: setting, transport: transport.map(transportJSON)), to: path)
 }
 
 func transportJSON(_ t: TransportTally.Totals) -> String {
