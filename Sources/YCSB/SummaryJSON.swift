@@ -16,16 +16,19 @@ public struct RunSetting: Sendable {
 
 extension RunSummary {
     /// `--json`: the summary, an entry per operation type (and per failed type, named
-    /// `READ-FAILED` and so on), and the per-second series. `transport` is a JSON object to add
+    /// `READ-FAILED` and so on; with the first error's message if there was one), and the per-second
+    /// series. Every string is escaped. `transport` is a JSON object to add
     /// under that name.
     public func json(workload: Workload, setting: RunSetting, transport: String? = nil) -> String {
         let ops = perOperation.map { o in
-            "{\"operation\":\"\(o.name)\",\"count\":\(o.count),\"errors\":\(o.errors),\"not_found\":\(o.notFound),"
+            "{\"operation\":\(jsonQuoted(o.name)),\"count\":\(o.count),\"errors\":\(o.errors),\"not_found\":\(o.notFound),"
                 + "\"avg_us\":\(decimalText(o.averageUs, 2)),\"min_us\":\(decimalText(o.minUs, 2)),\"max_us\":\(decimalText(o.maxUs, 2)),"
                 + "\"p50_us\":\(decimalText(o.p50Us, 2)),\"p95_us\":\(decimalText(o.p95Us, 2)),\"p99_us\":\(decimalText(o.p99Us, 2)),"
-                + "\"p999_us\":\(decimalText(o.p999Us, 2))}"
+                + "\"p999_us\":\(decimalText(o.p999Us, 2))"
+                + (o.firstError.map { ",\"first_error\":\(jsonQuoted($0))" } ?? "") + "}"
         }
-        return "{\"phase\":\"\(phase)\",\"workload\":\"\(self.workload)\",\"db\":\"\(setting.db)\",\"crypto\":\"\(setting.crypto)\","
+        return "{\"phase\":\(jsonQuoted(phase)),\"workload\":\(jsonQuoted(self.workload)),"
+            + "\"db\":\(jsonQuoted(setting.db)),\"crypto\":\(jsonQuoted(setting.crypto)),"
             + "\"records\":\(workload.recordCount),\"fieldcount\":\(workload.fieldCount),\"fieldlength\":\(workload.fieldLength),"
             + "\"nodes\":\(setting.nodes),\(setting.mtu.map { "\"mtu\":\($0)," } ?? "")\"threads\":\(threads),"
             + "\"outstanding\":\(setting.outstanding),\"seconds\":\(decimalText(seconds, 3)),"

@@ -230,7 +230,7 @@ func writeJSON(
 }
 
 func transportJSON(_ t: TransportTally.Totals) -> String {
-    let drops = t.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue }).map { "\"\($0.key.name)\":\($0.value)" }
+    let drops = t.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue }).map { "\(jsonQuoted($0.key.name)):\($0.value)" }
     return "{\"packets_sent\":\(t.packetsSent),\"packets_received\":\(t.packetsReceived),"
         + "\"retransmissions\":\(t.retransmissions),\"sends_refused\":\(t.sendsRefused),"
         + "\"drops\":{\(drops.joined(separator: ","))}}"
