@@ -29,7 +29,7 @@ extension Runner {
         progress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws -> [RunSummary] {
         precondition(targets >= 1 && threads >= 1 && outstanding >= 1)
-        precondition(seconds > 0 && sliceSeconds > 0)
+        precondition(seconds > 0 && seconds.isFinite && sliceSeconds > 0 && sliceSeconds.isFinite)
         let sliceNs = UInt64(sliceSeconds * 1e9)
         let cycles = max(1, Int((seconds / sliceSeconds).rounded(.up)))
         let keySpaces = (0..<targets).map { _ in KeySpace(initialRecords: workload.recordCount) }

@@ -135,6 +135,8 @@ public enum Runner {
         progress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws -> RunSummary {
         precondition(outstanding == 1 || targetRate == nil, "an open loop keeps one operation in flight per thread")
+        precondition(seconds.map { $0 > 0 && $0.isFinite } ?? true, "seconds must be positive and finite")
+        precondition(targetRate.map { $0 > 0 && $0.isFinite } ?? true, "targetRate must be positive and finite")
         let total = Atomic<Int>(0)
         let limit = workload.operationCount
         // Each thread's interval between intended starts, offset so threads interleave.

@@ -26,6 +26,13 @@ public struct Workload: Sendable, Equatable {
     /// YCSB's default: insert keys hashed with FNV, so "latest" keys are scattered.
     public var hashedInsertOrder = true
     public var zeroPadding = 1
+    /// YCSB's `threadcount`: client threads, unless the command line says otherwise.
+    public var threadCount: Int?
+    /// YCSB's `target`: operations per second over all threads (an open loop); nil (YCSB's 0)
+    /// runs as fast as the database answers.
+    public var targetRate: Double?
+    /// YCSB's `maxexecutiontime`: the run phase's time limit in seconds; nil (YCSB's 0) for none.
+    public var maxExecutionSeconds: Double?
 
     public init() {}
 
@@ -60,19 +67,25 @@ public struct Workload: Sendable, Equatable {
     /// Applies YCSB properties (as in a workload file or `-p key=value`) to `base`.
     public static func parse(_ text: String, base: Workload = Workload()) throws(ParseError) -> Workload {
         var w = base
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var line = Substring(raw)
-            while let c = line.first, c == " " || c == "\t" { line = line.dropFirst() }
-            while let c = line.last, c == " " || c == "\t" || c == "\r" { line = line.dropLast() }
+        for (number, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            let line = Substring(trimmed(raw))
             if line.isEmpty || line.hasPrefix("#") { continue }
             guard let eq = line.firstIndex(of: "=") else {
                 throw ParseError(description: "line \(number + 1): expected key=value")
             }
-            let key = String(line[..<eq]).filter { $0 != " " }
-            let value = String(line[line.index(after: eq)...]).filter { $0 != " " }
+            let key = trimmed(line[..<eq])
+            let value = trimmed(line[line.index(after: eq)...])
             try w.set(key, value, line: number + 1)
         }
         return w
+    }
+
+    /// `text` without the whitespace (spaces, tabs, a CR of a CRLF file) at either end.
+    static func trimmed(_ text: Substring) -> String {
+        var text = text
+        while let c = text.first, c.isWhitespace { text = text.dropFirst() }
+        while let c = text.last, c.isWhitespace { text = text.dropLast() }
+        return String(text)
     }
 
     mutating func set(_ key: String, _ value: String, line: Int) throws(ParseError) {
@@ -80,8 +93,16 @@ public struct Workload: Sendable, Equatable {
             guard let n = Int64(value), n >= 0 else { throw ParseError(description: "line \(line): \(key) needs a number") }
             return n
         }
+        func positiveInt() throws(ParseError) -> Int {
+            guard let n = Int(value), n >= 1 else {
+                throw ParseError(description: "line \(line): \(key) needs a number of at least 1")
+            }
+            return n
+        }
         func double() throws(ParseError) -> Double {
-            guard let d = Double(value), d >= 0 else { throw ParseError(description: "line \(line): \(key) needs a number") }
+            guard let d = Double(value), d >= 0, d.isFinite else {
+                throw ParseError(description: "line \(line): \(key) needs a number")
+            }
             return d
         }
         func bool() throws(ParseError) -> Bool {
@@ -97,8 +118,9 @@ public struct Workload: Sendable, Equatable {
         switch key {
         case "recordcount": recordCount = try int()
         case "operationcount": operationCount = try int()
-        case "fieldcount": fieldCount = Int(try int())
-        case "fieldlength": fieldLength = Int(try int())
+        // At least one field of at least one byte: a field is drawn modulo fieldcount.
+        case "fieldcount": fieldCount = try positiveInt()
+        case "fieldlength": fieldLength = try positiveInt()
         case "readallfields": readAllFields = try bool()
         case "writeallfields": writeAllFields = try bool()
         case "readproportion": readProportion = try double()
@@ -109,16 +131,43 @@ public struct Workload: Sendable, Equatable {
         case "requestdistribution": requestDistribution = try distribution()
         case "minscanlength": minScanLength = try int()
         case "maxscanlength": maxScanLength = try int()
-        case "scanlengthdistribution": scanLengthDistribution = try distribution()
+        case "scanlengthdistribution":
+            // YCSB draws scan lengths uniformly or Zipfian; "latest" has no meaning for a length.
+            let d = try distribution()
+            guard d != .latest else {
+                throw ParseError(description: "line \(line): scanlengthdistribution must be uniform or zipfian")
+            }
+            scanLengthDistribution = d
         case "insertorder":
             guard value == "hashed" || value == "ordered" else {
                 throw ParseError(description: "line \(line): insertorder must be hashed or ordered")
             }
             hashedInsertOrder = value == "hashed"
         case "zeropadding": zeroPadding = Int(try int())
+        case "threadcount": threadCount = try positiveInt()
+        // YCSB's 0 means no limit (for target, as fast as the database answers).
+        case "target":
+            let rate = try double()
+            targetRate = rate > 0 ? rate : nil
+        case "maxexecutiontime":
+            let seconds = try double()
+            maxExecutionSeconds = seconds > 0 ? seconds : nil
+        case "fieldlengthdistribution":
+            guard value == "constant" else {
+                throw ParseError(
+                    description: "line \(line): fieldlengthdistribution \(value) is not supported (only constant)")
+            }
+        case "dataintegrity":
+            guard try !bool() else {
+                throw ParseError(description: "line \(line): dataintegrity=true is not supported")
+            }
+        case "insertstart", "insertcount":
+            throw ParseError(
+                description: "line \(line): \(key) is not supported: partitioned loads (several clients each "
+                    + "inserting a part of the records) are not; one load inserts every record")
         // Properties that name the Java classes or exporters: accepted, nothing to configure here.
-        case "workload", "table", "fieldlengthdistribution", "measurementtype", "exporter", "exportfile", "threadcount",
-            "target", "status.interval", "hotspotdatafraction", "hotspotopnfraction", "dataintegrity":
+        case "workload", "table", "measurementtype", "exporter", "exportfile", "status.interval",
+            "hotspotdatafraction", "hotspotopnfraction":
             break
         default:
             throw ParseError(description: "line \(line): unknown property \(key)")

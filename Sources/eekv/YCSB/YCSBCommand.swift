@@ -28,7 +28,7 @@ struct WorkloadOptions: ParsableArguments {
     @Option(help: "Operations in the run phase (operationcount).") var operations: Int64?
     @Option(name: .customShort("p"), help: ArgumentHelp("A YCSB property, as in a workload file (repeatable).", valueName: "name=value"))
     var property: [String] = []
-    @Option(help: "Client threads.") var threads = 1
+    @Option(help: "Client threads (default: the workload's threadcount, else 1).") var threads: Int?
     @Option(help: "Requests each thread keeps in flight (Redis: pipelined on its connection).") var outstanding = 1
     @Option(help: "eekv clients: microseconds a client polls without a reply before it sleeps until one comes. Polling answers fastest on a core of its own (give it 1000 there); on a core shared with nodes, sleeping lets them run.")
     var clientSpinUs = 50
@@ -54,12 +54,22 @@ struct WorkloadOptions: ParsableArguments {
         }
         if let records { w.recordCount = records }
         if let operations { w.operationCount = operations }
-        guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be 1-256") }
+        if let threads { w.threadCount = threads }
+        guard (1...256).contains(w.clientThreads) else { throw ValidationError("--threads (threadcount) must be 1-256") }
         guard outstanding >= 1 && outstanding <= 256 else { throw ValidationError("--outstanding must be 1-256") }
         guard clientSpinUs >= 0 && clientSpinUs <= 1_000_000 else { throw ValidationError("--client-spin-us must be 0-1000000") }
         return w
     }
 }
+
+extension Workload {
+    /// The threads to run: --threads, else the workload's threadcount, else 1.
+    var clientThreads: Int { threadCount ?? 1 }
+}
+
+/// Whether `seconds` (or a rate) can time a run: positive and finite (a NaN or an infinity would
+/// trap when made nanoseconds).
+func isUsableQuantity(_ x: Double) -> Bool { x > 0 && x.isFinite }
 
 struct YCSBOptions: ParsableArguments {
     @OptionGroup var generator: WorkloadOptions
@@ -80,7 +90,8 @@ struct YCSBOptions: ParsableArguments {
     ) throws {
         let workload = try generator.load()
         let progress = Progress(
-            total: isLoad ? Int(workload.recordCount) : Int(workload.operationCount), seconds: seconds)
+            total: isLoad ? Int(workload.recordCount) : Int(workload.operationCount),
+            seconds: isLoad ? nil : seconds ?? workload.maxExecutionSeconds)
         let target: YCSBTarget
         switch db {
         case "eekv":
@@ -116,7 +127,7 @@ struct YCSBLoad: ParsableCommand {
     func run() throws {
         try options.execute(isLoad: true) { w, connect, progress in
             try Runner.load(
-                workload: w, threads: options.generator.threads, outstanding: options.generator.outstanding, connect: connect,
+                workload: w, threads: w.clientThreads, outstanding: options.generator.outstanding, connect: connect,
                 progress: progress.tick)
         }
     }
@@ -125,20 +136,25 @@ struct YCSBLoad: ParsableCommand {
 struct YCSBRun: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "run", abstract: "Run the workload's operations.")
     @OptionGroup var options: YCSBOptions
-    @Option(help: "Stop after this many seconds even if operations remain.") var duration: Double?
-    @Option(help: "Open loop: operations per second over all threads, latency measured from each operation's intended start.")
+    @Option(help: "Stop after this many seconds even if operations remain (default: the workload's maxexecutiontime).")
+    var duration: Double?
+    @Option(help: "Open loop: operations per second over all threads, latency measured from each operation's intended start (default: the workload's target).")
     var targetRate: Double?
     func validate() throws {
-        if let targetRate, targetRate <= 0 { throw ValidationError("--target-rate must be positive") }
-        if targetRate != nil && options.generator.outstanding > 1 {
-            throw ValidationError("--target-rate issues one request at a time per thread; use --threads, not --outstanding")
-        }
+        if let duration, !isUsableQuantity(duration) { throw ValidationError("--duration must be a positive number of seconds") }
+        if let targetRate, !isUsableQuantity(targetRate) { throw ValidationError("--target-rate must be positive") }
     }
     func run() throws {
         try options.execute(isLoad: false, seconds: duration) { w, connect, progress in
-            try Runner.run(
-                workload: w, threads: options.generator.threads, outstanding: options.generator.outstanding, seconds: duration,
-                targetRate: targetRate, connect: connect, progress: progress.tick)
+            // The command line overrides the workload's target and maxexecutiontime.
+            let rate = targetRate ?? w.targetRate
+            if rate != nil && options.generator.outstanding > 1 {
+                throw ValidationError(
+                    "--target-rate (target) issues one request at a time per thread; use --threads, not --outstanding")
+            }
+            return try Runner.run(
+                workload: w, threads: w.clientThreads, outstanding: options.generator.outstanding,
+                seconds: duration ?? w.maxExecutionSeconds, targetRate: rate, connect: connect, progress: progress.tick)
         }
     }
 }

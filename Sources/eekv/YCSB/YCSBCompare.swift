@@ -22,7 +22,8 @@ struct YCSBCompare: ParsableCommand {
     @OptionGroup var generator: WorkloadOptions
     @Option(name: .customLong("target"), help: ArgumentHelp("A database to run against (repeatable).", valueName: "name=config.toml|redis-url"))
     var targets: [String] = []
-    @Option(help: "Seconds of slices for each target.") var duration: Double = 10
+    @Option(help: "Seconds of slices for each target (default: the workload's maxexecutiontime, else 10).")
+    var duration: Double?
     @Option(help: "Milliseconds per slice.") var sliceMs: Double = 200
     @Option(help: "Seed of the slice order.") var seed: UInt64 = 1
     @Option(help: "Write each target's summary as JSON to this path; {target} in it stands for the target's name.")
@@ -31,7 +32,9 @@ struct YCSBCompare: ParsableCommand {
 
     func validate() throws {
         guard !targets.isEmpty else { throw ValidationError("give at least one --target") }
-        guard duration > 0 && sliceMs >= 1 else { throw ValidationError("--duration and --slice-ms must be positive") }
+        guard duration.map(isUsableQuantity) ?? true && sliceMs >= 1 && sliceMs.isFinite else {
+            throw ValidationError("--duration and --slice-ms must be positive")
+        }
         if let json, targets.count > 1 && !json.contains("{target}") {
             throw ValidationError("--json needs {target} in the path when there are several targets")
         }
@@ -57,13 +60,16 @@ struct YCSBCompare: ParsableCommand {
 
     func run() throws {
         let workload = try generator.load()
+        // Targets take turns in a closed loop: an open loop's rate has no meaning here.
+        if workload.targetRate != nil { throw ValidationError("compare runs a closed loop; the workload's target is not supported") }
+        let duration = duration ?? workload.maxExecutionSeconds ?? 10
         let named = try parsedTargets()
         let connectors = named.map { $0.target.connector }
         let progress = Progress(total: Int(workload.operationCount) * named.count, seconds: duration * Double(named.count))
         let summaries: [RunSummary]
         do {
             summaries = try Runner.interleaved(
-                workload: workload, targets: named.count, threads: generator.threads, outstanding: generator.outstanding,
+                workload: workload, targets: named.count, threads: workload.clientThreads, outstanding: generator.outstanding,
                 seconds: duration, sliceSeconds: sliceMs / 1_000, seed: seed,
                 connect: { target, thread in try connectors[target](thread) }, progress: progress.tick)
         } catch {
