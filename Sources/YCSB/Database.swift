@@ -28,8 +28,8 @@ extension YCSBDatabase {
         case .update(let key, let fields): try update(key: key, fields: fields)
         case .insert(let key, let fields): try insert(key: key, fields: fields)
         case .scan(let start, let count): _ = try scan(start: start, count: count)
-        case .readModifyWrite(let key, let fields):
-            let found = try read(key: key, field: nil)
+        case .readModifyWrite(let key, let field, let fields):
+            let found = try read(key: key, field: field)
             try update(key: key, fields: fields)
             return found
         }

@@ -8,8 +8,9 @@ public enum Operation: Sendable, Equatable {
     case insert(key: String, fields: [Int: [UInt8]])
     /// Read `count` records in key order from `start`.
     case scan(start: String, count: Int)
-    /// Read the record, then write one field (timed as one operation, as YCSB does).
-    case readModifyWrite(key: String, fields: [Int: [UInt8]])
+    /// Read the record (all fields, or the one named, as `read`), then write one field (or all,
+    /// with writeallfields); timed as one operation, as YCSB does.
+    case readModifyWrite(key: String, field: Int?, fields: [Int: [UInt8]])
 
     public var kind: Kind {
         switch self {

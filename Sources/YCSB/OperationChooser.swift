@@ -52,7 +52,10 @@ public struct OperationChooser {
             let length = Int(zipfianScanLength?.next(&random) ?? uniformScanLength.next(&random))
             return (.scan(start: key(chooseKeyNumber()), count: max(1, length)), nil)
         case .readModifyWrite:
-            return (.readModifyWrite(key: key(chooseKeyNumber()), fields: values(all: workload.writeAllFields)), nil)
+            // As YCSB: the read is of every field only with readallfields, else of one field.
+            let key = key(chooseKeyNumber())
+            let field = workload.readAllFields ? nil : randomField()
+            return (.readModifyWrite(key: key, field: field, fields: values(all: workload.writeAllFields)), nil)
         }
     }
 

@@ -62,9 +62,9 @@ extension EEKVDatabase: YCSBAsyncDatabase {
                 try client.merge(Array(key.utf8), fields: fields) {
                     completion($0.map { true }.mapError { $0 })
                 }
-            case .readModifyWrite(let key, let fields):
+            case .readModifyWrite(let key, let field, let fields):
                 // YCSB times the read and the update as one operation.
-                start(.read(key: key, field: nil)) { [self] read in
+                start(.read(key: key, field: field)) { [self] read in
                     guard case .success(let found) = read else { return completion(read) }
                     start(.update(key: key, fields: fields)) { completion($0.map { _ in found }) }
                 }

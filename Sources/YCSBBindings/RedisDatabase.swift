@@ -110,8 +110,8 @@ extension RedisDatabase: YCSBAsyncDatabase {
                     }
                 }
             }
-        case .readModifyWrite(let key, let fields):
-            start(.read(key: key, field: nil)) { [self] read in
+        case .readModifyWrite(let key, let field, let fields):
+            start(.read(key: key, field: field)) { [self] read in
                 guard case .success(let found) = read else { return completion(read) }
                 send(hset(key, fields)) { completion($0.map { _ in found }) }
             }

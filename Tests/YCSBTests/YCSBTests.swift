@@ -155,3 +155,44 @@ struct YCSBTests {
         }
     }
 }
+
+@Suite("YCSB read-modify-write")
+struct ReadModifyWriteChoiceTests {
+    /// The read field of every read-modify-write among `draws` operations of workload F.
+    func readFields(readAllFields: Bool) throws -> [Int?] {
+        var w = try #require(Workload.standard("f"))
+        w.readAllFields = readAllFields
+        var chooser = OperationChooser(workload: w, keySpace: KeySpace(initialRecords: w.recordCount), seed: 4)
+        return (0..<400).compactMap { _ -> Int?? in
+            guard case .readModifyWrite(_, let field, _) = chooser.next().0 else { return nil }
+            return .some(field)
+        }
+    }
+
+    @Test("it reads every field only with readallfields, else one chosen field (as YCSB)")
+    func readField() throws {
+        let all = try readFields(readAllFields: true)
+        #expect(!all.isEmpty && all.allSatisfy { $0 == nil })
+        let one = try readFields(readAllFields: false)
+        #expect(!one.isEmpty && one.allSatisfy { $0.map { (0..<10).contains($0) } ?? false })
+        #expect(Set(one.compactMap { $0 }).count > 5, "the field is drawn, not fixed")
+    }
+
+    @Test("perform hands the read field to the database's read")
+    func performPassesField() throws {
+        final class FieldLog: YCSBDatabase {
+            var readFields: [Int?] = []
+            func read(key: String, field: Int?) throws -> Bool {
+                readFields.append(field)
+                return true
+            }
+            func update(key: String, fields: [Int: [UInt8]]) throws {}
+            func insert(key: String, fields: [Int: [UInt8]]) throws {}
+            func scan(start: String, count: Int) throws -> Int { count }
+        }
+        let db = FieldLog()
+        _ = try db.perform(.readModifyWrite(key: "k", field: 7, fields: [1: [65]]))
+        _ = try db.perform(.readModifyWrite(key: "k", field: nil, fields: [1: [65]]))
+        #expect(db.readFields == [7, nil])
+    }
+}
