@@ -17,8 +17,12 @@ public enum RESPError: Error, CustomStringConvertible, Sendable {
     case io(String)
     case protocolError(String)
     case server(String)
+    /// An earlier I/O or protocol error left the connection's replies out of step with its
+    /// commands (a late or half-read reply would be taken as the next command's answer).
+    case broken(String)
     public var description: String {
         switch self {
+        case .broken(let m): "Redis connection unusable after an earlier error (\(m))"
         case .connect(let m): "cannot connect to Redis: \(m)"
         case .io(let m): "Redis connection: \(m)"
         case .protocolError(let m): "Redis protocol: \(m)"
@@ -28,8 +32,12 @@ public enum RESPError: Error, CustomStringConvertible, Sendable {
 }
 
 /// A blocking connection to a Redis server, plain TCP or TLS (libssl, with a client certificate
-/// when the server asks for one). One per thread.
+/// when the server asks for one). One per thread. After an I/O or protocol error (a read timeout
+/// included) it is broken: every later command fails, without reconnecting.
 public final class RESPConnection {
+    /// Why the connection is broken, once it is.
+    public private(set) var brokenBy: String?
+
     private let fd: Int32
     private let tlsContext: UnsafeMutableRawPointer?
     private let ssl: UnsafeMutableRawPointer?
@@ -87,6 +95,8 @@ public final class RESPConnection {
     /// Appends a command to the output without sending it (pipelining: replies come back in the
     /// order the commands were sent).
     public func queue(_ args: [[UInt8]]) {
+        // A broken connection sends nothing more (its flush throws); do not let the output grow.
+        guard brokenBy == nil else { return }
         output += Array("*\(args.count)\r\n".utf8)
         for a in args {
             output += Array("$\(a.count)\r\n".utf8)
@@ -96,7 +106,9 @@ public final class RESPConnection {
     }
 
     /// Sends every queued command in one write (one TLS record per 16 KiB).
-    public func flush() throws {
+    public func flush() throws { try whileUsable(sendQueued) }
+
+    private func sendQueued() throws {
         guard !output.isEmpty else { return }
         let r = output.withUnsafeBytes { b in
             if let ssl { return ee_tls_write_all(ssl, b.baseAddress, b.count) }
@@ -107,7 +119,19 @@ public final class RESPConnection {
     }
 
     /// Reads the next reply, waiting for it. A Redis error reply is returned, not thrown.
-    public func readReply() throws -> RESPValue { try readValue() }
+    public func readReply() throws -> RESPValue { try whileUsable(readValue) }
+
+    /// Runs `body` unless the connection is broken, and breaks it if `body` throws: after a
+    /// failed read or write, what the server sends next no longer answers the next command.
+    private func whileUsable<T>(_ body: () throws -> T) throws -> T {
+        if let brokenBy { throw RESPError.broken(brokenBy) }
+        do {
+            return try body()
+        } catch {
+            brokenBy = "\(error)"
+            throw error
+        }
+    }
 
     private func fill() throws {
         if start == end {
@@ -124,7 +148,11 @@ public final class RESPConnection {
             if let ssl { return ee_tls_read_some(ssl, b.baseAddress! + end, b.count - end) }
             return recv(fd, b.baseAddress! + end, b.count - end, 0)
         }
-        guard n > 0 else { throw RESPError.io(n == 0 ? "closed by the server" : "read failed") }
+        guard n > 0 else {
+            if n == 0 { throw RESPError.io("closed by the server") }
+            // SO_RCVTIMEO expired (plain TCP says EAGAIN; the TLS shim may not set errno).
+            throw RESPError.io(errno == EAGAIN || errno == EWOULDBLOCK ? "read timed out" : "read failed")
+        }
         end += n
     }
 
