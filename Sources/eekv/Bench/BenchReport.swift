@@ -83,6 +83,9 @@ struct BenchReport: ParsableCommand {
             }
             for op in run.per_operation {
                 cell.errors += op.errors
+                // The latencies of failed operations (`READ-FAILED`, ...) are not the store's: the
+                // failures are reported through `errors`.
+                guard !op.operation.hasSuffix("-FAILED") else { continue }
                 cell.p99[op.operation, default: []].append(op.p99_us)
                 cell.p50[op.operation, default: []].append(op.p50_us)
             }
