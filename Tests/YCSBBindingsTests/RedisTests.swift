@@ -12,7 +12,7 @@ final class RedisServer: @unchecked Sendable {
     let process = Process()
     let directory: String
 
-    init(tls certificates: String? = nil) throws {
+    init(tls certificates: String? = nil, extraArguments: [String] = []) throws {
         directory = NSTemporaryDirectory() + "eekv-redis-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let fd = ee_tcp_listen(0x7F00_0001, 0)
@@ -28,10 +28,24 @@ final class RedisServer: @unchecked Sendable {
             args += ["--port", "\(port)"]
         }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = args
+        process.arguments = args + extraArguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
+    }
+
+    /// A connection once the server accepts one, without a first command (for a server that
+    /// wants AUTH).
+    func connectUnchecked() throws -> RESPConnection {
+        let deadline = Date().addingTimeInterval(10)
+        while true {
+            do {
+                return try RESPConnection(host: "127.0.0.1", port: port, tls: nil)
+            } catch {
+                if Date() > deadline { throw error }
+                usleep(50_000)
+            }
+        }
     }
 
     /// A connection, once the server accepts one.
@@ -164,5 +178,56 @@ struct RedisTests {
             let plain = try RESPConnection(host: "127.0.0.1", port: redis.port, tls: nil, timeoutMs: 1_000)
             _ = try plain.command("PING")
         }
+    }
+}
+
+@Suite("Redis URLs")
+struct RedisURLTests {
+    @Test("host, port, TLS, password, ACL user and database are read as redis-cli reads them")
+    func parse() throws {
+        let plain = try RedisURL("redis://127.0.0.1:6379")
+        #expect(!plain.secure && plain.host == "127.0.0.1" && plain.port == 6379)
+        #expect(plain.user == nil && plain.password == nil && plain.database == nil)
+        let full = try RedisURL("rediss://alice:s3cr:et@db.example:6380/3")
+        #expect(full.secure && full.host == "db.example" && full.port == 6380)
+        #expect(full.user == "alice" && full.password == "s3cr:et" && full.database == 3)
+        let passwordOnly = try RedisURL("redis://:pw@h:1/")
+        #expect(passwordOnly.user == nil && passwordOnly.password == "pw" && passwordOnly.database == nil)
+        #expect(try RedisURL("redis://pw@h:1").password == "pw")
+        #expect(full.redacted == "rediss://alice:***@db.example:6380/3")
+        #expect(passwordOnly.redacted == "redis://:***@h:1")
+    }
+
+    @Test("a bad URL is refused with a message that does not show its password")
+    func refused() {
+        for bad in ["http://h:1", "redis://h", "redis://h:0", "redis://h:99999", "redis://:1", "redis://:topsecret@h", "redis://u:topsecret@h:1/x"] {
+            #expect {
+                _ = try RedisURL(bad)
+            } throws: { error in
+                let message = "\(error)"
+                return !message.contains("topsecret") && message.contains("Redis URL")
+            }
+        }
+    }
+
+    @Test(
+        "a password in the URL authenticates the connection; without it the server refuses commands",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server"), "needs redis-server"))
+    func authenticates() throws {
+        let redis = try RedisServer(extraArguments: ["--requirepass", "pw-123"])
+        let url = try RedisURL("redis://:pw-123@127.0.0.1:\(redis.port)/2")
+        let connection = try redis.connectUnchecked()
+        #expect(throws: RESPError.self) { _ = try connection.command("SET", "k", "v") }
+        let authenticated = try redis.connectUnchecked()
+        try url.prepare(authenticated)
+        #expect(try authenticated.command("SET", "k", "v") == .simple("OK"))
+        let info = try authenticated.command("CLIENT", "INFO")
+        if case .bulk(let text?) = info {
+            #expect(String(decoding: text, as: UTF8.self).contains("db=2"))
+        } else {
+            Issue.record("CLIENT INFO: \(info)")
+        }
+        let wrong = try redis.connectUnchecked()
+        #expect(throws: RESPError.self) { try RedisURL("redis://:nope@127.0.0.1:\(redis.port)").prepare(wrong) }
     }
 }

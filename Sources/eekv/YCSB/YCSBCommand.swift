@@ -78,7 +78,7 @@ struct YCSBOptions: ParsableArguments {
     @Option(help: "Write the summary and per-second series as JSON to this file.") var json: String?
     @Option(help: "Write an SVG with the latency CDF per operation and the throughput of each second.") var plot: String?
     @Option(help: "eekv or redis.") var db = "eekv"
-    @Option(help: "For --db redis: redis://HOST:PORT, or rediss://HOST:PORT for TLS (client certificate from --cert/--key/--ca or the config).")
+    @Option(help: "For --db redis: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], or rediss://… for TLS (client certificate from --cert/--key/--ca or the config).")
     var redisURL = "redis://127.0.0.1:6379"
     @OptionGroup var client: ClusterOptions
 

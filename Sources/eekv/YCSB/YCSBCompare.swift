@@ -15,7 +15,7 @@ struct YCSBCompare: ParsableCommand {
             is in flight before the next target starts. Each target runs --duration seconds of slices \
             and is reported as its own run (its throughput is over the time it had). Every target sees \
             the same operations and keys. Targets: NAME=CONFIG.toml for an eekv cluster (its crypto \
-            mode is the config's), NAME=redis://HOST:PORT or NAME=rediss://HOST:PORT for Redis (client \
+            mode is the config's), NAME=redis://[[USER]:PASSWORD@]HOST:PORT[/DB] or NAME=rediss://… for Redis (client \
             certificate from --cert/--key/--ca or --config).
             """)
 

@@ -10,7 +10,7 @@ struct YCSBTarget {
     enum Kind {
         /// The cluster, its client certificate, and how long its clients poll before sleeping.
         case eekv(ClusterConfig, TLSConfig?, spinUs: Int)
-        case redis(url: String, host: String, port: UInt16, tls: TLSConfig?)
+        case redis(RedisURL, tls: TLSConfig?)
     }
     let kind: Kind
     /// eekv, redis or redis+tls.
@@ -28,19 +28,19 @@ struct YCSBTarget {
             mtu: cluster.mtu)
     }
 
-    /// `url` is redis://HOST:PORT, or rediss://HOST:PORT for TLS. The cluster's CA and client
-    /// certificate serve Redis too, unless --cert says otherwise.
-    static func redis(url: String, client: ClusterOptions) throws -> YCSBTarget {
-        let secure = url.hasPrefix("rediss://")
-        guard secure || url.hasPrefix("redis://") else {
-            throw ValidationError("a Redis URL starts with redis:// or rediss://: \(url)")
+    /// `url` is redis://[[USER]:PASSWORD@]HOST:PORT[/DB], or rediss://… for TLS. The cluster's CA
+    /// and client certificate serve Redis too, unless --cert says otherwise.
+    static func redis(url text: String, client: ClusterOptions) throws -> YCSBTarget {
+        let url: RedisURL
+        do {
+            url = try RedisURL(text)
+        } catch {
+            throw ValidationError(error.description)
         }
-        let rest = url.dropFirst(secure ? 9 : 8).split(separator: "/").first.map(String.init) ?? ""
-        let parts = rest.split(separator: ":")
-        guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("a Redis URL needs HOST:PORT: \(url)") }
+        let secure = url.secure
         return YCSBTarget(
             kind: .redis(
-                url: url, host: String(parts[0]), port: port,
+                url,
                 tls: secure
                     ? try client.certificateTLS(defaultCA: "ca.pem") ?? client.tls(for: loadConfig(client.configPath()))
                     : nil),
@@ -55,8 +55,12 @@ struct YCSBTarget {
             return { _ in
                 EEKVDatabase(client: try KVClient(config: cluster, tls: tls, idleSpinMicroseconds: spinUs), onClose: tally.add)
             }
-        case .redis(_, let host, let port, let tls):
-            return { _ in RedisDatabase(connection: try RESPConnection(host: host, port: port, tls: tls)) }
+        case .redis(let url, let tls):
+            return { _ in
+                let connection = try RESPConnection(host: url.host, port: url.port, tls: tls)
+                try url.prepare(connection)
+                return RedisDatabase(connection: connection)
+            }
         }
     }
 
@@ -66,8 +70,8 @@ struct YCSBTarget {
         switch (kind, error) {
         case (.eekv, let error as KVClientError):
             "\(error); is the cluster running (deploy/local-cluster.sh status)?"
-        case (.redis(let url, _, _, _), let error as RESPError):
-            "\(error); is redis-server running at \(url)?"
+        case (.redis(let url, _), let error as RESPError):
+            "\(error); is redis-server running at \(url.redacted)?"
         default: nil
         }
     }

@@ -1,0 +1,72 @@
+/// A Redis URL as redis-cli takes it: `redis://[[USER]:PASSWORD@]HOST:PORT[/DB]`, or `rediss://`
+/// for TLS. The password never appears in a parse error or in ``redacted``.
+public struct RedisURL: Sendable, Equatable {
+    public var secure: Bool
+    public var host: String
+    public var port: UInt16
+    /// The ACL user (Redis 6+); nil authenticates as the default user.
+    public var user: String?
+    public var password: String?
+    /// The logical database to SELECT; nil keeps database 0.
+    public var database: Int?
+
+    public struct ParseError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    public init(_ url: String) throws(ParseError) {
+        let secure = url.hasPrefix("rediss://")
+        guard secure || url.hasPrefix("redis://") else {
+            throw ParseError(description: "a Redis URL starts with redis:// or rediss://: \(Self.redact(url))")
+        }
+        self.secure = secure
+        var rest = Substring(url.dropFirst(secure ? 9 : 8))
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                user = colon == credentials.startIndex ? nil : String(credentials[..<colon])
+                password = String(credentials[credentials.index(after: colon)...])
+            } else {
+                password = String(credentials)  // redis://PASSWORD@HOST:PORT, as redis-cli reads it
+            }
+        }
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+            if !path.isEmpty {
+                guard let n = Int(path), n >= 0 else {
+                    throw ParseError(description: "the database in a Redis URL is a number: \(Self.redact(url))")
+                }
+                database = n
+            }
+        }
+        let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, let port = UInt16(parts[1]), port > 0 else {
+            throw ParseError(description: "a Redis URL needs HOST:PORT: \(Self.redact(url))")
+        }
+        host = String(parts[0])
+        self.port = port
+    }
+
+    /// The URL without its password, for messages and results.
+    public var redacted: String {
+        (secure ? "rediss://" : "redis://") + (user.map { $0 + ":***@" } ?? (password == nil ? "" : ":***@"))
+            + "\(host):\(port)" + (database.map { "/\($0)" } ?? "")
+    }
+
+    /// `url` with anything between the scheme and an `@` hidden.
+    static func redact(_ url: String) -> String {
+        guard let at = url.lastIndex(of: "@") else { return url }
+        let scheme = url.hasPrefix("rediss://") ? "rediss://" : url.hasPrefix("redis://") ? "redis://" : ""
+        return scheme + "***" + String(url[at...])
+    }
+
+    /// Authenticates and selects the database on a new connection, as the URL asks.
+    public func prepare(_ connection: RESPConnection) throws {
+        if let password {
+            _ = try connection.command(([Array("AUTH".utf8)] + (user.map { [Array($0.utf8)] } ?? [])) + [Array(password.utf8)])
+        }
+        if let database { _ = try connection.command("SELECT", "\(database)") }
+    }
+}
