@@ -24,10 +24,8 @@ public struct OperationChooser {
         ops.add(.readModifyWrite, weight: workload.readModifyWriteProportion)
         if ops.isEmpty { ops.add(.read, weight: 1) }
         operations = ops
-        // As CoreWorkload: room for the records the run inserts, so inserts do not move the hot set.
-        let expected = workload.recordCount + Int64(2 * Double(workload.operationCount) * workload.insertProportion)
         switch workload.requestDistribution {
-        case .zipfian: zipfian = ScrambledZipfianGenerator(min: 0, max: max(expected - 1, 0))
+        case .zipfian: zipfian = ScrambledZipfianGenerator(min: 0, max: max(workload.zipfianKeyRange - 1, 0))
         case .latest: latest = SkewedLatestGenerator(initialCount: workload.recordCount)
         case .uniform: break
         }

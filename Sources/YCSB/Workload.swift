@@ -36,6 +36,14 @@ public struct Workload: Sendable, Equatable {
 
     public init() {}
 
+    /// The key numbers a zipfian request distribution draws from. As CoreWorkload: room for the
+    /// records the run may insert (twice the expected inserts), so inserts do not move the hot
+    /// set. Draws at or past the last acknowledged insert are drawn again, so an operation count
+    /// far above what runs (a cap for a timed run) costs that many draws per operation.
+    public var zipfianKeyRange: Int64 {
+        recordCount + Int64(2 * Double(operationCount) * insertProportion)
+    }
+
     /// The workload files shipped with YCSB (`workloads/workload{a..f}`).
     public static func standard(_ letter: String) -> Workload? {
         var w = Workload()

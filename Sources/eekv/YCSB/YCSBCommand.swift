@@ -148,6 +148,13 @@ struct YCSBRun: ParsableCommand {
         try options.execute(isLoad: false, seconds: duration) { w, connect, progress in
             // The command line overrides the workload's target and maxexecutiontime.
             let rate = targetRate ?? w.targetRate
+            if w.requestDistribution == .zipfian && w.insertProportion > 0 && w.zipfianKeyRange > 4 * max(w.recordCount, 1) {
+                let warning =
+                    "eekv ycsb: warning: \(w.operationCount) operations with insertproportion \(w.insertProportion) make the "
+                    + "zipfian key range \(w.zipfianKeyRange / max(w.recordCount, 1))× the records, and keys past the last "
+                    + "insert are drawn again (as in Java YCSB); give --operations near what the run will do\n"
+                _ = warning.withCString { write(2, $0, strlen($0)) }
+            }
             if rate != nil && options.generator.outstanding > 1 {
                 throw ValidationError(
                     "--target-rate (target) issues one request at a time per thread; use --threads, not --outstanding")
