@@ -1,5 +1,5 @@
 /// `x` with `digits` decimals ("12.50"), without Foundation's formatter; "0" if not finite.
-func decimalText(_ x: Double, _ digits: Int) -> String {
+public func decimalText(_ x: Double, _ digits: Int) -> String {
     guard x.isFinite else { return "0" }
     var scale = 1.0
     for _ in 0..<digits { scale *= 10 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import EEKV
 import EERPC
 import Glibc
+import YCSB
 
 /// Exit codes of the client commands.
 enum ClientExit {
@@ -99,26 +100,7 @@ extension String {
 }
 
 /// JSON string literal for bytes shown as UTF-8 (invalid sequences replaced).
-func jsonString(_ bytes: [UInt8]) -> String {
-    var out = "\""
-    for scalar in String(decoding: bytes, as: UTF8.self).unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
-}
+func jsonString(_ bytes: [UInt8]) -> String { jsonQuoted(String(decoding: bytes, as: UTF8.self)) }
 
 struct Put: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Store VALUE under KEY (acknowledged once durable).")

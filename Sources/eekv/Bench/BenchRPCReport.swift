@@ -1,4 +1,5 @@
 import EERPC
+import YCSB
 
 /// The figures of one `bench rpc` run, as a table for people or JSON for machines.
 struct BenchRPCReport {
@@ -78,21 +79,8 @@ struct BenchRPCReport {
     }
 }
 
-func fixed(_ x: Double, _ digits: Int) -> String {
-    guard x.isFinite else { return "0" }
-    var scale = 1.0
-    for _ in 0..<digits { scale *= 10 }
-    let r = (x * scale).rounded() / scale
-    if digits == 0 { return String(Int64(r)) }
-    var s = String(r)
-    if let dot = s.firstIndex(of: ".") {
-        let decimals = s.distance(from: dot, to: s.endIndex) - 1
-        if decimals < digits { s += String(repeating: "0", count: digits - decimals) }
-    } else {
-        s += "." + String(repeating: "0", count: digits)
-    }
-    return s
-}
+/// `x` with `digits` decimals (the YCSB module's formatter, shared by every report).
+func fixed(_ x: Double, _ digits: Int) -> String { decimalText(x, digits) }
 
 func pad(_ s: String, _ width: Int) -> String {
     s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
