@@ -242,14 +242,25 @@ void *ee_tls_context_new(int server, const char *ca_path, const char *cert_path,
 
 void ee_tls_context_free(void *ctx) { SSL_CTX_free(ctx); }
 
-void *ee_tls_handshake(void *c, int fd, int server, char *err, size_t err_len) {
+void *ee_tls_handshake(void *c, int fd, int server, const char *peer_name, char *err, size_t err_len) {
     SSL *ssl = SSL_new((SSL_CTX *)c);
     if (!ssl) { set_error(err, err_len, "SSL_new"); return NULL; }
     attach_socket(ssl, fd);
+    // Every certificate of the cluster chains to the same CA, so the chain alone would let any
+    // node's certificate answer for any other: the client names the peer it means to reach
+    // (matched against the certificate's DNS names, or its CN when it has none).
+    if (!server && peer_name && *peer_name && SSL_set1_host(ssl, peer_name) != 1) {
+        set_error(err, err_len, "setting the expected peer name");
+        SSL_free(ssl);
+        return NULL;
+    }
     int r = server ? SSL_accept(ssl) : SSL_connect(ssl);
     if (r != 1) {
         long verify = SSL_get_verify_result(ssl);
-        if (verify != X509_V_OK) {
+        if (verify == X509_V_ERR_HOSTNAME_MISMATCH) {
+            snprintf(err, err_len, "certificate rejected: it is not %s's", peer_name);
+            ERR_clear_error();
+        } else if (verify != X509_V_OK) {
             snprintf(err, err_len, "certificate rejected: %s", X509_verify_cert_error_string(verify));
             ERR_clear_error();
         } else {

@@ -233,7 +233,8 @@ public final class Nexus: @unchecked Sendable {
     /// answer (or the failure) to `endpoint`'s inbox. Control plane only.
     /// With `session` nil the answer is not wanted (best-effort disconnects).
     func sendSessionManagement(
-        _ message: SessionManagementMessage, to ip: UInt32, port: UInt16, from endpoint: RpcEndpoint, session: Int?
+        _ message: SessionManagementMessage, to ip: UInt32, port: UInt16, peerName: String?, from endpoint: RpcEndpoint,
+        session: Int?
     ) {
         let timeout = Int32(endpoint.config.sessionManagementTimeoutMs)
         let rpcID = endpoint.id
@@ -242,7 +243,9 @@ public final class Nexus: @unchecked Sendable {
             var reply: SessionManagementMessage? = nil
             var error: SessionError? = nil
             var secrets: SessionSecrets? = nil
-            switch SessionManagementConnection.connect(ip: ip, port: port, timeoutMs: timeout, contexts: self.tls) {
+            switch SessionManagementConnection.connect(
+                ip: ip, port: port, timeoutMs: timeout, contexts: self.tls, peerName: peerName)
+            {
             case .failure(let e): error = e
             case .success(let connection):
                 if !connection.send(message) {

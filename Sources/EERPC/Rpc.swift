@@ -250,10 +250,11 @@ public final class Rpc<T: Transport & ~Copyable> {
     public var stats: RpcStats { endpoint.stats }
 
     /// Connects a session and runs the event loop until it is connected; throws if it fails.
-    public func connect(host: String, port: UInt16, remoteRpcID: UInt8, timeoutNs: UInt64 = 10_000_000_000)
-        throws(SessionError) -> Int
-    {
-        let s = try endpoint.createSession(host: host, port: port, remoteRpcID: remoteRpcID)
+    /// With `peerName`, the server's certificate must be issued to that name.
+    public func connect(
+        host: String, port: UInt16, remoteRpcID: UInt8, peerName: String? = nil, timeoutNs: UInt64 = 10_000_000_000
+    ) throws(SessionError) -> Int {
+        let s = try endpoint.createSession(host: host, port: port, remoteRpcID: remoteRpcID, peerName: peerName)
         run(until: { endpoint.sessionState(s) != .connecting }, timeoutNs: timeoutNs)
         switch endpoint.sessionState(s) {
         case .connected: return s

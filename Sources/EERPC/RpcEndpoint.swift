@@ -67,6 +67,9 @@ public final class RpcEndpoint: @unchecked Sendable {
     let sessions: UnsafeMutablePointer<Session>
     /// Resolved peer routes, referenced by TX items while they are queued.
     let routes: UnsafeMutablePointer<RoutingInfo>
+    /// The name a client session's server must have in its certificate (nil: any of the CA's);
+    /// session management only, kept apart from `sessions` so that table stays trivial to copy.
+    var sessionPeerNames: [String?]
     /// `maxSessions * window` slots; session s owns slots s*8 ..< s*8+8.
     let slots: UnsafeMutablePointer<Slot>
     let handlers: [HandlerEntry?]
@@ -164,6 +167,7 @@ public final class RpcEndpoint: @unchecked Sendable {
         sessions.initialize(repeating: Session(), count: maxSessions)
         routes = .allocate(capacity: maxSessions)
         routes.initialize(repeating: RoutingInfo(), count: maxSessions)
+        sessionPeerNames = Array(repeating: nil, count: maxSessions)
         crypto = .allocate(capacity: maxSessions)
         crypto.initialize(repeating: SessionCrypto(), count: maxSessions)
         scratch = .allocate(byteCount: mtu + 64, alignment: 64)

@@ -58,7 +58,7 @@ public final class RESPConnection {
                 close(fd)
                 throw RESPError.connect(String(nulTerminated: message))
             }
-            guard let ssl = ee_tls_handshake(ctx, fd, 0, &message, 512) else {
+            guard let ssl = ee_tls_handshake(ctx, fd, 0, nil, &message, 512) else {
                 ee_tls_context_free(ctx)
                 close(fd)
                 throw RESPError.connect("TLS: " + String(nulTerminated: message))

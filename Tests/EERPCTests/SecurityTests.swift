@@ -272,6 +272,34 @@ struct HandshakeRefusalTests {
         #expect(nexus.handshakeRefusals == 0)
     }
 
+    /// Every node's certificate chains to the cluster CA; naming the node it means to reach is
+    /// what stops another node (or anyone holding a node's key) from answering in its place.
+    @Test("a server whose certificate names another node is refused; the right name connects")
+    func wrongServerName() throws {
+        let credentials = try TestCredentials(nodes: 2)
+        let serverNexus = try Nexus(tls: credentials.config("node-1"))
+        try registerTestHandlers(serverNexus)
+        defer { serverNexus.shutdown() }
+        let clientNexus = try Nexus(tls: credentials.config("client-0"))
+        defer { clientNexus.shutdown() }
+        let server = try Rpc(nexus: serverNexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        let client = try Rpc(nexus: clientNexus, id: 2, transport: try UDPTransport(), config: .encrypted())
+        let wrong = try client.endpoint.createSession(
+            host: "127.0.0.1", port: serverNexus.port, remoteRpcID: 1, peerName: "node-0")
+        drive(client, server, timeoutNs: 10_000_000_000) { client.endpoint.sessionState(wrong) != .connecting }
+        #expect(client.endpoint.sessionState(wrong) == .failed)
+        #expect(server.endpoint.sessionCount(role: .server) == 0)
+        if case .handshakeFailed(let why) = client.endpoint.sessionFailure(wrong) {
+            #expect(why.contains("node-0"), "\(why)")
+        } else {
+            Issue.record("client saw \(String(describing: client.endpoint.sessionFailure(wrong)))")
+        }
+        let right = try client.endpoint.createSession(
+            host: "127.0.0.1", port: serverNexus.port, remoteRpcID: 1, peerName: "node-1")
+        drive(client, server, timeoutNs: 10_000_000_000) { client.endpoint.sessionState(right) != .connecting }
+        #expect(client.endpoint.sessionState(right) == .connected)
+    }
+
     @Test("an expired client certificate is refused")
     func expired() throws {
         let credentials = try TestCredentials()

@@ -90,9 +90,11 @@ int ee_cert_write_signed(const char *ca_cert_path, const char *ca_key_path, cons
 void *ee_tls_context_new(int server, const char *ca_path, const char *cert_path, const char *key_path,
                          char *err, size_t err_len);
 void ee_tls_context_free(void *ctx);
-/// Runs the handshake on a connected blocking socket (its timeouts apply). Returns the
-/// connection, or NULL with the reason in `err` (the socket is left open for the caller).
-void *ee_tls_handshake(void *ctx, int fd, int server, char *err, size_t err_len);
+/// Runs the handshake on a connected blocking socket (its timeouts apply). A client with a
+/// `peer_name` (NULL or "" for none) refuses a server whose certificate is not issued to that
+/// name. Returns the connection, or NULL with the reason in `err` (the socket is left open for
+/// the caller).
+void *ee_tls_handshake(void *ctx, int fd, int server, const char *peer_name, char *err, size_t err_len);
 int ee_tls_write_all(void *ssl, const void *buf, size_t len);
 /// Reads exactly `len` bytes. Returns 0; -2 if the peer ended the connection with a TLS alert
 /// (its refusal, described in `err`); -1 on timeout or another error.

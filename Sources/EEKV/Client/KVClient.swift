@@ -510,7 +510,11 @@ public final class KVClient {
             throw KVClientError.unreachable(node: node.id, "the session was lost; the next call reconnects")
         }
         do {
-            let s = try rpc.connect(host: node.host, port: node.port, remoteRpcID: UInt8(thread), timeoutNs: timeoutNs)
+            // Node n presents the certificate `eekv certs` issued as node-n: another node's, valid
+            // as it is for the CA, must not answer in its place.
+            let s = try rpc.connect(
+                host: node.host, port: node.port, remoteRpcID: UInt8(thread), peerName: "node-\(node.id)",
+                timeoutNs: timeoutNs)
             sessions[id] = s
             return s
         } catch {

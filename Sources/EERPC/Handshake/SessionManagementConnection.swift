@@ -15,22 +15,23 @@ struct SessionManagementConnection: @unchecked Sendable {
     static func accept(fd: Int32, contexts: TLSContexts?) -> Result<SessionManagementConnection, SessionError> {
         guard let contexts else { return .success(SessionManagementConnection(fd: fd, tls: nil)) }
         var message = [CChar](repeating: 0, count: 512)
-        guard let ssl = ee_tls_handshake(contexts.server, fd, 1, &message, 512) else {
+        guard let ssl = ee_tls_handshake(contexts.server, fd, 1, nil, &message, 512) else {
             Glibc.close(fd)
             return .failure(.handshakeFailed(String(nulTerminated: message)))
         }
         return .success(SessionManagementConnection(fd: fd, tls: ssl))
     }
 
-    /// Client side: connects and runs the TLS handshake (if configured).
-    static func connect(ip: UInt32, port: UInt16, timeoutMs: Int32, contexts: TLSContexts?)
+    /// Client side: connects and runs the TLS handshake (if configured), refusing a server whose
+    /// certificate is not issued to `peerName` (when given).
+    static func connect(ip: UInt32, port: UInt16, timeoutMs: Int32, contexts: TLSContexts?, peerName: String?)
         -> Result<SessionManagementConnection, SessionError>
     {
         let fd = ee_tcp_connect(ip, port, timeoutMs)
         if fd < 0 { return .failure(fd == -ETIMEDOUT ? .timedOut : .connectFailed(errno: -fd)) }
         guard let contexts else { return .success(SessionManagementConnection(fd: fd, tls: nil)) }
         var message = [CChar](repeating: 0, count: 512)
-        guard let ssl = ee_tls_handshake(contexts.client, fd, 0, &message, 512) else {
+        guard let ssl = ee_tls_handshake(contexts.client, fd, 0, peerName, &message, 512) else {
             Glibc.close(fd)
             return .failure(.handshakeFailed(String(nulTerminated: message)))
         }

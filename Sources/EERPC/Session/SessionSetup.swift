@@ -26,7 +26,12 @@ extension RpcEndpoint {
     /// (its session-management address). Returns the local session number at once; the session
     /// becomes `.connected` (or `.failed`) while the event loop runs, and `sessionEventHandler`
     /// is told.
-    public func createSession(host: String, port: UInt16, remoteRpcID: UInt8) throws(SessionError) -> Int {
+    /// With `peerName`, the server's certificate must be issued to that name (a node's, say
+    /// `node-3`): without it any certificate of the cluster's CA would do, so any node could
+    /// answer for any other.
+    public func createSession(host: String, port: UInt16, remoteRpcID: UInt8, peerName: String? = nil)
+        throws(SessionError) -> Int
+    {
         var ip: UInt32 = 0
         guard ee_resolve_ipv4(host, &ip) == 0 else { throw .unreachableRoute }
         guard let s = (0..<maxSessions).first(where: { sessions[$0].state == .free }) else { throw .tooManySessions }
@@ -37,12 +42,13 @@ extension RpcEndpoint {
         sessions[s].token = freshToken()
         sessions[s].remoteSMAddress = ip
         sessions[s].remoteSMPort = port
+        sessionPeerNames[s] = peerName
         resetSlots(session: s)
         let request = SessionManagementMessage(
             kind: .connectRequest, transport: transportKind, token: sessions[s].token, clientRpcID: id,
             serverRpcID: remoteRpcID, clientSession: UInt16(s), mtu: UInt32(mtu),
             cryptoKeyLength: config.crypto.encrypts ? UInt8(config.algorithm.keyLength) : 0, route: localRoute)
-        nexus.sendSessionManagement(request, to: ip, port: port, from: self, session: s)
+        nexus.sendSessionManagement(request, to: ip, port: port, peerName: peerName, from: self, session: s)
         return s
     }
 
@@ -55,7 +61,8 @@ extension RpcEndpoint {
             serverRpcID: sessions[s].remoteRpcID, clientSession: UInt16(s),
             serverSession: SessionManagementMessage.unknownSession, mtu: UInt32(mtu), route: localRoute)
         nexus.sendSessionManagement(
-            request, to: sessions[s].remoteSMAddress, port: sessions[s].remoteSMPort, from: self, session: nil)
+            request, to: sessions[s].remoteSMAddress, port: sessions[s].remoteSMPort, peerName: sessionPeerNames[s],
+            from: self, session: nil)
     }
 
     /// Tears down a client session. With RPCs outstanding it throws; a failed or idle session is
@@ -73,7 +80,8 @@ extension RpcEndpoint {
                 serverRpcID: sessions[s].remoteRpcID, clientSession: UInt16(s),
                 serverSession: sessions[s].remoteNumber, mtu: UInt32(mtu), route: localRoute)
             nexus.sendSessionManagement(
-                request, to: sessions[s].remoteSMAddress, port: sessions[s].remoteSMPort, from: self, session: s)
+                request, to: sessions[s].remoteSMAddress, port: sessions[s].remoteSMPort, peerName: sessionPeerNames[s],
+                from: self, session: s)
         case .failed:
             releaseSession(s)
         case .connecting, .disconnecting, .free:
