@@ -72,16 +72,28 @@ public final class Nexus: @unchecked Sendable {
     private var backgroundThreads: [BackgroundThread] = []
     private let nextBackground = Atomic<Int>(0)
     private let smTimeoutMs: Int32 = 2_000
+    /// Session-management connections read at once, and the time each gets (see the gate).
+    private let gate: SessionManagementGate
+    private var watchdog: JoinableThread?
+    /// Session-management connections closed unread because too many were being read at once.
+    public var sessionManagementOverflows: Int { gate.overflows.load(ordering: .relaxed) }
+    /// Session-management connections shut down for taking longer than the session-management
+    /// timeout from accept to their request (slow or silent peers).
+    public var sessionManagementTimeouts: Int { gate.expirations.load(ordering: .relaxed) }
 
     /// Starts the SM listener on `host:port` (port 0 picks a free one) and `backgroundThreads`
     /// background handler threads.
     ///
     /// With `tls`, every session-management exchange runs over TLS 1.3 with mutual certificate
     /// authentication against the cluster CA, and encrypted sessions take their keys from it.
+    /// At most `maxPendingSessionManagement` incoming session-management connections are read at
+    /// once (more are closed unread), each for at most 2 s from accept to its request.
     public init(
         host: String = "127.0.0.1", port: UInt16 = 0, backgroundThreads: Int = 1, numaNode: Int = 0,
-        tls: TLSConfig? = nil, aesWorkers: Int = 1
+        tls: TLSConfig? = nil, aesWorkers: Int = 1, maxPendingSessionManagement: Int = 64
     ) throws(NexusError) {
+        precondition(maxPendingSessionManagement >= 1)
+        gate = SessionManagementGate(limit: maxPendingSessionManagement, deadlineMs: smTimeoutMs)
         var ip: UInt32 = 0
         guard ee_resolve_ipv4(host, &ip) == 0 else { throw .unresolvableHost(host) }
         do {
@@ -106,6 +118,8 @@ public final class Nexus: @unchecked Sendable {
         // unowned(unsafe): shutdown() joins this thread, at the latest from deinit, so the memory
         // outlives it; plain `unowned` would trap when the loop notices shutdown during deinit.
         listener = Threads.spawn(name: "eerpc-sm") { [unowned(unsafe) self] in self.acceptLoop() }
+        let gate = self.gate
+        watchdog = Threads.spawn(name: "eerpc-sm-watch") { gate.watch() }
     }
 
     deinit { shutdown() }
@@ -120,6 +134,8 @@ public final class Nexus: @unchecked Sendable {
         ee_shutdown(listenFD)  // wakes accept()
         listener?.join()
         close(listenFD)
+        gate.stop()
+        watchdog?.join()
         for t in backgroundThreads { t.stop() }
         aesPool?.shutdown()
     }
@@ -195,21 +211,35 @@ public final class Nexus: @unchecked Sendable {
                 if fd != -EINTR && fd != -ECONNABORTED { usleep(1_000) }
                 continue
             }
+            // Unauthenticated so far: only so many are read at once, each for a bounded time.
+            guard gate.admit(fd) else {
+                close(fd)
+                continue
+            }
             let timeout = smTimeoutMs
             // Strong: the Nexus must outlive the reader (at most one timeout).
-            let worker = Threads.spawn(name: "eerpc-sm-conn") {
-                self.readRequest(fd: fd, timeoutMs: timeout)
+            guard let worker = Threads.spawnIfPossible(name: "eerpc-sm-conn", { self.readRequest(fd: fd, timeoutMs: timeout) })
+            else {
+                // Out of threads: this connection goes unanswered, the listener goes on.
+                gate.release(fd)
+                close(fd)
+                gate.overflows.add(1, ordering: .relaxed)
+                continue
             }
             _ = pthread_detach(worker.tid)
         }
     }
 
+    /// Reads an admitted connection's request and hands it to its Rpc. The socket leaves the
+    /// gate before it is closed or handed on.
     private func readRequest(fd: Int32, timeoutMs: Int32) {
         _ = ee_set_io_timeout(fd, timeoutMs)
         let connection: SessionManagementConnection
         switch SessionManagementConnection.accept(fd: fd, contexts: tls) {
         case .success(let c): connection = c
         case .failure(let error):
+            gate.release(fd)
+            close(fd)
             let reason = if case .handshakeFailed(let why) = error { why } else { "\(error)" }
             refusals.withLock {
                 $0.count += 1
@@ -217,7 +247,9 @@ public final class Nexus: @unchecked Sendable {
             }
             return
         }
-        guard let m = connection.receive(), m.kind == .connectRequest || m.kind == .disconnectRequest else {
+        let request = connection.receive()
+        gate.release(fd)
+        guard let m = request, m.kind == .connectRequest || m.kind == .disconnectRequest else {
             connection.close()
             return
         }

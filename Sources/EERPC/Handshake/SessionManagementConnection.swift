@@ -11,12 +11,11 @@ struct SessionManagementConnection: @unchecked Sendable {
     let tls: UnsafeMutableRawPointer?
 
     /// Server side: runs the TLS handshake (if configured) on an accepted socket. On failure the
-    /// socket is closed and the reason returned.
+    /// reason is returned and the socket is left open for the caller to close.
     static func accept(fd: Int32, contexts: TLSContexts?) -> Result<SessionManagementConnection, SessionError> {
         guard let contexts else { return .success(SessionManagementConnection(fd: fd, tls: nil)) }
         var message = [CChar](repeating: 0, count: 512)
         guard let ssl = ee_tls_handshake(contexts.server, fd, 1, nil, &message, 512) else {
-            Glibc.close(fd)
             return .failure(.handshakeFailed(String(nulTerminated: message)))
         }
         return .success(SessionManagementConnection(fd: fd, tls: ssl))

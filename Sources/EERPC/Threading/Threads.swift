@@ -28,6 +28,12 @@ public enum Threads {
 
     /// Starts a joinable thread running `body`.
     public static func spawn(name: String, _ body: @escaping @Sendable () -> Void) -> JoinableThread {
+        guard let thread = spawnIfPossible(name: name, body) else { preconditionFailure("pthread_create failed") }
+        return thread
+    }
+
+    /// `spawn`, or nil if the system has no thread to give (its limit, or memory for a stack).
+    public static func spawnIfPossible(name: String, _ body: @escaping @Sendable () -> Void) -> JoinableThread? {
         final class Box: @unchecked Sendable {
             let name: String
             let body: @Sendable () -> Void
@@ -46,7 +52,10 @@ public enum Threads {
                 box.body()
                 return nil
             }, box.toOpaque())
-        precondition(r == 0, "pthread_create failed: \(r)")
+        guard r == 0 else {
+            box.release()
+            return nil
+        }
         return JoinableThread(tid: tid)
     }
 }

@@ -1,0 +1,68 @@
+import CSystemShims
+import Glibc
+import Synchronization
+
+/// Bounds the session-management connections a Nexus reads at once, and the time each may take
+/// from accept to its request. Anyone can open a TCP connection before authenticating; without
+/// these, a flood of connections would take a reader thread and a file descriptor each, and a
+/// peer sending a byte just inside every read timeout would keep its own for as long as it liked.
+///
+/// Sockets are registered from accept until their reader is done with them, and a watchdog thread
+/// shuts down those past their deadline, so the reader's blocked read returns. A reader must
+/// `release` its socket before it closes it (or hands it on): a closed descriptor's number is
+/// soon another socket's, which the watchdog must never touch.
+final class SessionManagementGate: Sendable {
+    let limit: Int
+    let deadlineNs: UInt64
+    /// Socket → deadline (ns on the `ee_now_ns` clock).
+    private let open = Mutex<[Int32: UInt64]>([:])
+    private let stopping = Atomic<Bool>(false)
+    /// Connections closed unread because `limit` were being read already.
+    let overflows = Atomic<Int>(0)
+    /// Connections shut down at their deadline.
+    let expirations = Atomic<Int>(0)
+
+    init(limit: Int, deadlineMs: Int32) {
+        self.limit = limit
+        deadlineNs = UInt64(deadlineMs) * 1_000_000
+    }
+
+    /// Registers an accepted socket; false (counted) when `limit` are being read already, and the
+    /// caller then closes it.
+    func admit(_ fd: Int32) -> Bool {
+        let admitted = open.withLock { sockets -> Bool in
+            guard sockets.count < limit else { return false }
+            sockets[fd] = ee_now_ns() &+ deadlineNs
+            return true
+        }
+        if !admitted { overflows.add(1, ordering: .relaxed) }
+        return admitted
+    }
+
+    /// The reader is done with `fd`; call before closing it or handing it on.
+    func release(_ fd: Int32) { open.withLock { _ = $0.removeValue(forKey: fd) } }
+
+    /// Shuts down every socket past its deadline (under the lock, so none is closed meanwhile).
+    func expire(now: UInt64 = ee_now_ns()) {
+        open.withLock { sockets in
+            for (fd, deadline) in sockets where deadline <= now {
+                // Counted first: the peer may see the socket close before this thread runs again.
+                expirations.add(1, ordering: .relaxed)
+                // Once: the reader releases it when its read returns.
+                sockets[fd] = .max
+                ee_shutdown(fd)
+            }
+        }
+    }
+
+    /// The watchdog's loop, until `stop`: checks ten times per deadline (at least every 100 ms).
+    func watch() {
+        let periodUs = UInt32(min(100_000, max(1_000, deadlineNs / 10_000)))
+        while !stopping.load(ordering: .relaxed) {
+            usleep(periodUs)
+            expire()
+        }
+    }
+
+    func stop() { stopping.store(true, ordering: .relaxed) }
+}

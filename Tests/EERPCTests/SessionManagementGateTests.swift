@@ -1,0 +1,63 @@
+import CSystemShims
+import EERPC
+import Glibc
+import Testing
+
+/// Before a session-management peer has authenticated, anyone can connect: the listener reads
+/// only so many connections at once and gives each a bounded time, so neither a flood nor a
+/// peer trickling bytes can hold it.
+@Suite("Session-management admission", .serialized)
+struct SessionManagementGateTests {
+    /// Whether the peer closes `fd` within `ms` (a read then returns 0 or fails).
+    func closedByPeer(_ fd: Int32, withinMs ms: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, ms) == 1 else { return false }
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) <= 0
+    }
+
+    @Test("past the limit connections are closed unread, a trickling one at its deadline, and then a client connects")
+    func boundedAndTimed() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"), maxPendingSessionManagement: 4)
+        try registerTestHandlers(nexus)
+        defer { nexus.shutdown() }
+        let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        var ip: UInt32 = 0
+        #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
+        let start = ee_now_ns()
+        let silent = (0..<3).map { _ in ee_tcp_connect(ip, nexus.port, 1_000) }
+        let trickler = ee_tcp_connect(ip, nexus.port, 1_000)
+        defer { for fd in silent + [trickler] where fd >= 0 { close(fd) } }
+        #expect((silent + [trickler]).allSatisfy { $0 >= 0 })
+        // The four take the listener's places; a fifth is closed at once.
+        usleep(200_000)
+        let extra = ee_tcp_connect(ip, nexus.port, 1_000)
+        defer { if extra >= 0 { close(extra) } }
+        #expect(closedByPeer(extra, withinMs: 1_000), "a connection past the limit is closed unread")
+        #expect(nexus.sessionManagementOverflows == 1)
+        // A TLS record header announcing 512 bytes, then a byte every 200 ms: each read gets
+        // something well inside its 2 s timeout, so only the deadline from accept ends it.
+        let header: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01]
+        var closedAt: UInt64?
+        for (i, byte) in (header + [UInt8](repeating: 0, count: 100)).enumerated() {
+            var b = byte
+            if send(trickler, &b, 1, Int32(MSG_NOSIGNAL)) < 0 || closedByPeer(trickler, withinMs: i < header.count ? 0 : 200) {
+                closedAt = ee_now_ns()
+                break
+            }
+        }
+        let seconds = closedAt.map { Double($0 - start) / 1e9 }
+        // Its deadline is 2 s after accept; the bytes would have kept it 20 s (slack for a busy machine).
+        #expect(seconds.map { $0 > 1.5 && $0 < 8 } == true, "trickler closed after \(String(describing: seconds)) s")
+        #expect(nexus.sessionManagementTimeouts >= 1)
+        for fd in silent { #expect(closedByPeer(fd, withinMs: 2_000), "a silent connection is closed by its deadline") }
+        // The places are free again: a client with a certificate connects.
+        let clientNexus = try Nexus(tls: credentials.config("client-0"))
+        defer { clientNexus.shutdown() }
+        let client = try Rpc(nexus: clientNexus, id: 2, transport: try UDPTransport(), config: .encrypted())
+        let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1, peerName: "node-0")
+        drive(client, server, timeoutNs: 10_000_000_000) { client.endpoint.sessionState(s) != .connecting }
+        #expect(client.endpoint.sessionState(s) == .connected)
+    }
+}
