@@ -29,6 +29,12 @@ if ((${#missing[@]} > 0)); then
     fi
     "${sudo[@]}" apt-get update
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    # The package starts a system-wide Redis on port 6379; the study and the tests start their
+    # own on ports they pick, so the one just installed is stopped and left disabled.
+    if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+        "${sudo[@]}" systemctl disable --now redis-server >/dev/null 2>&1 ||
+            "${sudo[@]}" service redis-server stop >/dev/null 2>&1 || true
+    fi
 fi
 
 if ! command -v swift >/dev/null && [[ ! -x /opt/swift/usr/bin/swift ]]; then

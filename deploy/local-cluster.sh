@@ -68,6 +68,7 @@ up() {
             if ((SECONDS > deadline)) || ! alive "$i"; then
                 echo "local-cluster: node $i did not come up; last log lines:" >&2
                 tail -5 "$RUN_DIR/logs/node-$i.log" >&2 || true
+                down >&2  # no half-started cluster left behind
                 exit 1
             fi
             sleep 0.2
@@ -75,7 +76,11 @@ up() {
     done
     # Every node must answer: one key per node's slot range.
     until "$EEKV" scan "" --limit 1 --config "$CONFIG" >/dev/null 2>&1; do
-        if ((SECONDS > deadline)); then echo "local-cluster: the cluster does not answer scans" >&2; exit 1; fi
+        if ((SECONDS > deadline)); then
+            echo "local-cluster: the cluster does not answer scans" >&2
+            down >&2
+            exit 1
+        fi
         sleep 0.2
     done
     echo "local-cluster: $NODES nodes up ($CONFIG, logs in $RUN_DIR/logs)"

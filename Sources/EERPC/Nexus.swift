@@ -18,6 +18,21 @@ public enum NexusError: Error, Equatable, Sendable {
     case noBackgroundThreads
 }
 
+extension NexusError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .listen(let e): "cannot listen for session management: \(String(cString: strerror(e)))"
+        case .unresolvableHost(let host): "cannot resolve \(host)"
+        case .credentials(let why): "TLS credentials: \(why)"
+        case .encryptionNeedsTLS: "an encrypting Rpc needs TLS credentials"
+        case .noAESPool: "crypto modes offload and adaptive need at least one AES pool worker"
+        case .handlersFrozen: "handlers must be registered before the first Rpc starts"
+        case .duplicateRpcID(let id): "Rpc id \(id) is taken"
+        case .noBackgroundThreads: "a background handler needs a background thread"
+        }
+    }
+}
+
 /// One per process: the request-handler table, the session-management (SM) thread that
 /// accepts session requests from peers, the background handler threads and the buffer pool
 /// they share.

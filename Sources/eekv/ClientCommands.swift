@@ -87,6 +87,14 @@ struct ClientOptions: ParsableArguments {
     }
 }
 
+/// Says `message` on stderr and gives `code`, for a command's body to return: the client is then
+/// released (its sessions closed) before the process exits, where `fail` would leave them for
+/// the servers to reclaim.
+func failure(_ message: String, _ code: Int32) -> Int32 {
+    _ = (message + "\n").withCString { write(2, $0, strlen($0)) }
+    return code
+}
+
 func fail(_ message: String, _ code: Int32) -> Never {
     let line = message + "\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
@@ -126,7 +134,7 @@ struct Get: ParsableCommand {
         try options.withClient { client, _ in
             guard let value = try client.get(Array(key.utf8)) else {
                 if options.json { print("{\"key\":\(jsonString(Array(key.utf8))),\"found\":false}") }
-                fail("eekv: key not found: \(key)", ClientExit.notFound)
+                return failure("eekv: key not found: \(key)", ClientExit.notFound)
             }
             if options.json {
                 print("{\"key\":\(jsonString(Array(key.utf8))),\"found\":true,\"value\":\(jsonString(value))}")
@@ -148,7 +156,7 @@ struct Del: ParsableCommand {
         try options.withClient { client, _ in
             let existed = try client.delete(Array(key.utf8))
             if options.json { print("{\"deleted\":\(existed)}") } else if existed { print("OK") }
-            if !existed { fail("eekv: key not found: \(key)", ClientExit.notFound) }
+            if !existed { return failure("eekv: key not found: \(key)", ClientExit.notFound) }
             return 0
         }
     }
@@ -245,9 +253,11 @@ struct Fields: ParsableCommand {
 
     func run() throws {
         try options.withClient { client, _ in
-            guard let value = try client.get(Array(key.utf8)) else { fail("eekv: key not found: \(key)", ClientExit.notFound) }
+            guard let value = try client.get(Array(key.utf8)) else {
+                return failure("eekv: key not found: \(key)", ClientExit.notFound)
+            }
             guard let record = FieldRecord.decode(value) else {
-                fail("eekv: the value under \(key) is not a field record", ClientExit.usage)
+                return failure("eekv: the value under \(key) is not a field record", ClientExit.usage)
             }
             let sorted = record.sorted { $0.key < $1.key }
             if options.json {

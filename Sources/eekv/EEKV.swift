@@ -1,4 +1,5 @@
 import ArgumentParser
+import EEKV
 import Glibc
 
 @main
@@ -9,21 +10,40 @@ struct EEKV: ParsableCommand {
         subcommands: [Server.self, Put.self, Get.self, Del.self, Scan.self, MGet.self, Merge.self, Fields.self, YCSBCommand.self, Certs.self, Bench.self]
     )
 
-    /// Usage errors exit with 2 (ArgumentParser's default is 64), as the client commands document.
+    /// Usage errors exit with 2 (ArgumentParser's default is 64), as the client commands document;
+    /// a command line that does not parse also gets the usage. A command that fails once running
+    /// says why on one line: exit 2 for what the user can fix in the command or the config, 3
+    /// for the rest (a port in use, a store that cannot open, a peer that refuses).
     static func main() {
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot()
-            try command.run()
+            command = try parseAsRoot()
         } catch {
-            let code = exitCode(for: error)
-            if code == .validationFailure {
-                let message = fullMessage(for: error)
-                _ = (message + "\n").withCString { write(2, $0, strlen($0)) }
+            if exitCode(for: error) == .validationFailure {
+                say(fullMessage(for: error))
                 Glibc.exit(ClientExit.usage)
             }
             exit(withError: error)
         }
+        do {
+            try command.run()
+        } catch let error as ValidationError {
+            say("eekv: \(error.message)")
+            Glibc.exit(ClientExit.usage)
+        } catch let error as ClusterConfig.Error {
+            say("eekv: \(error)")
+            Glibc.exit(ClientExit.usage)
+        } catch let error as ExitCode {
+            exit(withError: error)
+        } catch let error as CleanExit {
+            exit(withError: error)
+        } catch {
+            say("eekv: \(error)")
+            Glibc.exit(ClientExit.serverOrNetwork)
+        }
     }
+
+    static func say(_ line: String) { _ = (line + "\n").withCString { write(2, $0, strlen($0)) } }
 }
 
 struct Bench: ParsableCommand {

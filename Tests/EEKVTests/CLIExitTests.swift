@@ -38,6 +38,33 @@ struct CLIExitTests {
         #expect(signals == 0, "\(signals) of 20 runs ended by a signal")
     }
 
+    /// An operator starting a node sees why it cannot start on one line, with the documented
+    /// code: 2 for what the command or the config gets wrong, 3 for the machine (a port in use).
+    @Test("a node that cannot start says why on one line: exit 2 for the config, 3 for a port in use")
+    func serverStartFailures() throws {
+        let dir = TempDirectory()
+        let config = dir.path + "/cluster.toml"
+        try oneNodeConfig(crypto: "none", durability: "nosync").write(toFile: config, atomically: true, encoding: .utf8)
+        let missing = try runEEKVErrors(["server", "--config", dir.path + "/nope.toml", "--node", "0"])
+        #expect(missing.status == 2 && missing.lines.count == 1, "\(missing)")
+        #expect(missing.lines.first?.contains("cannot read the cluster config") == true, "\(missing)")
+        let unknown = try runEEKVErrors(["server", "--config", config, "--node", "5"])
+        #expect(unknown.status == 2 && unknown.lines.count == 1, "\(unknown)")
+        #expect(unknown.lines.first?.contains("node 5 is not in") == true, "\(unknown)")
+        // The data directory's parents are made as needed.
+        let server = try ServerProcess(config: config, data: dir.path + "/deep/er/node-0")
+        defer { server.terminate() }
+        var serving = false
+        for _ in 0..<100 where !serving {
+            serving = try runEEKV(["get", "probe", "--config", config]).status == 1
+            if !serving { usleep(100_000) }
+        }
+        try #require(serving, "the node did not start")
+        let second = try runEEKVErrors(["server", "--config", config, "--node", "0", "--data", dir.path + "/other"])
+        #expect(second.status == 3 && second.lines.count == 1, "\(second)")
+        #expect(second.lines.first?.contains("Address already in use") == true, "\(second)")
+    }
+
     /// `eekv merge` and `eekv fields` as an operator uses them, against a node in its own process.
     @Test("merge sets fields, fields prints them, and a plain value is refused with exit 2")
     func mergeAndFields() throws {

@@ -71,3 +71,16 @@ func runEEKVCapturing(_ arguments: [String]) throws -> (status: Int32, output: S
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
+
+/// Runs `eekv` to completion; returns its exit status and the lines it printed on standard error
+/// (log lines, which start with a timestamp, left out).
+func runEEKVErrors(_ arguments: [String]) throws -> (status: Int32, lines: [String]) {
+    let process = try eekvProcess(arguments)
+    let pipe = Pipe()
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+    return (process.terminationStatus, lines.filter { !($0.first?.isNumber ?? false) })
+}

@@ -38,9 +38,7 @@ final class LMDBEnvironment: @unchecked Sendable {
     init(path: String, mapSize: Int, maxMapSize: Int = .max, durability: Durability, maxReaders: Int = 512)
         throws(StoreError)
     {
-        if mkdir(path, 0o755) != 0 && errno != EEXIST {
-            throw .cannotCreateDirectory(path, errno: errno)
-        }
+        try Self.makeDirectory(path)
         var e: OpaquePointer?
         try check(mdb_env_create(&e), "mdb_env_create")
         guard let env = e else { throw .lmdb(call: "mdb_env_create", code: -1, message: "no environment") }
@@ -113,6 +111,17 @@ final class LMDBEnvironment: @unchecked Sendable {
 
     /// False once a failed resize has left LMDB without a map.
     var isUsable: Bool { gate.load(ordering: .acquiring) != Gate.unusable }
+
+    /// Creates `path` and any missing parent (as `mkdir -p`), so a node's default data directory
+    /// (`<config dir>/data/node-N`) needs no set-up.
+    static func makeDirectory(_ path: String) throws(StoreError) {
+        if mkdir(path, 0o755) == 0 || errno == EEXIST { return }
+        guard errno == ENOENT, let slash = path.lastIndex(of: "/"), slash != path.startIndex else {
+            throw .cannotCreateDirectory(path, errno: errno)
+        }
+        try makeDirectory(String(path[..<slash]))
+        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw .cannotCreateDirectory(path, errno: errno) }
+    }
 
     /// The smallest growth tried when the file system is nearly full.
     static let minimumGrowth = 1 << 20

@@ -95,6 +95,18 @@ public enum CryptoError: Error, Equatable, Sendable {
     case certificate(String)
 }
 
+extension CryptoError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .backendUnavailable: "that AES-GCM backend does not run on this CPU"
+        case .badKeyLength(let n): "a \(n)-byte key fits no AES-GCM variant"
+        case .keySetupFailed: "AES-GCM key setup failed"
+        case .handshake(let why): "TLS handshake: \(why)"
+        case .certificate(let why): "certificate: \(why)"
+        }
+    }
+}
+
 /// One AEAD library behind the runtime: stateless functions over per-key state the caller owns.
 /// Seal and open take raw pointers and never allocate. Tags are 16 bytes, nonces 12.
 public protocol AEADBackend {

@@ -7,6 +7,15 @@ public enum TransportError: Error, Equatable, Sendable {
     case socket(errno: Int32)
 }
 
+extension TransportError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .invalidMTU(let mtu): "MTU \(mtu) is out of range"
+        case .socket(let e): "UDP socket: \(String(cString: strerror(e)))"
+        }
+    }
+}
+
 /// The default transport: one non-blocking, busy-polled kernel UDP socket per Rpc, with
 /// `recvmmsg`/`sendmmsg` batches. TX is zero-copy on our side: each datagram is gathered from
 /// the header inside its ``TxItem`` and the message slice (the kernel copies once).
