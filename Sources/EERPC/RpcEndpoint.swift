@@ -129,7 +129,6 @@ public final class RpcEndpoint: @unchecked Sendable {
     // MARK: Statistics (plain counters, dispatch thread only)
     var counters = RpcStats()
     let dropCounts: UnsafeMutablePointer<UInt64>
-    var nextToken: UInt64
 
     init(
         id: UInt8, nexus: Nexus, transportKind: TransportKind, localRoute: RoutingInfo, mtu: Int, burst: Int,
@@ -184,8 +183,6 @@ public final class RpcEndpoint: @unchecked Sendable {
         backgroundResponses = BoundedQueue(capacity: slotCount)
         dropCounts = .allocate(capacity: DropReason.allCases.count)
         dropCounts.initialize(repeating: 0, count: DropReason.allCases.count)
-        var seed = SystemRandomNumberGenerator()
-        nextToken = seed.next()
         now = ee_now_ns()
         lastLossScan = now
         // Warm the classes the steady state uses, so the first requests do not map slabs.
@@ -323,9 +320,15 @@ public final class RpcEndpoint: @unchecked Sendable {
         min(dataPerPacket, size - index * dataPerPacket)
     }
 
+    /// A session's token, from the system's CSPRNG (getrandom): part of it shows in every data
+    /// packet (the request numbers start from it), and a generator whose state could be worked
+    /// out from a few sessions' packets would give away every other session's token, with which
+    /// a disconnect can name a session. Control plane only.
     func freshToken() -> UInt64 {
-        nextToken = nextToken &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-        return nextToken ^ (nextToken >> 29)
+        var random = SystemRandomNumberGenerator()
+        var token: UInt64 = 0
+        while token == 0 { token = random.next() }
+        return token
     }
 
     // MARK: Packet demultiplexing

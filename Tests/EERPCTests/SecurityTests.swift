@@ -489,6 +489,36 @@ struct CryptoModeTests {
         #expect(pair.client.endpoint.keyUpdates(session: s) >= 10)
     }
 
+    /// Reads of large values: a handful of client packets per RPC, dozens from the server. Key
+    /// updates start only at the client, so it counts what its packets ask the server to seal.
+    @Test("the server's packets count towards key updates: large responses to small requests roll the keys")
+    func keyUpdatesCountServerPackets() throws {
+        let credentials = try TestCredentials()
+        var config = RpcConfig.encrypted()
+        config.keyUpdatePackets = 200
+        let pair = try Pair(config: config, tls: credentials.config("node-0"))
+        let s = try pair.connect()
+        let e = pair.client.endpoint
+        let size = 50_000  // 35 packets
+        for _ in 0..<20 {
+            let request = e.allocate(size: 4)!
+            request.data.storeBytes(of: UInt32(size), as: UInt32.self)
+            let response = e.allocate(size: size)!
+            var done: Completion? = nil
+            try e.enqueueRequest(session: s, type: TestRequest.sized, request: request, response: response) { done = $0 }
+            #expect(pair.pump { done != nil })
+            #expect(done?.status == .ok && done?.response.size == size)
+            if let bytes = done?.response.bytes {
+                #expect((0..<size).allSatisfy { bytes[$0] == UInt8(truncatingIfNeeded: $0 &* 7) })
+            }
+            e.free(request)
+            e.free(response)
+        }
+        // About 700 server packets against some 40 of the client's: 3 updates or so at 200.
+        #expect(pair.client.stats.packetsSent < 200, "\(pair.client.stats.packetsSent) client packets")
+        #expect(pair.client.endpoint.keyUpdates(session: s) >= 2)
+    }
+
     @Test("the start-up calibration finds a threshold between two packet sizes")
     func calibration() throws {
         let nexus = try Nexus(aesWorkers: 1)

@@ -242,10 +242,10 @@ final class RawSender {
 /// An encrypted pair whose transports drop, duplicate and reorder 3 % of the packets each and
 /// record what they send, with short retransmission timeouts and a key update every 64 packets.
 func lossyTappedPair(
-    _ credentials: TestCredentials, seeds: (UInt64, UInt64)
+    _ credentials: TestCredentials, seeds: (UInt64, UInt64), keyUpdatePackets: UInt64 = 64
 ) throws -> Pair<TapTransport<FaultInjectingTransport<UDPTransport>>> {
     var config = RpcConfig.encrypted()
-    config.keyUpdatePackets = 64
+    config.keyUpdatePackets = keyUpdatePackets
     config.retransmitTimeoutNs = 2_000_000
     let plan = FaultPlan(drop: 0.03, duplicate: 0.03, reorder: 0.03)
     return try Pair(

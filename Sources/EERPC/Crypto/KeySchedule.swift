@@ -92,7 +92,8 @@ struct DirectionKeys: BitwiseCopyable {
     var previous: KeyEpoch?
     /// The key-phase bit of `current`.
     var phase = false
-    /// Packets sealed under `current` (sending direction).
+    /// Packets sealed under `current` (sending direction); at a client, with the server's
+    /// answers to them (see `packetsAnswering`).
     var sealed: UInt64 = 0
     var phaseStarted: UInt64 = 0
 

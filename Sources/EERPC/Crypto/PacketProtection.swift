@@ -40,7 +40,10 @@ extension RpcEndpoint {
     func prepareSeal(_ item: inout TxItem, session s: Int, staging: UnsafeMutableRawPointer)
         -> (key: KeyHandle, nonce: UnsafeMutableRawPointer)
     {
-        if sessions[s].role == .client { maybeStartKeyUpdate(session: s) }
+        if sessions[s].role == .client {
+            crypto[s].tx!.sealed &+= Self.packetsAnswering(header0: item.header0)
+            maybeStartKeyUpdate(session: s)
+        }
         let keys = crypto[s].tx.unsafelyUnwrapped
         if keys.phase { item.header0 |= PacketHeader.keyPhaseBitInWord0 }
         let header1 = UInt64(littleEndian: item.header1)
@@ -70,8 +73,24 @@ extension RpcEndpoint {
         crypto[s].tx!.sealed &+= 1
     }
 
-    /// Client: starts a key update when the current key has sealed enough or lived long enough,
-    /// unless the previous update is still unanswered.
+    /// Packets the server seals in answer to a client packet (little-endian header word 0): one
+    /// for a request packet (a credit return, or the response's first packet), the run for a
+    /// request-for-response. The client counts them with its own, so that its key updates, the
+    /// only ones, bound what both directions seal under a key: most of a session's packets are
+    /// the server's.
+    @inline(__always)
+    static func packetsAnswering(header0: UInt64) -> UInt64 {
+        let word = UInt64(littleEndian: header0)
+        switch UInt8(truncatingIfNeeded: word >> 8) & 0x03 {
+        case PacketType.request.rawValue: return 1
+        case PacketType.requestForResponse.rawValue: return word >> 40 & 0xFF_FFFF
+        default: return 0
+        }
+    }
+
+    /// Client: starts a key update when the current key has sealed enough (its own packets and
+    /// those they ask of the server) or lived long enough, unless the previous update is still
+    /// unanswered.
     @inline(__always)
     func maybeStartKeyUpdate(session s: Int) {
         let keys = crypto[s].tx.unsafelyUnwrapped
