@@ -56,8 +56,11 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value) {
 }
 
 static int write_key(const char *path, EVP_PKEY *key) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    // Not through a symlink planted in the directory, and 0600 even over an existing file (whose
+    // mode open() would keep).
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
     if (fd < 0) return 0;
+    if (fchmod(fd, 0600) != 0) { close(fd); return 0; }
     FILE *f = fdopen(fd, "w");
     if (!f) { close(fd); return 0; }
     int ok = PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EERPC
+import Glibc
 
 struct Certs: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,12 +32,20 @@ struct CertsInit: ParsableCommand {
     @Option(help: "Validity in days.")
     var days = 365
 
+    @Flag(help: "Replace the CA (and every certificate) already in DIR. The old CA's certificates stop working.")
+    var force = false
+
     func validate() throws {
+        guard !dir.isEmpty else { throw ValidationError("--dir must name a directory") }
         guard nodes >= 0, clients >= 0, nodes + clients > 0 else { throw ValidationError("issue at least one certificate") }
-        guard days > 0 else { throw ValidationError("--days must be positive") }
+        guard days > 0 && days <= 36_500 else { throw ValidationError("--days must be 1-36500") }
     }
 
     func run() throws {
+        // A new CA silently replacing a live cluster's would lock every node and client out.
+        if !force && (access(dir + "/ca.pem", F_OK) == 0 || access(dir + "/ca.key", F_OK) == 0) {
+            throw ValidationError("\(dir) already has a cluster CA; --force replaces it (and every certificate it signed)")
+        }
         do {
             let files = try ClusterCertificates.initialize(directory: dir, nodes: nodes, clients: clients, days: days)
             print("wrote \(files.count) files to \(dir): CA, \(nodes) node and \(clients) client certificates")

@@ -38,6 +38,26 @@ struct CLIExitTests {
         #expect(signals == 0, "\(signals) of 20 runs ended by a signal")
     }
 
+    /// `certs init` over a live cluster's CA would lock every node and client out.
+    @Test("certs init refuses to replace a CA unless forced, and writes keys 0600 even over old files")
+    func certsInitKeepsTheCA() throws {
+        let dir = TempDirectory()
+        let certs = dir.path + "/certs"
+        let args = ["certs", "init", "--dir", certs, "--nodes", "1", "--clients", "1"]
+        #expect(try runEEKV(args).status == 0)
+        let ca = try String(contentsOfFile: certs + "/ca.pem", encoding: .utf8)
+        let again = try runEEKVErrors(args)
+        #expect(again.status == 2 && again.lines.count == 1, "\(again)")
+        #expect(again.lines.first?.contains("already has a cluster CA") == true, "\(again)")
+        #expect(try String(contentsOfFile: certs + "/ca.pem", encoding: .utf8) == ca)
+        #expect(chmod(certs + "/node-0.key", 0o644) == 0)
+        #expect(try runEEKV(args + ["--force"]).status == 0)
+        #expect(try String(contentsOfFile: certs + "/ca.pem", encoding: .utf8) != ca)
+        var info = stat()
+        #expect(stat(certs + "/node-0.key", &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o600)
+    }
+
     /// An operator starting a node sees why it cannot start on one line, with the documented
     /// code: 2 for what the command or the config gets wrong, 3 for the machine (a port in use).
     @Test("a node that cannot start says why on one line: exit 2 for the config, 3 for a port in use")

@@ -146,11 +146,13 @@ extension RpcEndpoint {
         resolve: (RoutingInfo) -> RoutingInfo?
     ) -> SessionManagementMessage {
         var reply = reply
-        // A retried connect request: answer with the session we already made.
-        if let existing = (0..<maxSessions).first(where: {
+        // A token names one session. Clients draw a fresh one for every connect, so a second
+        // connect with a live session's token is not a client's retry; answering it with that
+        // session would hand out a session whose keys came from another handshake.
+        if (0..<maxSessions).contains(where: {
             sessions[$0].state == .connected && sessions[$0].role == .server && sessions[$0].token == m.token
         }) {
-            reply.serverSession = UInt16(existing)
+            reply.error = .malformed
             return reply
         }
         guard m.transport == transportKind else {
