@@ -63,24 +63,25 @@ func oneNodeConfig(crypto: String, durability: String, tls: Bool = false) -> Str
 
 /// Runs `eekv` to completion; returns its exit status and what it printed on standard output.
 func runEEKVCapturing(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = try eekvProcess(arguments)
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let run = try runEEKVPiped(arguments, standardError: false)
+    return (run.status, run.text)
 }
 
 /// Runs `eekv` to completion; returns its exit status and the lines it printed on standard error
 /// (log lines, which start with a timestamp, left out).
 func runEEKVErrors(_ arguments: [String]) throws -> (status: Int32, lines: [String]) {
+    let run = try runEEKVPiped(arguments, standardError: true)
+    let lines = run.text.split(separator: "\n").map(String.init)
+    return (run.status, lines.filter { !($0.first?.isNumber ?? false) })
+}
+
+/// Runs `eekv` to completion with standard output, or standard error, read from a pipe.
+private func runEEKVPiped(_ arguments: [String], standardError: Bool) throws -> (status: Int32, text: String) {
     let process = try eekvProcess(arguments)
     let pipe = Pipe()
-    process.standardError = pipe
+    if standardError { process.standardError = pipe } else { process.standardOutput = pipe }
     try process.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
-    return (process.terminationStatus, lines.filter { !($0.first?.isNumber ?? false) })
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
