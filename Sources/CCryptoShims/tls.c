@@ -291,9 +291,16 @@ int ee_tls_read_exact(void *s, void *buf, size_t len, char *err, size_t err_len)
         size_t n = 0;
         int r = SSL_read_ex((SSL *)s, (char *)buf + done, len - done, &n);
         if (r != 1) {
-            if (SSL_get_error((SSL *)s, r) == SSL_ERROR_SSL) {
+            int e = SSL_get_error((SSL *)s, r);
+            if (e == SSL_ERROR_SSL) {
                 set_error(err, err_len, "refused by the peer");
                 return -2;
+            }
+            // A close_notify, or the connection closed under us: the peer gave up, no timeout.
+            if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                if (err && err_len) snprintf(err, err_len, "closed by the peer");
+                ERR_clear_error();
+                return -3;
             }
             if (err && err_len) snprintf(err, err_len, "no answer");
             ERR_clear_error();

@@ -87,6 +87,10 @@ public final class Nexus: @unchecked Sendable {
     private var backgroundThreads: [BackgroundThread] = []
     private let nextBackground = Atomic<Int>(0)
     private let smTimeoutMs: Int32 = 2_000
+    /// Session-management connections that, once authenticated, sent something other than a
+    /// request (bad magic, version or kind), or closed before sending one.
+    public var sessionManagementMalformed: Int { malformedRequests.load(ordering: .relaxed) }
+    private let malformedRequests = Atomic<Int>(0)
     /// Session-management connections read at once, and the time each gets (see the gate).
     private let gate: SessionManagementGate
     private var watchdog: JoinableThread?
@@ -262,9 +266,12 @@ public final class Nexus: @unchecked Sendable {
             }
             return
         }
-        let request = connection.receive()
+        let request = connection.receiveOrExplain()
         gate.release(fd)
-        guard let m = request, m.kind == .connectRequest || m.kind == .disconnectRequest else {
+        guard case .success(let m) = request, m.kind == .connectRequest || m.kind == .disconnectRequest else {
+            // An authenticated peer that sent something other than a request (a slow one is the
+            // gate's): counted, and closed.
+            if case .failure(.timedOut) = request {} else { malformedRequests.add(1, ordering: .relaxed) }
             connection.close()
             return
         }

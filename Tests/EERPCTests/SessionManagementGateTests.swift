@@ -1,5 +1,6 @@
+import CCryptoShims
 import CSystemShims
-import EERPC
+@testable import EERPC
 import Glibc
 import Testing
 
@@ -53,6 +54,46 @@ struct SessionManagementGateTests {
         #expect(nexus.sessionManagementTimeouts >= 1)
         for fd in silent { #expect(closedByPeer(fd, withinMs: 2_000), "a silent connection is closed by its deadline") }
         // The places are free again: a client with a certificate connects.
+        let clientNexus = try Nexus(tls: credentials.config("client-0"))
+        defer { clientNexus.shutdown() }
+        let client = try Rpc(nexus: clientNexus, id: 2, transport: try UDPTransport(), config: .encrypted())
+        let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1, peerName: "node-0")
+        drive(client, server, timeoutNs: 10_000_000_000) { client.endpoint.sessionState(s) != .connecting }
+        #expect(client.endpoint.sessionState(s) == .connected)
+    }
+}
+
+@Suite("Malformed session-management requests")
+struct MalformedSessionManagementTests {
+    @Test("an authenticated peer's garbage request is counted and closed, and the node keeps serving")
+    func garbageIsCounted() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"))
+        try registerTestHandlers(nexus)
+        defer { nexus.shutdown() }
+        let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        var ip: UInt32 = 0
+        #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
+        let contexts = try TLSContexts(credentials.config("client-0"))
+        for garbage in [[UInt8](repeating: 0x5A, count: 64), [UInt8](repeating: 0, count: 64)] {
+            guard case .success(let connection) = SessionManagementConnection.connect(
+                ip: ip, port: nexus.port, timeoutMs: 2_000, contexts: contexts, peerName: "node-0")
+            else {
+                Issue.record("no TLS connection")
+                return
+            }
+            #expect(garbage.withUnsafeBytes { ee_tls_write_all(connection.tls, $0.baseAddress, $0.count) } == 0)
+            // Closed, not left to time out.
+            if case .failure(let error) = connection.receiveOrExplain() {
+                #expect(error != .timedOut, "\(error)")
+            } else {
+                Issue.record("an answer to garbage")
+            }
+            connection.close()
+        }
+        let deadline = ee_now_ns() + 2_000_000_000
+        while nexus.sessionManagementMalformed < 2 && ee_now_ns() < deadline { usleep(1_000) }
+        #expect(nexus.sessionManagementMalformed == 2)
         let clientNexus = try Nexus(tls: credentials.config("client-0"))
         defer { clientNexus.shutdown() }
         let client = try Rpc(nexus: clientNexus, id: 2, transport: try UDPTransport(), config: .encrypted())

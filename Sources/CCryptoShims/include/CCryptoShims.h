@@ -97,7 +97,8 @@ void ee_tls_context_free(void *ctx);
 void *ee_tls_handshake(void *ctx, int fd, int server, const char *peer_name, char *err, size_t err_len);
 int ee_tls_write_all(void *ssl, const void *buf, size_t len);
 /// Reads exactly `len` bytes. Returns 0; -2 if the peer ended the connection with a TLS alert
-/// (its refusal, described in `err`); -1 on timeout or another error.
+/// (its refusal, described in `err`); -3 if it closed the connection; -1 on timeout or another
+/// error.
 int ee_tls_read_exact(void *ssl, void *buf, size_t len, char *err, size_t err_len);
 /// Reads what is available, up to `len` bytes (blocking until at least one). Returns the count,
 /// 0 at a clean close, -1 on error.

@@ -65,6 +65,7 @@ struct SessionManagementConnection: @unchecked Sendable {
                 return .success(m)
             }
             if r == -2 { return .failure(.handshakeFailed(String(nulTerminated: message))) }
+            if r == -3 { return .failure(.protocolError) }  // closed without an answer: not a timeout
             if r == -Int32(EAGAIN) || tls != nil { return .failure(.timedOut) }
             return .failure(.protocolError)
         }
