@@ -91,15 +91,11 @@ struct ClientOptions: ParsableArguments {
 /// released (its sessions closed) before the process exits, where `fail` would leave them for
 /// the servers to reclaim.
 func failure(_ message: String, _ code: Int32) -> Int32 {
-    _ = (message + "\n").withCString { write(2, $0, strlen($0)) }
+    EEKV.say(message)
     return code
 }
 
-func fail(_ message: String, _ code: Int32) -> Never {
-    let line = message + "\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
-    exit(code)
-}
+func fail(_ message: String, _ code: Int32) -> Never { exit(failure(message, code)) }
 
 extension String {
     func replacingSuffix(_ suffix: String, with replacement: String) -> String {

@@ -262,13 +262,8 @@ struct HandshakeRefusalTests {
         let nexus = try Nexus(tls: credentials.config("node-0"))
         try registerTestHandlers(nexus)
         defer { nexus.shutdown() }
-        let clientNexus = try Nexus(tls: credentials.config("client-0"))
-        defer { clientNexus.shutdown() }
         let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
-        let client = try Rpc(nexus: clientNexus, id: 2, transport: try UDPTransport(), config: .encrypted())
-        let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1)
-        drive(client, server, timeoutNs: 10_000_000_000) { client.endpoint.sessionState(s) != .connecting }
-        #expect(client.endpoint.sessionState(s) == .connected)
+        #expect(try clientConnects(credentials, to: nexus, server: server))
         #expect(nexus.handshakeRefusals == 0)
     }
 

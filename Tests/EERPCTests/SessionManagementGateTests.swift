@@ -92,14 +92,3 @@ struct MalformedSessionManagementTests {
         #expect(try clientConnects(credentials, to: nexus, server: server))
     }
 }
-
-/// Whether a client with `client-0`'s certificate gets a session from node-0's `nexus` (the
-/// listener still serves after whatever the test did to it).
-func clientConnects(_ credentials: TestCredentials, to nexus: Nexus, server: Rpc<UDPTransport>) throws -> Bool {
-    let clientNexus = try Nexus(tls: credentials.config("client-0"))
-    defer { clientNexus.shutdown() }
-    let client = try Rpc(nexus: clientNexus, id: 2, transport: try UDPTransport(), config: .encrypted())
-    let s = try client.endpoint.createSession(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1, peerName: "node-0")
-    drive(client, server, timeoutNs: 10_000_000_000) { client.endpoint.sessionState(s) != .connecting }
-    return client.endpoint.sessionState(s) == .connected
-}

@@ -152,8 +152,8 @@ struct YCSBRun: ParsableCommand {
                 let warning =
                     "eekv ycsb: warning: \(w.operationCount) operations with insertproportion \(w.insertProportion) make the "
                     + "zipfian key range \(w.zipfianKeyRange / max(w.recordCount, 1))× the records, and keys past the last "
-                    + "insert are drawn again (as in Java YCSB); give --operations near what the run will do\n"
-                _ = warning.withCString { write(2, $0, strlen($0)) }
+                    + "insert are drawn again (as in Java YCSB); give --operations near what the run will do"
+                EEKV.say(warning)
             }
             if rate != nil && options.generator.outstanding > 1 {
                 throw ValidationError(
