@@ -37,6 +37,9 @@ struct EEKV: ParsableCommand {
             exit(withError: error)
         } catch let error as CleanExit {
             exit(withError: error)
+        } catch where exitCode(for: error) != .failure {
+            // ArgumentParser's own requests (`--help` becomes a help command whose run throws).
+            exit(withError: error)
         } catch {
             say("eekv: \(error)")
             Glibc.exit(ClientExit.serverOrNetwork)

@@ -38,6 +38,17 @@ struct CLIExitTests {
         #expect(signals == 0, "\(signals) of 20 runs ended by a signal")
     }
 
+    /// `--help` printed `eekv: CommandError(…)` once the command's run got its own error handling.
+    @Test("--help prints the usage and exits 0, for the tool and for a subcommand")
+    func helpPrintsUsage() throws {
+        for arguments in [["--help"], ["get", "--help"], ["bench", "rpc", "--help"], ["help", "ycsb"]] {
+            let run = try runEEKVCapturing(arguments)
+            #expect(run.status == 0, "\(arguments): \(run)")
+            #expect(run.output.contains("USAGE:"), "\(arguments): \(run.output)")
+            #expect(!run.output.contains("CommandError"), "\(arguments)")
+        }
+    }
+
     /// `certs init` over a live cluster's CA would lock every node and client out.
     @Test("certs init refuses to replace a CA unless forced, and writes keys 0600 even over old files")
     func certsInitKeepsTheCA() throws {
