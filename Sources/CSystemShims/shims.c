@@ -60,6 +60,44 @@ void ee_udp_set_gso(ee_mmsghdr *m, void *control, uint16_t segment) {
     memcpy(CMSG_DATA(c), &segment, sizeof segment);
 }
 
+#ifndef UDP_GRO
+#define UDP_GRO 104 /* linux/udp.h */
+#endif
+
+int ee_udp_enable_gro(int fd) {
+    int one = 1;
+    return setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0 ? 0 : -errno;
+}
+
+size_t ee_udp_gro_control_size(void) { return CMSG_SPACE(sizeof(int)); }
+
+void ee_udp_prepare_gro_receive(ee_mmsghdr *m, void *control) {
+    m->msg_hdr.msg_control = control;
+    m->msg_hdr.msg_controllen = CMSG_SPACE(sizeof(int));
+    m->msg_hdr.msg_flags = 0;
+}
+
+int ee_udp_received_segment_size(const ee_mmsghdr *m) {
+    if (m->msg_hdr.msg_flags & MSG_TRUNC) return -1;
+    if (m->msg_hdr.msg_controllen == 0) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr); c != NULL;
+         c = CMSG_NXTHDR((struct msghdr *)&m->msg_hdr, c)) {
+        if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO) continue;
+        // The kernel writes an int; read what it wrote.
+        if (c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int size;
+            memcpy(&size, CMSG_DATA(c), sizeof size);
+            return size;
+        }
+        if (c->cmsg_len >= CMSG_LEN(sizeof(uint16_t))) {
+            uint16_t size;
+            memcpy(&size, CMSG_DATA(c), sizeof size);
+            return size;
+        }
+    }
+    return 0;
+}
+
 void ee_make_sockaddr_in(void *out, uint32_t ip, uint16_t port) {
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);

@@ -5,7 +5,8 @@ import Testing
 @testable import EERPC
 
 /// The UDP transport's batching: runs of same-size packets to one address go out as UDP GSO
-/// sends, and every datagram still arrives whole, in order, at the right socket.
+/// sends, arrive as one buffer where the receiver takes UDP GRO, and every datagram still
+/// reaches the runtime whole, in order, at the right socket.
 @Suite("UDP transport")
 struct UDPTransportTests {
     /// A burst mixing destinations and lengths: 9 equal packets then a shorter one to `b`
@@ -15,10 +16,12 @@ struct UDPTransportTests {
         Array(repeating: (true, 1_000), count: 9) + [(true, 300)] + Array(repeating: (false, 700), count: 3)
         + [(true, 100), (true, 200), (true, 0)]
 
-    func burst(gso: Bool) throws -> (sender: TransportStats, b: [[UInt8]], c: [[UInt8]], offload: Bool) {
+    func burst(gso: Bool, gro: Bool = true) throws -> (
+        sender: TransportStats, b: [[UInt8]], c: [[UInt8]], offload: Bool, receivers: [TransportStats]
+    ) {
         var a = try UDPTransport(gso: gso)
-        var b = try UDPTransport()
-        var c = try UDPTransport()
+        var b = try UDPTransport(gro: gro)
+        var c = try UDPTransport(gro: gro)
         let routeB = UnsafeMutablePointer<RoutingInfo>.allocate(capacity: 2)
         defer { routeB.deallocate() }
         routeB[0] = a.resolve(b.localRoute)!
@@ -48,7 +51,7 @@ struct UDPTransportTests {
         }
         let toB = drain(&b, Self.plan.filter(\.toB).count)
         let toC = drain(&c, Self.plan.filter { !$0.toB }.count)
-        return (a.stats, toB, toC, a.segmentationOffload)
+        return (a.stats, toB, toC, a.segmentationOffload, [b.stats, c.stats])
     }
 
     func check(_ datagrams: [[UInt8]], indices: [Int]) {
@@ -70,6 +73,68 @@ struct UDPTransportTests {
         // each went as one send.
         #expect(r.offload)
         #expect(r.sender.txSegmentedSends == 3)
+        // And each of those runs reached its receiver as one buffer (UDP GRO, Linux 5.0 on).
+        #expect(r.receivers.map(\.rxCoalesced) == [2, 1])
+        #expect(r.receivers.map(\.rxPackets) == [13, 3])
+    }
+
+    @Test("a receiver without GRO gets the same datagrams one by one")
+    func segmentedWithoutGRO() throws {
+        let r = try burst(gso: true, gro: false)
+        check(r.b, indices: Self.plan.indices.filter { Self.plan[$0].toB })
+        check(r.c, indices: Self.plan.indices.filter { !Self.plan[$0].toB })
+        #expect(r.receivers.map(\.rxCoalesced) == [0, 0])
+        #expect(r.receivers.map(\.rxPackets) == [13, 3])
+    }
+
+    /// The largest run the kernel coalesces, 64 datagrams, is more than one receive burst of
+    /// 32: all of them come out of one `receive`, and a peer sending longer datagrams than
+    /// the receiver's MTU has each of them counted and handed on too long (the runtime drops them).
+    @Test("64 packets in one buffer come out of one receive; segments over the MTU are counted")
+    func largestRunAndOversizedSegments() throws {
+        var a = try UDPTransport(mtu: 9_000, burst: 64)
+        var b = try UDPTransport(mtu: Wire.defaultMTU, burst: 32)
+        let offload = b.receiveOffload
+        let maxReceive = b.maxReceive
+        try #require(offload)
+        #expect(maxReceive == 64 * 32)
+        let route = UnsafeMutablePointer<RoutingInfo>.allocate(capacity: 1)
+        defer { route.deallocate() }
+        route.pointee = a.resolve(b.localRoute)!
+        let payload = UnsafeMutableRawPointer.allocate(byteCount: 64 * 1_000, alignment: 8)
+        defer { payload.deallocate() }
+        func send(count: Int, length: Int) {
+            var items: [TxItem] = []
+            for i in 0..<count {
+                (payload + i * length).initializeMemory(as: UInt8.self, repeating: UInt8(i), count: length)
+                let header = PacketHeader(
+                    type: .request, destSession: 1, requestType: 1, messageSize: UInt32(length),
+                    requestNumber: UInt64(i), packetNumber: 0)
+                items.append(TxItem(header: header, data: payload + i * length, dataLength: length, route: route))
+            }
+            #expect(items.withUnsafeBufferPointer { a.transmit($0.baseAddress!, count: count) } == count)
+        }
+        func receiveOnce() -> [[UInt8]] {
+            let deadline = ee_now_ns() + 2_000_000_000
+            while ee_now_ns() < deadline {
+                let n = b.receive()
+                if n > 0 { return (0..<n).map { Array(b.received($0)) } }
+            }
+            return []
+        }
+        send(count: 64, length: 1_000)
+        let run = receiveOnce()
+        #expect(run.count == 64)
+        for (i, d) in run.enumerated() {
+            #expect(d.count == Wire.headerSize + 1_000 && d.dropFirst(Wire.headerSize).allSatisfy { $0 == UInt8(i) })
+        }
+        let afterRun = b.stats
+        #expect(afterRun.rxCoalesced == 1 && afterRun.rxOversized == 0)
+        send(count: 3, length: 3_000)
+        let big = receiveOnce()
+        #expect(big.map(\.count) == Array(repeating: Wire.headerSize + 3_000, count: 3))
+        let afterBig = b.stats
+        #expect(afterBig.rxOversized == 3 && afterBig.rxDiscarded == 0)
     }
 
     @Test("without GSO every packet is its own send, with the same result")

@@ -26,6 +26,19 @@ size_t ee_udp_gso_control_size(void);
 /// kernel to cut the datagram into `segment`-byte datagrams (UDP GSO); segment 0 clears it.
 void ee_udp_set_gso(ee_mmsghdr *m, void *control, uint16_t segment);
 
+/// Asks the kernel to hand this socket runs of same-size datagrams as one buffer (UDP GRO):
+/// on loopback a GSO send then arrives whole instead of being cut into datagrams at the
+/// socket. Returns 0 or -errno (an old kernel).
+int ee_udp_enable_gro(int fd);
+/// Bytes of control buffer one received UDP_GRO cmsg takes.
+size_t ee_udp_gro_control_size(void);
+/// Points `m` at `control` (ee_udp_gro_control_size() bytes, owned by the caller) before a
+/// receive; recvmmsg shrinks msg_controllen, so this runs before every call.
+void ee_udp_prepare_gro_receive(ee_mmsghdr *m, void *control);
+/// After a receive: the size of each datagram in `m`'s buffer if the kernel coalesced several
+/// (UDP_GRO cmsg), else 0. -1 if the datagram did not fit the buffer (MSG_TRUNC).
+int ee_udp_received_segment_size(const ee_mmsghdr *m);
+
 /// Opens a non-blocking IPv4 UDP socket bound to `ip:port` (network byte order not required:
 /// `ip` and `port` are host order). Port 0 picks a free port. Returns the fd or -errno.
 int ee_udp_open(uint32_t ip_host_order, uint16_t port, int buffer_bytes);

@@ -44,7 +44,7 @@ public struct FaultInjectingTransport<Base: Transport & ~Copyable>: Transport, ~
 
     public init(_ base: consuming Base, plan: FaultPlan, seed: UInt64) {
         slotSize = (base.mtu + 64 + 63) & ~63
-        slotCount = 3 * base.maxBurst + 2  // every packet duplicated, plus a held one
+        slotCount = 3 * base.maxReceive + 2  // every packet duplicated, plus a held one
         slots = .allocate(byteCount: slotSize * slotCount, alignment: 64)
         lengths = .allocate(capacity: slotCount)
         heldBuffer = .allocate(byteCount: slotSize, alignment: 64)
@@ -61,6 +61,7 @@ public struct FaultInjectingTransport<Base: Transport & ~Copyable>: Transport, ~
 
     public var mtu: Int { base.mtu }
     public var maxBurst: Int { base.maxBurst }
+    public var maxReceive: Int { base.maxReceive }
     public var localRoute: RoutingInfo { base.localRoute }
     public var stats: TransportStats { base.stats }
     public func resolve(_ remote: RoutingInfo) -> RoutingInfo? { base.resolve(remote) }

@@ -66,6 +66,9 @@ public protocol Transport: ~Copyable {
     var mtu: Int { get }
     /// Largest number of items one `transmit` call takes.
     var maxBurst: Int { get }
+    /// Largest number of packets one `receive` call returns (`maxBurst` unless the transport
+    /// takes several packets in one buffer).
+    var maxReceive: Int { get }
     /// This endpoint's address, sent to peers at session connect.
     var localRoute: RoutingInfo { get }
     /// Turns a peer's ``localRoute`` into the form `transmit` needs, or nil if unreachable.
@@ -74,7 +77,8 @@ public protocol Transport: ~Copyable {
     /// dropped and counted when the device stayed full. Returns 0 only if `count` is 0.
     mutating func transmit(_ items: UnsafePointer<TxItem>, count: Int) -> Int
     /// Receives a burst of packets and returns how many. They stay readable through
-    /// ``received(_:)`` until the next call to `receive`.
+    /// ``received(_:)`` until the next call to `receive`. A transport that takes several
+    /// packets in one buffer (UDP GRO) may return more than `maxBurst`.
     mutating func receive() -> Int
     /// Packet `index` of the last burst, writable (the encrypted datapath opens packets in
     /// place). Valid until the next `receive`.
@@ -88,6 +92,8 @@ public protocol Transport: ~Copyable {
 }
 
 extension Transport where Self: ~Copyable {
+    public var maxReceive: Int { maxBurst }
+
     /// A transport without a blocking wait watches only the doorbell.
     public mutating func waitForPackets(timeoutMs: Int32, doorbell: Int32) {
         if doorbell >= 0 {
@@ -108,6 +114,11 @@ public struct TransportStats: Sendable, Equatable {
     public var txSegmentedSends: UInt64 = 0
     /// Datagrams longer than the MTU (delivered truncated to the runtime, which drops them).
     public var rxOversized: UInt64 = 0
+    /// Receives that carried several packets as one buffer (UDP GRO).
+    public var rxCoalesced: UInt64 = 0
+    /// Packets of a coalesced buffer beyond what one receive can hand on (never seen from
+    /// Linux, which coalesces at most 64); dropped and counted.
+    public var rxDiscarded: UInt64 = 0
     public init() {}
 }
 
