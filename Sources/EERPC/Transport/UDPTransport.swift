@@ -122,6 +122,7 @@ public struct UDPTransport: Transport, ~Copyable {
             rxMsgs[i].msg_hdr.msg_iovlen = 1
             txMsgs[i] = ee_mmsghdr()
             txMsgs[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+            if receiveOffload { ee_udp_prepare_gro_receive(rxMsgs + i, rxControl + i * rxControlSize) }
         }
     }
 
@@ -235,11 +236,15 @@ public struct UDPTransport: Transport, ~Copyable {
     }
 
     public mutating func receive() -> Int {
-        if receiveOffload {
-            for i in 0..<maxBurst { ee_udp_prepare_gro_receive(rxMsgs + i, rxControl + i * rxControlSize) }
-        }
         let r = ee_recvmmsg(fd, rxMsgs, UInt32(maxBurst))
         guard r > 0 else { return 0 }
+        defer {
+            // The kernel rewrote the control fields of the messages it filled; only those need
+            // their control buffers back for the next call (most calls of a busy poll fill none).
+            if receiveOffload {
+                for i in 0..<Int(r) { ee_udp_prepare_gro_receive(rxMsgs + i, rxControl + i * rxControlSize) }
+            }
+        }
         var count = 0
         for i in 0..<Int(r) {
             let base = rxBuffer + i * rxSlotSize
