@@ -99,6 +99,8 @@ public final class Nexus: @unchecked Sendable {
     /// Session-management connections shut down for taking longer than the session-management
     /// timeout from accept to their request (slow or silent peers).
     public var sessionManagementTimeouts: Int { gate.expirations.load(ordering: .relaxed) }
+    /// Session-management reader threads still running (tests).
+    var sessionManagementReaders: Int { gate.activeReaders }
 
     /// Starts the SM listener on `host:port` (port 0 picks a free one) and `backgroundThreads`
     /// background handler threads.
@@ -153,6 +155,8 @@ public final class Nexus: @unchecked Sendable {
         ee_shutdown(listenFD)  // wakes accept()
         listener?.join()
         close(listenFD)
+        // Readers hold no reference to the Nexus, so none may outlive this (nor a deinit).
+        gate.endReaders()
         gate.stop()
         watchdog?.join()
         for t in backgroundThreads { t.stop() }
@@ -236,10 +240,21 @@ public final class Nexus: @unchecked Sendable {
                 continue
             }
             let timeout = smTimeoutMs
-            // Strong: the Nexus must outlive the reader (at most one timeout).
-            guard let worker = Threads.spawnIfPossible(name: "eerpc-sm-conn", { self.readRequest(fd: fd, timeoutMs: timeout) })
+            let gate = self.gate
+            // The reader is counted before it exists, and shutdown() waits for the count to reach
+            // zero, so unowned(unsafe) holds: this loop may be running while the Nexus is being
+            // deinitialised, when a strong reference taken here would not keep its memory alive.
+            gate.readerStarting()
+            guard
+                let worker = Threads.spawnIfPossible(
+                    name: "eerpc-sm-conn",
+                    { [unowned(unsafe) self] in
+                        self.readRequest(fd: fd, timeoutMs: timeout)
+                        gate.readerFinished()
+                    })
             else {
                 // Out of threads: this connection goes unanswered, the listener goes on.
+                gate.readerFinished()
                 gate.release(fd)
                 close(fd)
                 gate.overflows.add(1, ordering: .relaxed)

@@ -58,6 +58,31 @@ struct SessionManagementGateTests {
     }
 }
 
+extension SessionManagementGateTests {
+    /// The listener may accept a connection while the Nexus is being torn down, and its reader
+    /// then ran on for up to the read timeout after `shutdown()` (and a deinit) had returned.
+    @Test("shutdown ends the reads of silent connections and returns only once their readers are gone")
+    func shutdownEndsReaders() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"))
+        var ip: UInt32 = 0
+        #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
+        let silent = (0..<3).map { _ in ee_tcp_connect(ip, nexus.port, 1_000) }
+        defer { for fd in silent where fd >= 0 { close(fd) } }
+        #expect(silent.allSatisfy { $0 >= 0 })
+        let deadline = ee_now_ns() + 1_000_000_000
+        while nexus.sessionManagementReaders < 3 && ee_now_ns() < deadline { usleep(1_000) }
+        #expect(nexus.sessionManagementReaders == 3)
+        let start = ee_now_ns()
+        nexus.shutdown()
+        let ms = Double(ee_now_ns() - start) / 1e6
+        #expect(nexus.sessionManagementReaders == 0)
+        // Well before the 2 s the reads would otherwise wait.
+        #expect(ms < 1_000, "shutdown took \(ms) ms")
+        for fd in silent { #expect(closedByPeer(fd, withinMs: 200)) }
+    }
+}
+
 @Suite("Malformed session-management requests")
 struct MalformedSessionManagementTests {
     @Test("an authenticated peer's garbage request is counted and closed, and the node keeps serving")

@@ -21,6 +21,9 @@ final class SessionManagementGate: Sendable {
     let overflows = Atomic<Int>(0)
     /// Connections shut down at their deadline.
     let expirations = Atomic<Int>(0)
+    /// Reader threads started and not yet finished. The Nexus waits for none to be left before
+    /// its memory goes: readers use it without holding a reference (see `Nexus.acceptLoop`).
+    private let readers = Atomic<Int>(0)
 
     init(limit: Int, deadlineMs: Int32) {
         self.limit = limit
@@ -52,6 +55,25 @@ final class SessionManagementGate: Sendable {
                 sockets[fd] = .max
                 ee_shutdown(fd)
             }
+        }
+    }
+
+    func readerStarting() { readers.add(1, ordering: .relaxed) }
+    /// The reader's last step: after it, the reader touches nothing of the Nexus.
+    func readerFinished() { readers.subtract(1, ordering: .releasing) }
+    var activeReaders: Int { readers.load(ordering: .acquiring) }
+
+    /// At shutdown: ends every read in progress (their sockets are shut down, so blocked reads
+    /// return at once) and waits until no reader thread is left.
+    func endReaders() {
+        while activeReaders > 0 {
+            open.withLock { sockets in
+                for (fd, deadline) in sockets where deadline != .max {
+                    sockets[fd] = .max
+                    ee_shutdown(fd)
+                }
+            }
+            usleep(1_000)
         }
     }
 
