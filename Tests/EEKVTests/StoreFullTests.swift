@@ -1,4 +1,4 @@
-import EEKV
+@testable import EEKV
 import Glibc
 import Synchronization
 import Testing
@@ -48,6 +48,29 @@ struct StoreFullTests {
         #expect(store.mapSize == 3 << 20)
         #expect(store.writer.rejectedFull.load(ordering: .relaxed) == 1)
         try Self.checkStillServing(store, writer, committed: committed)
+    }
+
+    /// A growth that fails for a reason other than the limit or the disk (here: no address space
+    /// for the larger map) leaves the old map in place: the store is as good as full until a
+    /// growth succeeds, and is never unusable.
+    @Test("a map growth that fails leaves a full but serving store, which grows once it can")
+    func failedGrowth() throws {
+        let dir = TempDirectory()
+        let store = try Store(directory: dir.path, durability: .nosync, mapSize: 1 << 20, maxMapSize: 64 << 20)
+        defer { store.close() }
+        store.environment.failGrowthsForTesting.store(true, ordering: .relaxed)
+        let writer = SyncWriter(store)
+        let committed = Self.fill(writer)
+        #expect(committed.count > 100)
+        #expect(store.mapSize == 1 << 20)
+        #expect(store.writer.failedGrowths.load(ordering: .relaxed) >= 1)
+        #expect(store.writer.failedWrites.load(ordering: .relaxed) == 0, "no room is .full, not a store error")
+        #expect(store.environment.isUsable)
+        try Self.checkStillServing(store, writer, committed: committed)
+        // Once the map can grow again, writes past the old size commit.
+        store.environment.failGrowthsForTesting.store(false, ordering: .relaxed)
+        for i in 2_000_000..<2_000_800 { #expect(writer.write(.put, Self.key(i), Self.value) == .committed, "put \(i)") }
+        #expect(store.mapSize > 1 << 20)
     }
 
     @Test("in a full batch the deletes commit and only the writes that do not fit fail")

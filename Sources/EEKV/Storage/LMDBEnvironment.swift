@@ -24,6 +24,9 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// The largest the map may grow to; writes that need more fail with ``StoreError/full``.
     let maxMapSize: Int
     private(set) var mapSize: Int
+    /// Tests only: growths fail as if the address space could not hold the larger map (the
+    /// probe's ENOMEM), a failure no test can otherwise bring about without starving the process.
+    let failGrowthsForTesting = Atomic<Bool>(false)
 
     /// Readers inside a read transaction, and the gate: open, closed for a resize, or closed for
     /// good once a failed resize has left LMDB without a map.
@@ -158,7 +161,7 @@ final class LMDBEnvironment: @unchecked Sendable {
                 }
             }
         }
-        let e = ee_probe_address_space(target)
+        let e = failGrowthsForTesting.load(ordering: .relaxed) ? ENOMEM : ee_probe_address_space(target)
         guard e == 0 else {
             throw .lmdb(call: "mmap(\(target >> 20) MiB)", code: e, message: String(cString: strerror(e)))
         }
