@@ -5,6 +5,10 @@ set -euo pipefail
 
 # redis-server: the peer the YCSB study measures eekv against (and the Redis binding's tests).
 packages=(pkg-config libnuma-dev libibverbs-dev libssl-dev liblmdb-dev redis-server)
+# What the Swift toolchain in /opt/swift needs to compile and link on Debian 12 (swift.org's list:
+# the linker, the C and C++ runtime headers, and the libraries Foundation and the REPL load).
+packages+=(binutils gcc git libc6-dev libgcc-12-dev libstdc++-12-dev libcurl4 libxml2 libedit2 libsqlite3-0
+    libncurses6 libpython3.11 zlib1g-dev uuid-dev tzdata)
 # Intel's multi-buffer crypto library is x86-only.
 if [[ "$(dpkg --print-architecture)" == amd64 ]]; then
     packages+=(libipsec-mb-dev)

@@ -46,7 +46,15 @@ answers() {
     [[ $code -eq 0 || $code -eq 1 ]]
 }
 
-alive() { [[ -f $RUN_DIR/pids/node-$1 ]] && kill -0 "$(cat "$RUN_DIR/pids/node-$1")" 2>/dev/null; }
+# Node $1 runs: its pid file names a live process that is that node. After a reboot the file may
+# name an unrelated process that took the pid; that one is neither reported nor signalled.
+alive() {
+    local file=$RUN_DIR/pids/node-$1 pid
+    [[ -f $file ]] || return 1
+    pid=$(cat "$file")
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "server --config $CONFIG --node $1 "
+}
 
 up() {
     build
