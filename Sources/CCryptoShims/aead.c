@@ -122,6 +122,8 @@ int ee_evp_gcm_open(void *c, uint8_t *dst, const uint8_t *src, int len, const ui
     return EVP_DecryptFinal_ex(ctx, dst + (len > 0 ? out : 0), &out) == 1;
 }
 
+void ee_cleanse(void *p, size_t len) { OPENSSL_cleanse(p, len); }
+
 int ee_hkdf_expand_sha256(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
                           uint8_t *out, size_t out_len) {
     EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);

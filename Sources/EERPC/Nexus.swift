@@ -346,6 +346,9 @@ public final class Nexus: @unchecked Sendable {
                 self.post(
                     .response(reply, session: session, token: message.token, error: error, secrets: secrets), to: rpcID)
             }
+            // This thread's copy. (The posted one passes through the Rpc's inbox array, whose
+            // storage is freed unwiped.)
+            secrets?.wipe()
         }
         _ = pthread_detach(worker.tid)
     }

@@ -57,6 +57,10 @@ int ee_evp_gcm_seal(void *ctx, uint8_t *dst, const uint8_t *src, int len, const 
 int ee_evp_gcm_open(void *ctx, uint8_t *dst, const uint8_t *src, int len, const uint8_t *iv,
                     const uint8_t *aad, int aad_len, const uint8_t *tag);
 
+/// Zeroes `len` bytes at `p` in a way the compiler cannot drop (OPENSSL_cleanse): for key
+/// material in buffers about to be given back.
+void ee_cleanse(void *p, size_t len);
+
 /// HKDF-SHA256 expand-only (RFC 5869) with `info`; returns 1 on success.
 int ee_hkdf_expand_sha256(const uint8_t *prk, size_t prk_len, const uint8_t *info, size_t info_len,
                           uint8_t *out, size_t out_len);

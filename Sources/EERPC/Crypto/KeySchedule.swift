@@ -6,6 +6,9 @@ struct SessionSecrets: BitwiseCopyable, Sendable {
     var clientToServer = Secret()
     var serverToClient = Secret()
     static let exporterLabel = "EXPORTER-eeRPC-dataplane-v1"
+
+    /// Zeroes both secrets where they are (a plain assignment may be dropped as a dead store).
+    mutating func wipe() { withUnsafeMutableBytes(of: &self) { ee_cleanse($0.baseAddress, $0.count) } }
 }
 
 /// 32 bytes of secret, inline.
@@ -15,6 +18,7 @@ struct Secret: BitwiseCopyable, Sendable {
     /// HKDF-Expand-SHA256(self, label) into `count` bytes at `out`.
     func expand(_ label: String, into out: UnsafeMutableRawPointer, count: Int) -> Bool {
         var copy = self
+        defer { withUnsafeMutableBytes(of: &copy) { ee_cleanse($0.baseAddress, $0.count) } }
         return withUnsafeBytes(of: &copy) { prk in
             Array(label.utf8).withUnsafeBufferPointer { info in
                 ee_hkdf_expand_sha256(
@@ -30,7 +34,7 @@ struct Secret: BitwiseCopyable, Sendable {
         return withUnsafeMutableBytes(of: &n) { expand("eeRPC ku", into: $0.baseAddress!, count: 32) } ? n : nil
     }
 
-    mutating func wipe() { self = Secret() }
+    mutating func wipe() { withUnsafeMutableBytes(of: &self) { ee_cleanse($0.baseAddress, $0.count) } }
 }
 
 /// The key, IV and secret of one key phase of one direction. The key state is owned by the
@@ -45,6 +49,8 @@ struct KeyEpoch: BitwiseCopyable {
 
     static func derive(from secret: Secret, backend: AEADBackendKind, algorithm: AEADAlgorithm) -> KeyEpoch? {
         var material = (Secret(), UInt64(0), UInt64(0))  // 32 bytes of key room, 12 of IV (+4 spare)
+        // The raw key and IV must not outlive the expanded key state on this stack.
+        defer { withUnsafeMutableBytes(of: &material) { ee_cleanse($0.baseAddress, $0.count) } }
         let ok = withUnsafeMutableBytes(of: &material) { raw -> Bool in
             secret.expand("eeRPC key", into: raw.baseAddress!, count: algorithm.keyLength)
                 && secret.expand("eeRPC iv", into: raw.baseAddress! + 32, count: 12)

@@ -129,7 +129,8 @@ extension RpcEndpoint {
             reply.route = localRoute
             _ = connection.send(reply)
             connection.close()
-        case .response(let message, let s, let token, let error, let secrets):
+        case .response(let message, let s, let token, let error, var secrets):
+            defer { secrets?.wipe() }
             guard sessions[s].role == .client, sessions[s].token == token else { return }
             if sessions[s].state == .connecting {
                 finishConnect(session: s, message: message, error: error, secrets: secrets, resolve: resolve)
@@ -198,11 +199,13 @@ extension RpcEndpoint {
         if encrypts {
             // Keys come from this very handshake: only the holder of a cluster certificate who
             // asked for this session can speak on it.
-            guard
-                let secrets = connection.exportSecrets(
-                    clientSession: m.clientSession, serverSession: UInt16(s), token: m.token, clientRpcID: m.clientRpcID,
-                    serverRpcID: id),
-                installKeys(session: s, transmit: secrets.serverToClient, receive: secrets.clientToServer)
+            var secrets = connection.exportSecrets(
+                clientSession: m.clientSession, serverSession: UInt16(s), token: m.token, clientRpcID: m.clientRpcID,
+                serverRpcID: id)
+            // Only the derived keys stay; the exported secrets go once they are installed.
+            defer { secrets?.wipe() }
+            guard let exported = secrets,
+                installKeys(session: s, transmit: exported.serverToClient, receive: exported.clientToServer)
             else {
                 releaseSession(s)
                 reply.error = .cryptoMismatch
