@@ -242,14 +242,17 @@ public final class Nexus: @unchecked Sendable {
             let timeout = smTimeoutMs
             let gate = self.gate
             // The reader is counted before it exists, and shutdown() waits for the count to reach
-            // zero, so unowned(unsafe) holds: this loop may be running while the Nexus is being
-            // deinitialised, when a strong reference taken here would not keep its memory alive.
+            // zero, so it may use the Nexus without a reference: this loop may be running while
+            // the Nexus is being deinitialised, when a strong reference would not keep it alive.
+            // Unmanaged, not unowned(unsafe): the reader must do no reference counting at all, or
+            // a release placed after readerFinished() could touch freed memory.
             gate.readerStarting()
+            let nexus = Unmanaged.passUnretained(self)
             guard
                 let worker = Threads.spawnIfPossible(
                     name: "eerpc-sm-conn",
-                    { [unowned(unsafe) self] in
-                        self.readRequest(fd: fd, timeoutMs: timeout)
+                    {
+                        nexus._withUnsafeGuaranteedRef { $0.readRequest(fd: fd, timeoutMs: timeout) }
                         gate.readerFinished()
                     })
             else {

@@ -195,6 +195,7 @@ struct TapTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
     init(_ base: consuming Base) { self.base = base }
     var mtu: Int { base.mtu }
     var maxBurst: Int { base.maxBurst }
+    var maxReceive: Int { base.maxReceive }
     var localRoute: RoutingInfo { base.localRoute }
     var stats: TransportStats { base.stats }
     func resolve(_ remote: RoutingInfo) -> RoutingInfo? { base.resolve(remote) }

@@ -116,8 +116,8 @@ public struct TransportStats: Sendable, Equatable {
     public var rxOversized: UInt64 = 0
     /// Receives that carried several packets as one buffer (UDP GRO).
     public var rxCoalesced: UInt64 = 0
-    /// Packets of a coalesced buffer beyond what one receive can hand on (never seen from
-    /// Linux, which coalesces at most 64); dropped and counted.
+    /// Packets beyond what one receive can hand on (a peer's GSO sends of up to 128 segments
+    /// each, coalesced back to back); dropped and counted.
     public var rxDiscarded: UInt64 = 0
     public init() {}
 }

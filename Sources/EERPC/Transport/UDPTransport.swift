@@ -105,8 +105,10 @@ public struct UDPTransport: Transport, ~Copyable {
         rxIovecs = .allocate(capacity: burst)
         rxControlSize = ee_udp_gro_control_size()
         rxControl = .allocate(byteCount: rxControlSize * burst, alignment: 8)
-        // The kernel coalesces at most 64 datagrams (UDP_GRO_CNT_MAX, and 64 segments per GSO send).
-        rxPacketCapacity = receiveOffload ? 64 * burst : burst
+        // A coalesced buffer holds at most 128 datagrams: a GSO send may carry that many since
+        // Linux 6.11 (UDP_MAX_SEGMENTS, backported to 5.15 and later), and on loopback it arrives
+        // whole. A receive that would hand on more drops the rest, counted.
+        rxPacketCapacity = receiveOffload ? 128 * burst : burst
         rxStarts = .allocate(capacity: rxPacketCapacity)
         rxLengths = .allocate(capacity: rxPacketCapacity)
         txMsgs = .allocate(capacity: burst)
@@ -251,6 +253,10 @@ public struct UDPTransport: Transport, ~Copyable {
             let length = Int(rxMsgs[i].msg_len)
             let segment = receiveOffload ? Int(ee_udp_received_segment_size(rxMsgs + i)) : 0
             if segment <= 0 || segment >= length {
+                guard count < rxPacketCapacity else {
+                    stats.rxDiscarded &+= 1
+                    continue
+                }
                 // One datagram. Cut short by the kernel (it did not fit the slot), it is handed
                 // on longer than the MTU, so the runtime drops it.
                 rxStarts[count] = base
