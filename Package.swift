@@ -24,10 +24,13 @@ let package = Package(
         .library(name: "EEKV", targets: ["EEKV"]),
         .executable(name: "eekv", targets: ["eekv"]),
     ],
+    // Package.resolved stays out of git, so the ranges are what makes a fresh clone build the
+    // versions this was tested with: bug-fix releases only (hdrhistogram-swift is pre-1.0, where
+    // a minor release may break).
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", .upToNextMinor(from: "1.8.2")),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", .upToNextMinor(from: "0.2.0")),
+        .package(url: "https://github.com/apple/swift-log", .upToNextMinor(from: "1.16.2")),
     ],
     targets: [
         // MARK: System libraries (Debian packages installed by deploy/install-deps.sh)
