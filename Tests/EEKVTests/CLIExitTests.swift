@@ -123,6 +123,34 @@ struct CLIExitTests {
         #expect(try runEEKV(["fields", "nobody", "--config", config]) == (.exit, 1))
     }
 
+    /// 64 KiB records through the real client and node, encrypted: each response's packets arrive
+    /// as coalesced buffers (UDP GRO), which the YCSB report counts, and every read succeeds.
+    @Test("ycsb reads of 64 KiB records from an encrypted node arrive as coalesced receives")
+    func largeReadsArriveCoalesced() throws {
+        let dir = TempDirectory()
+        let config = dir.path + "/cluster.toml"
+        try oneNodeConfig(crypto: "adaptive", durability: "nosync", tls: true).write(
+            toFile: config, atomically: true, encoding: .utf8)
+        #expect(try runEEKV(["certs", "init", "--dir", dir.path + "/certs", "--nodes", "1", "--clients", "1"]).status == 0)
+        let server = try ServerProcess(config: config, data: dir.path + "/data")
+        defer { server.terminate() }
+        var serving = false
+        for _ in 0..<100 where !serving {
+            serving = try runEEKV(["get", "probe", "--config", config]) == (.exit, 1)
+            if !serving { usleep(100_000) }
+        }
+        try #require(serving, "the node did not start")
+        let shape = ["--records", "40", "-p", "fieldcount=1", "-p", "fieldlength=65536", "--config", config]
+        #expect(try runEEKVCapturing(["ycsb", "load", "--workload", "c"] + shape).status == 0)
+        let run = try runEEKVCapturing(["ycsb", "run", "--workload", "c", "--operations", "200"] + shape)
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("[READ], Return=OK, 200"), "\(run.output)")
+        let coalesced = run.output.split(separator: "\n").first { $0.hasPrefix("[TRANSPORT], CoalescedReceives, ") }
+            .flatMap { Int($0.split(separator: " ").last!) }
+        // 200 responses of 46 packets: all but the first packet of each come in runs.
+        #expect((coalesced ?? 0) >= 200, "\(run.output)")
+    }
+
     /// The operator's override of the AES-GCM backend reaches every eeRPC process; an unknown name
     /// or one this CPU cannot run leaves the default.
     @Test("EERPC_AEAD_BACKEND picks the backend")

@@ -214,6 +214,10 @@ final class TransportTally: Sendable {
         var packetsReceived: UInt64 = 0
         /// Sends the kernel refused (socket buffer full); the protocol resends them.
         var sendsRefused: UInt64 = 0
+        /// Receives that took a run of packets as one buffer (UDP GRO).
+        var coalescedReceives: UInt64 = 0
+        /// Packets past what one receive could hand on (dropped; the protocol resends them).
+        var receivesDiscarded: UInt64 = 0
         var drops: [DropReason: UInt64] = [:]
     }
     private let state = Mutex(Totals())
@@ -227,6 +231,8 @@ final class TransportTally: Sendable {
             t.packetsSent += rpc.packetsSent
             t.packetsReceived += rpc.packetsReceived
             t.sendsRefused += socket.txDropped
+            t.coalescedReceives += socket.rxCoalesced
+            t.receivesDiscarded += socket.rxDiscarded
             t.drops.merge(rpc.drops, uniquingKeysWith: +)
         }
     }
@@ -239,6 +245,8 @@ func printTransport(_ t: TransportTally.Totals) {
     print("[TRANSPORT], PacketsReceived, \(t.packetsReceived)")
     print("[TRANSPORT], Retransmissions, \(t.retransmissions)")
     print("[TRANSPORT], SendsRefused, \(t.sendsRefused)")
+    print("[TRANSPORT], CoalescedReceives, \(t.coalescedReceives)")
+    if t.receivesDiscarded > 0 { print("[TRANSPORT], ReceivedPacketsDiscarded, \(t.receivesDiscarded)") }
     for (reason, n) in t.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
         print("[TRANSPORT], Dropped(\(reason.name)), \(n)")
     }
@@ -256,6 +264,7 @@ func transportJSON(_ t: TransportTally.Totals) -> String {
     let drops = t.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue }).map { "\(jsonQuoted($0.key.name)):\($0.value)" }
     return "{\"packets_sent\":\(t.packetsSent),\"packets_received\":\(t.packetsReceived),"
         + "\"retransmissions\":\(t.retransmissions),\"sends_refused\":\(t.sendsRefused),"
+        + "\"coalesced_receives\":\(t.coalescedReceives),\"received_packets_discarded\":\(t.receivesDiscarded),"
         + "\"drops\":{\(drops.joined(separator: ","))}}"
 }
 
