@@ -258,7 +258,9 @@ public final class Rpc<T: Transport & ~Copyable> {
         run(until: { endpoint.sessionState(s) != .connecting }, timeoutNs: timeoutNs)
         switch endpoint.sessionState(s) {
         case .connected: return s
-        case .connecting: throw .timedOut
+        case .connecting:
+            endpoint.abandonConnect(s)
+            throw .timedOut
         default:
             let failure = endpoint.sessionFailure(s) ?? .protocolError
             try? endpoint.destroySession(s)

@@ -250,6 +250,13 @@ public final class RpcEndpoint: @unchecked Sendable {
     /// Bytes this endpoint's buffer pool has mapped (it grows on demand, never shrinks).
     public var pooledBytes: Int { pool.mappedBytes }
 
+    /// Session numbers not free, client and server ends alike (diagnostics; walks the table).
+    public var sessionsInUse: Int {
+        var n = 0
+        for s in 0..<maxSessions where sessions[s].state != .free { n += 1 }
+        return n
+    }
+
     public func sessionState(_ session: Int) -> SessionState {
         guard session >= 0 && session < maxSessions else { return .free }
         return sessions[session].state

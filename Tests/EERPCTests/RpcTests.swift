@@ -279,3 +279,34 @@ struct RpcTests {
         }
     }
 }
+
+@Suite("Connect timeouts")
+struct ConnectTimeoutTests {
+    /// `Rpc.connect` used to give up on a session still connecting and leave it: when the
+    /// server's answer came later the session came up, unused, and kept its number (and the
+    /// server's) for good.
+    @Test("a connect that timed out frees its session on both ends when the answer comes late")
+    func abandonedConnectIsReleased() throws {
+        let nexus = try Nexus()
+        try registerTestHandlers(nexus)
+        defer { nexus.shutdown() }
+        let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .plaintext)
+        let client = try Rpc(nexus: nexus, id: 2, transport: try UDPTransport(), config: .plaintext)
+        // The server's event loop, which answers session requests, does not run yet.
+        #expect(throws: SessionError.timedOut) {
+            try client.connect(host: "127.0.0.1", port: nexus.port, remoteRpcID: 1, timeoutNs: 50_000_000)
+        }
+        #expect(client.endpoint.sessionsInUse == 1)
+        let deadline = ee_now_ns() + 5_000_000_000
+        var sawServerSession = false
+        while ee_now_ns() < deadline {
+            server.runOnce()
+            client.runOnce()
+            sawServerSession = sawServerSession || server.endpoint.sessionsInUse > 0
+            if sawServerSession && client.endpoint.sessionsInUse == 0 && server.endpoint.sessionsInUse == 0 { break }
+        }
+        #expect(sawServerSession, "the server never answered")
+        #expect(client.endpoint.sessionsInUse == 0)
+        #expect(server.endpoint.sessionsInUse == 0)
+    }
+}

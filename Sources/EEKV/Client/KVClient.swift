@@ -90,6 +90,9 @@ public final class KVClient {
             config: rpcConfig)
     }
 
+    /// Sessions of this client's endpoint not yet free (tests, diagnostics).
+    public var sessionsInUse: Int { rpc.endpoint.sessionsInUse }
+
     deinit {
         for (_, s) in sessions { try? rpc.disconnect(s, timeoutNs: 1_000_000_000) }
         nexus.shutdown()
@@ -508,6 +511,12 @@ public final class KVClient {
         // request) that would reuse the receive burst still being processed.
         guard !inEventLoop else {
             throw KVClientError.unreachable(node: node.id, "the session was lost; the next call reconnects")
+        }
+        if let old = sessions.removeValue(forKey: id) {
+            // A session that failed (its node restarted or went quiet) keeps its number until it
+            // is destroyed; without this every such failure held one of the endpoint's sessions
+            // for good, and after 256 the client could reach no node at all.
+            rpc.endpoint.abandonConnect(old)
         }
         do {
             // Node n presents the certificate `eekv certs` issued as node-n: another node's, valid

@@ -158,7 +158,9 @@ public final class KVNode: @unchecked Sendable {
     }
 
     /// Stops taking requests, commits every queued write, answers what it can, and closes the
-    /// store. Safe to call more than once.
+    /// store to writes. Safe to call more than once. The LMDB environment itself closes when the
+    /// node is released: LMDB forbids opening one environment twice in a process, so a new node
+    /// on the same data directory in this process must start after the old one is gone.
     public func stop() {
         guard !stoppingWrites.exchange(true, ordering: .acquiringAndReleasing) else { return }
         // 1. The writer commits everything queued and acknowledges it through the endpoints, which

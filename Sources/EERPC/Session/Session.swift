@@ -40,6 +40,9 @@ struct Session {
     var failure: SessionError? = nil
     /// When the peer was last heard from: the connect, or its last packet that authenticated.
     var lastHeard: UInt64 = 0
+    /// Client: whoever connected stopped waiting (a connect timeout). The answer, when it comes,
+    /// frees the session instead of handing it on.
+    var abandoned = false
 
     /// First request number of slot 0: random per session (from its token), so packets of an
     /// earlier session that had the same number can never look current to this one.

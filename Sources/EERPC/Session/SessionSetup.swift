@@ -67,6 +67,18 @@ extension RpcEndpoint {
 
     /// Tears down a client session. With RPCs outstanding it throws; a failed or idle session is
     /// released locally and, if connected, the server is told (best effort).
+    /// Gives up on a client session still connecting: when its answer comes, a session the server
+    /// made is disconnected and a failed one freed, so the number is not held for good.
+    public func abandonConnect(_ s: Int) {
+        guard s >= 0 && s < maxSessions, sessions[s].role == .client else { return }
+        switch sessions[s].state {
+        case .connecting: sessions[s].abandoned = true
+        case .failed: releaseSession(s)
+        case .connected: try? destroySession(s)
+        case .disconnecting, .free: break
+        }
+    }
+
     public func destroySession(_ s: Int) throws(SessionError) {
         guard s >= 0 && s < maxSessions, sessions[s].role == .client, sessions[s].state != .free else {
             throw .protocolError
@@ -266,6 +278,10 @@ extension RpcEndpoint {
                     sessions[s].remoteNumber = m.serverSession
                     sessions[s].credits = Wire.sessionCredits
                     sessions[s].state = .connected
+                    if sessions[s].abandoned {
+                        try? destroySession(s)
+                        return
+                    }
                     sessionEventHandler?(.connected(session: s))
                     return
                 } else {
@@ -284,6 +300,10 @@ extension RpcEndpoint {
         sessions[s].failure = failure ?? .protocolError
         // Without an answer the server may still have made the session: ask it to drop it.
         if message == nil { sendBestEffortDisconnect(session: s) }
+        if sessions[s].abandoned {
+            releaseSession(s)
+            return
+        }
         sessionEventHandler?(.connectFailed(session: s, sessions[s].failure!))
     }
 
