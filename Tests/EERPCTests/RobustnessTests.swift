@@ -198,3 +198,35 @@ struct RobustnessTests {
         #expect(pair.server.stats.requestsHandled == handled)
     }
 }
+
+@Suite("Late answers")
+struct LateAnswerTests {
+    /// A foreground handler may keep its handle and answer later on the dispatch thread. If the
+    /// client gave up meanwhile (its session failed and it told the server), the session's keys
+    /// are gone: sealing the reply at once used to trap on them.
+    @Test("an encrypted reply after the session is gone is dropped as stale, not sealed")
+    func replyAfterSessionEnds() throws {
+        let credentials = try TestCredentials()
+        var config = RpcConfig.encrypted()
+        config.maxRetransmissionsWithoutProgress = 3
+        let pair = try Pair(config: config, tls: credentials.config("node-0"))
+        let s = try pair.connect()
+        var request = try #require(pair.client.endpoint.allocate(size: 64))
+        fill(&request, size: 64, seed: 1)
+        let response = try #require(pair.client.endpoint.allocate(size: 4_096))
+        try pair.client.endpoint.enqueueRequest(session: s, type: TestRequest.held, request: request, response: response) {
+            _ in
+        }
+        var handle: RequestHandle? = nil
+        #expect(pair.pump(timeoutNs: 5_000_000_000) {
+            if handle == nil { handle = heldHandles.pop() }
+            return handle != nil && pair.client.endpoint.sessionState(s) == .failed
+                && pair.server.endpoint.sessionsInUse == 0
+        })
+        let body = [UInt8](repeating: 0x42, count: 2_000)
+        let sent = body.withUnsafeBytes { try! #require(handle).respond(copying: UnsafeRawBufferPointer(start: nil, count: 0), $0) }
+        #expect(sent)
+        #expect(pair.server.stats.staleResponses == 1)
+    }
+}
+

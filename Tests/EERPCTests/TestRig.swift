@@ -25,7 +25,12 @@ enum TestRequest {
     static let splitEcho: UInt8 = 8
     /// `splitEcho` from a background thread (copied, not sealed at once).
     static let backgroundSplitEcho: UInt8 = 9
+    /// A foreground handler that answers later: leaves its handle in `heldHandles`.
+    static let held: UInt8 = 10
 }
+
+/// The requests `TestRequest.held` left for the test to answer (on the dispatch thread).
+let heldHandles = BoundedQueue<RequestHandle>(capacity: 64)
 
 /// The requests `TestRequest.deferredEcho` left for another thread to answer.
 let deferredEchoes = BoundedQueue<RequestHandle>(capacity: 4_096)
@@ -62,6 +67,7 @@ func registerTestHandlers(_ nexus: Nexus) throws {
             while !deferredEchoes.push(handle) { sched_yield() }
         }
     }
+    try nexus.register(type: TestRequest.held) { handle in _ = heldHandles.push(handle) }
     try nexus.register(type: TestRequest.sized) { handle in
         let n = Int(handle.request.loadUnaligned(as: UInt32.self))
         var response = handle.allocateResponse(size: n)!

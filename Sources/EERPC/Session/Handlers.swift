@@ -119,7 +119,11 @@ extension RequestHandle {
     public func respond(copying prefix: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) -> Bool {
         let size = prefix.count + body.count
         guard size <= Wire.maxMessageSize else { return false }
-        if !isBackground && endpoint.presealsResponses(size: size) {
+        // Presealing needs the session's keys: a handle kept past its session's end (a foreground
+        // handler answering later) takes the copy path, and enqueueResponse discards it as stale.
+        if !isBackground && endpoint.presealsResponses(size: size)
+            && endpoint.handleIsCurrent(slot: slotIndex, sessionToken: sessionToken, requestNumber: requestNumber)
+        {
             guard
                 let (buffer, phase) = endpoint.presealResponse(
                     slot: slotIndex, preallocated: preallocatedResponse, prefix: prefix, body: body)

@@ -230,6 +230,14 @@ extension RpcEndpoint {
 
     /// Accepts a handler's response (dispatch thread). Responses for a request that is no longer
     /// current (its session went away) are freed and counted.
+    /// Whether a handler's request is still the one in its slot, on the session it came from.
+    @inline(__always)
+    func handleIsCurrent(slot k: Int, sessionToken: UInt64, requestNumber: UInt64) -> Bool {
+        let s = k / Wire.sessionRequestWindow
+        return sessions[s].state != .free && sessions[s].token == sessionToken
+            && slots[k].requestNumber == requestNumber && slots[k].handlerActive
+    }
+
     func enqueueResponse(_ r: ServerResponse) {
         let k = Int(r.slotIndex)
         let s = k / Wire.sessionRequestWindow
