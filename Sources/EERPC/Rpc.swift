@@ -82,7 +82,9 @@ public final class Rpc<T: Transport & ~Copyable> {
         if instrumented { transportNs &+= ee_now_ns() &- t0 }
         for i in 0..<n {
             e.process(transport.received(i))
-            if e.sendEarly && i + 1 < n { flush() }
+            // A packet may queue up to a credit window (a request-for-response run); a receive
+            // may hold thousands of packets (UDP GRO), more than the TX queue: send before it fills.
+            if (e.sendEarly || e.txCount > e.txCapacity &- Wire.sessionCredits) && i + 1 < n { flush() }
         }
         if e.rxOffload.unposted > 0 { e.postOffloaded() }
         if e.rxOffload.count > 0 {

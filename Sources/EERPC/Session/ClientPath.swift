@@ -199,6 +199,9 @@ extension RpcEndpoint {
         if size <= response.capacity, payload.count > 0 { place(payload, at: response.data + j * dataPerPacket) }
         slot.pointee.numRx += 1
         slot.pointee.retriesWithoutProgress = 0
+        // Progress: the retransmission timer counts from the last packet that arrived, not from
+        // the last request-for-response, or a long final run still arriving would be re-asked.
+        slot.pointee.lastProgress = now
         sessions[s].credits += 1
         if slot.pointee.numRx == n + slot.pointee.responsePackets - 1 {
             complete(slot: k, status: size <= response.capacity ? .ok : .responseTooLarge(size: size))

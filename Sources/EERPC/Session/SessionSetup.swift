@@ -310,8 +310,14 @@ extension RpcEndpoint {
     private func resetSlots(session s: Int) {
         let base = Session.requestBase(token: sessions[s].token)
         for i in 0..<Wire.sessionRequestWindow {
-            slots[s * Wire.sessionRequestWindow + i] = Slot()
-            slots[s * Wire.sessionRequestWindow + i].requestNumber = base + UInt64(i)
+            let k = s * Wire.sessionRequestWindow + i
+            // Entries of the slot may still sit in the AES pool's TX ring (cancelled when the
+            // session was released); nextSealed counts them off as it pops them, so the count
+            // must survive, or it goes negative and a later cancellation is skipped.
+            let pending = slots[k].offloadPending
+            slots[k] = Slot()
+            slots[k].requestNumber = base + UInt64(i)
+            slots[k].offloadPending = pending
         }
     }
 
@@ -330,6 +336,8 @@ extension RpcEndpoint {
             if let p = slots[k].preallocated { free(p) }
         }
         sessions[s].backlog.release()
+        // Nothing of this session's is sent once it is gone.
+        for i in 0..<Wire.sessionRequestWindow { cancelOffloadedPackets(slot: s * Wire.sessionRequestWindow + i) }
         if crypto[s].enabled { waitForOffloadedJobs() }
         crypto[s].release()
         sessions[s] = Session()
