@@ -236,6 +236,9 @@ struct ClusterTests {
         }
         #expect(try client.get(Array("plain".utf8)) == Array("text".utf8))
         #expect(throws: KVClientError.self) { try client.merge(key, fields: [:]) }
+        // Field numbers outside 0-65535 are the caller's error, not a crash.
+        #expect(throws: KVClientError.self) { try client.merge(key, fields: [70_000: [1]]) }
+        #expect(throws: KVClientError.self) { try client.merge(key, fields: [-1: [1]]) }
         // Still serving, and the record is untouched.
         #expect(try client.get(key).flatMap(FieldRecord.decode)?.count == 2)
     }

@@ -32,6 +32,9 @@ struct ConfigTests {
             "[cluster]\ncrypto = \"none\"\nmtu = 70000\n" + node,  // MTU above a UDP datagram
             "[cluster]\ncrypto = \"none\"\nmax_store_mib = 0\n" + node,  // a store cap of nothing
             "[cluster]\ncrypto = \"none\"\nmax_store_mib = \"1G\"\n" + node,  // a cap that is not a number
+            "[cluster]\ncrypto = \"none\"\n" + node + "[node]\nid = 1\nhost = \"h\"\nport = 1\nudp_port = 2\n",  // [node], not [[node]]
+            "[cluster]\ncrypto = \"none\"\n[[node]]\nid = -1\nhost = \"h\"\nport = 1000\nudp_port = 2000\n",  // negative id
+            "[cluster]\ncrypto = \"none\"\n[[node]]\nid = 9223372036854775807\nhost = \"h\"\nport = 1000\nudp_port = 2000\n",  // huge id
         ])
     func rejected(text: String) {
         #expect(throws: ClusterConfig.Error.self) { try ClusterConfig.parse(text, source: "test.toml") }

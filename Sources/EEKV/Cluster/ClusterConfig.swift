@@ -74,6 +74,8 @@ public struct ClusterConfig: Sendable {
             "node": ["id", "host", "port", "udp_port", "threads", "slots"],
         ]
         for (name, table) in doc.tables {
+            // [node] (one bracket) would be read as nothing at all: the cluster silently a node short.
+            if name == "node" { throw Error(description: "\(source): nodes are an array of tables: write [[node]], not [node]") }
             guard let keys = known[name] else { throw Error(description: "\(source): unknown table [\(name)]") }
             if let bad = table.keys.first(where: { !keys.contains($0) }) {
                 throw Error(description: "\(source): unknown key '\(bad)' in [\(name)]")
@@ -129,6 +131,8 @@ public struct ClusterConfig: Sendable {
             guard let id = try int(entry, "id"), let host = try string(entry, "host"), let port = try int(entry, "port"),
                 let udp = try int(entry, "udp_port")
             else { throw Error(description: "\(source): every [[node]] needs id, host, port and udp_port") }
+            // Node ids name certificates (node-ID) and sessions (id × 64 + thread): small and non-negative.
+            guard (0...1_023).contains(id) else { throw Error(description: "\(source): node id \(id) must be 0-1023") }
             let threads = try int(entry, "threads") ?? 1
             guard (1...65_535).contains(port), (1...65_535).contains(udp), (1...64).contains(threads), udp + threads <= 65_536
             else { throw Error(description: "\(source): node \(id) has a bad port or thread count") }
