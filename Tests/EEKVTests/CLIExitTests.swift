@@ -21,14 +21,7 @@ struct CLIExitTests {
         }
         let server = try ServerProcess(config: "\(dir.path)/node/cluster.toml", data: dir.path + "/data")
         defer { server.terminate() }
-        // Serving once its own client's get of a missing key says "not found" (exit 1).
-        var serving = false
-        for _ in 0..<100 where !serving {
-            let probe = try runEEKV(["get", "probe", "--config", "\(dir.path)/node/cluster.toml"])
-            serving = probe.reason == .exit && probe.status == 1
-            if !serving { usleep(100_000) }
-        }
-        try #require(serving, "the node did not start")
+        try #require(try nodeServes(config: "\(dir.path)/node/cluster.toml"), "the node did not start")
         var signals = 0
         for _ in 0..<20 {
             let run = try runEEKV(["get", "k", "--config", "\(dir.path)/foreign/cluster.toml"])
@@ -85,12 +78,7 @@ struct CLIExitTests {
         // The data directory's parents are made as needed.
         let server = try ServerProcess(config: config, data: dir.path + "/deep/er/node-0")
         defer { server.terminate() }
-        var serving = false
-        for _ in 0..<100 where !serving {
-            serving = try runEEKV(["get", "probe", "--config", config]).status == 1
-            if !serving { usleep(100_000) }
-        }
-        try #require(serving, "the node did not start")
+        try #require(try nodeServes(config: config), "the node did not start")
         let second = try runEEKVErrors(["server", "--config", config, "--node", "0", "--data", dir.path + "/other"])
         #expect(second.status == 3 && second.lines.count == 1, "\(second)")
         #expect(second.lines.first?.contains("Address already in use") == true, "\(second)")
@@ -104,12 +92,7 @@ struct CLIExitTests {
         try oneNodeConfig(crypto: "none", durability: "nosync").write(toFile: config, atomically: true, encoding: .utf8)
         let server = try ServerProcess(config: config, data: dir.path + "/data")
         defer { server.terminate() }
-        var serving = false
-        for _ in 0..<100 where !serving {
-            serving = try runEEKV(["get", "probe", "--config", config]) == (.exit, 1)
-            if !serving { usleep(100_000) }
-        }
-        try #require(serving, "the node did not start")
+        try #require(try nodeServes(config: config), "the node did not start")
         #expect(try runEEKVCapturing(["merge", "user:1", "2=bob", "0=id-1", "--config", config]).status == 0)
         #expect(try runEEKVCapturing(["merge", "user:1", "2=robert", "5=", "--config", config]).status == 0)
         #expect(try runEEKVCapturing(["fields", "user:1", "--config", config]) == (0, "0\tid-1\n2\trobert\n5\t\n"))
@@ -134,12 +117,7 @@ struct CLIExitTests {
         #expect(try runEEKV(["certs", "init", "--dir", dir.path + "/certs", "--nodes", "1", "--clients", "1"]).status == 0)
         let server = try ServerProcess(config: config, data: dir.path + "/data")
         defer { server.terminate() }
-        var serving = false
-        for _ in 0..<100 where !serving {
-            serving = try runEEKV(["get", "probe", "--config", config]) == (.exit, 1)
-            if !serving { usleep(100_000) }
-        }
-        try #require(serving, "the node did not start")
+        try #require(try nodeServes(config: config), "the node did not start")
         let shape = ["--records", "40", "-p", "fieldcount=1", "-p", "fieldlength=65536", "--config", config]
         #expect(try runEEKVCapturing(["ycsb", "load", "--workload", "c"] + shape).status == 0)
         let run = try runEEKVCapturing(["ycsb", "run", "--workload", "c", "--operations", "200"] + shape)

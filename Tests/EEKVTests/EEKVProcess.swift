@@ -42,6 +42,16 @@ final class ServerProcess: @unchecked Sendable {
     }
 }
 
+/// Whether the node of `config` serves within 10 s: its client's get of a missing key says
+/// "not found" (exit 1).
+func nodeServes(config: String) throws -> Bool {
+    for _ in 0..<100 {
+        if try runEEKV(["get", "probe", "--config", config]) == (.exit, 1) { return true }
+        usleep(100_000)
+    }
+    return false
+}
+
 /// A cluster configuration of one node on free loopback ports; with `tls`, certificates from
 /// `certs/` beside it and client `client-0`.
 func oneNodeConfig(crypto: String, durability: String, tls: Bool = false) -> String {
