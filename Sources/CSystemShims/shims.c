@@ -83,14 +83,9 @@ int ee_udp_received_segment_size(const ee_mmsghdr *m) {
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr); c != NULL;
          c = CMSG_NXTHDR((struct msghdr *)&m->msg_hdr, c)) {
         if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO) continue;
-        // The kernel writes an int; read what it wrote.
+        // The kernel writes an int (udp_cmsg_recv).
         if (c->cmsg_len >= CMSG_LEN(sizeof(int))) {
             int size;
-            memcpy(&size, CMSG_DATA(c), sizeof size);
-            return size;
-        }
-        if (c->cmsg_len >= CMSG_LEN(sizeof(uint16_t))) {
-            uint16_t size;
             memcpy(&size, CMSG_DATA(c), sizeof size);
             return size;
         }

@@ -176,10 +176,7 @@ public final class KVClient {
     ) throws {
         guard !fields.isEmpty else { throw KVClientError.badRequest("a merge needs at least one field") }
         // FieldRecord.encode traps on these (its callers check); from the library they are errors.
-        guard fields.count <= Int(UInt16.max) else { throw KVClientError.badRequest("a merge sets at most 65535 fields") }
-        if let bad = fields.keys.first(where: { !(0...Int(UInt16.max)).contains($0) }) {
-            throw KVClientError.badRequest("field number \(bad) is not 0-65535")
-        }
+        if let why = FieldRecord.problem(with: fields) { throw KVClientError.badRequest(why) }
         let patch = FieldRecord.encode(fields)
         guard patch.count <= KVProtocol.maxValueSize else {
             throw KVClientError.badRequest("merge of \(patch.count) bytes exceeds \(KVProtocol.maxValueSize)")

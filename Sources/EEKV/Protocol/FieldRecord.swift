@@ -16,6 +16,16 @@ public enum FieldRecord {
 
     // MARK: Arrays (clients)
 
+    /// Why `fields` cannot be encoded as a record, or nil if they can: at most 65535 fields,
+    /// numbered 0-65535. `encode` requires this to be nil.
+    public static func problem(with fields: [Int: [UInt8]]) -> String? {
+        if fields.count > Int(UInt16.max) { return "a record has at most 65535 fields" }
+        if let bad = fields.keys.first(where: { !(0...Int(UInt16.max)).contains($0) }) {
+            return "field number \(bad) is not 0-65535"
+        }
+        return nil
+    }
+
     public static func encode(_ fields: [Int: [UInt8]]) -> [UInt8] {
         precondition(fields.count <= Int(UInt16.max), "a record has at most 65535 fields")
         var out: [UInt8] = []

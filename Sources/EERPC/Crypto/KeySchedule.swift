@@ -1,5 +1,12 @@
 import CCryptoShims
 
+/// Zeroes a value's bytes where it lives (OPENSSL_cleanse: a plain assignment may be dropped as a
+/// dead store). For key material on the stack or in a struct about to be dropped.
+@inline(__always)
+func wipeBytes<T: BitwiseCopyable>(of value: inout T) {
+    withUnsafeMutableBytes(of: &value) { ee_cleanse($0.baseAddress, $0.count) }
+}
+
 /// The two data-plane secrets of a session, exported from its TLS 1.3 handshake: one per
 /// direction. Everything else (keys, IVs, next keys) is derived from these with HKDF.
 struct SessionSecrets: BitwiseCopyable, Sendable {
@@ -7,8 +14,8 @@ struct SessionSecrets: BitwiseCopyable, Sendable {
     var serverToClient = Secret()
     static let exporterLabel = "EXPORTER-eeRPC-dataplane-v1"
 
-    /// Zeroes both secrets where they are (a plain assignment may be dropped as a dead store).
-    mutating func wipe() { withUnsafeMutableBytes(of: &self) { ee_cleanse($0.baseAddress, $0.count) } }
+    /// Zeroes both secrets where they are.
+    mutating func wipe() { wipeBytes(of: &self) }
 }
 
 /// 32 bytes of secret, inline.
@@ -18,7 +25,7 @@ struct Secret: BitwiseCopyable, Sendable {
     /// HKDF-Expand-SHA256(self, label) into `count` bytes at `out`.
     func expand(_ label: String, into out: UnsafeMutableRawPointer, count: Int) -> Bool {
         var copy = self
-        defer { withUnsafeMutableBytes(of: &copy) { ee_cleanse($0.baseAddress, $0.count) } }
+        defer { copy.wipe() }
         return withUnsafeBytes(of: &copy) { prk in
             Array(label.utf8).withUnsafeBufferPointer { info in
                 ee_hkdf_expand_sha256(
@@ -34,7 +41,7 @@ struct Secret: BitwiseCopyable, Sendable {
         return withUnsafeMutableBytes(of: &n) { expand("eeRPC ku", into: $0.baseAddress!, count: 32) } ? n : nil
     }
 
-    mutating func wipe() { withUnsafeMutableBytes(of: &self) { ee_cleanse($0.baseAddress, $0.count) } }
+    mutating func wipe() { wipeBytes(of: &self) }
 }
 
 /// The key, IV and secret of one key phase of one direction. The key state is owned by the
@@ -50,7 +57,7 @@ struct KeyEpoch: BitwiseCopyable {
     static func derive(from secret: Secret, backend: AEADBackendKind, algorithm: AEADAlgorithm) -> KeyEpoch? {
         var material = (Secret(), UInt64(0), UInt64(0))  // 32 bytes of key room, 12 of IV (+4 spare)
         // The raw key and IV must not outlive the expanded key state on this stack.
-        defer { withUnsafeMutableBytes(of: &material) { ee_cleanse($0.baseAddress, $0.count) } }
+        defer { wipeBytes(of: &material) }
         let ok = withUnsafeMutableBytes(of: &material) { raw -> Bool in
             secret.expand("eeRPC key", into: raw.baseAddress!, count: algorithm.keyLength)
                 && secret.expand("eeRPC iv", into: raw.baseAddress! + 32, count: 12)

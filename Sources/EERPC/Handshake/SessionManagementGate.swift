@@ -46,12 +46,15 @@ final class SessionManagementGate: Sendable {
     func release(_ fd: Int32) { open.withLock { _ = $0.removeValue(forKey: fd) } }
 
     /// Shuts down every socket past its deadline (under the lock, so none is closed meanwhile).
-    func expire(now: UInt64 = ee_now_ns()) {
+    func expire(now: UInt64 = ee_now_ns()) { shutDownSockets(where: { $0 <= now }, counted: true) }
+
+    /// Shuts down the registered sockets whose deadline satisfies `due`, each once: the reader
+    /// releases it when its read returns. `counted`: as expirations.
+    private func shutDownSockets(where due: (UInt64) -> Bool, counted: Bool) {
         open.withLock { sockets in
-            for (fd, deadline) in sockets where deadline <= now {
+            for (fd, deadline) in sockets where due(deadline) {
                 // Counted first: the peer may see the socket close before this thread runs again.
-                expirations.add(1, ordering: .relaxed)
-                // Once: the reader releases it when its read returns.
+                if counted { expirations.add(1, ordering: .relaxed) }
                 sockets[fd] = .max
                 ee_shutdown(fd)
             }
@@ -67,12 +70,7 @@ final class SessionManagementGate: Sendable {
     /// return at once) and waits until no reader thread is left.
     func endReaders() {
         while activeReaders > 0 {
-            open.withLock { sockets in
-                for (fd, deadline) in sockets where deadline != .max {
-                    sockets[fd] = .max
-                    ee_shutdown(fd)
-                }
-            }
+            shutDownSockets(where: { $0 != .max }, counted: false)
             usleep(1_000)
         }
     }

@@ -228,29 +228,38 @@ extension RpcEndpoint {
         }
     }
 
-    /// Accepts a handler's response (dispatch thread). Responses for a request that is no longer
-    /// current (its session went away) are freed and counted.
     /// Whether a handler's request is still the one in its slot, on the session it came from.
     @inline(__always)
     func handleIsCurrent(slot k: Int, sessionToken: UInt64, requestNumber: UInt64) -> Bool {
-        let s = k / Wire.sessionRequestWindow
-        return sessions[s].state != .free && sessions[s].token == sessionToken
-            && slots[k].requestNumber == requestNumber && slots[k].handlerActive
+        sessionIsCurrent(k / Wire.sessionRequestWindow, token: sessionToken)
+            && slotAwaitsResponse(k, requestNumber: requestNumber)
     }
 
+    /// The handler's session is still the one in its table entry.
+    @inline(__always)
+    func sessionIsCurrent(_ s: Int, token: UInt64) -> Bool { sessions[s].state != .free && sessions[s].token == token }
+
+    /// The slot still runs the handler of this request (no reply yet).
+    @inline(__always)
+    func slotAwaitsResponse(_ k: Int, requestNumber: UInt64) -> Bool {
+        slots[k].requestNumber == requestNumber && slots[k].handlerActive
+    }
+
+    /// Accepts a handler's response (dispatch thread). Responses for a request that is no longer
+    /// current (its session went away) are freed and counted.
     func enqueueResponse(_ r: ServerResponse) {
         let k = Int(r.slotIndex)
         let s = k / Wire.sessionRequestWindow
         let slot = slots + k
         if let assembly = r.assembly { free(assembly) }
-        guard sessions[s].state != .free, sessions[s].token == r.sessionToken else {
+        guard sessionIsCurrent(s, token: r.sessionToken) else {
             // The session went away while the handler ran: its buffers come home with the response.
             counters.staleResponses &+= 1
             if r.response.data != r.preallocated.data { free(r.response) }
             free(r.preallocated)
             return
         }
-        guard slot.pointee.requestNumber == r.requestNumber, slot.pointee.handlerActive else {
+        guard slotAwaitsResponse(k, requestNumber: r.requestNumber) else {
             counters.staleResponses &+= 1
             if r.response.data != slot.pointee.preallocated?.data { free(r.response) }
             return

@@ -65,20 +65,20 @@ extension RpcEndpoint {
             from: self, session: nil)
     }
 
-    /// Tears down a client session. With RPCs outstanding it throws; a failed or idle session is
-    /// released locally and, if connected, the server is told (best effort).
-    /// Gives up on a client session still connecting: when its answer comes, a session the server
-    /// made is disconnected and a failed one freed, so the number is not held for good.
+    /// Gives up on a client session: one still connecting is marked, so that when its answer
+    /// comes a session the server made is disconnected and a failed one freed; any other is
+    /// destroyed now if it can be. Either way the number is not held for good.
     public func abandonConnect(_ s: Int) {
         guard s >= 0 && s < maxSessions, sessions[s].role == .client else { return }
-        switch sessions[s].state {
-        case .connecting: sessions[s].abandoned = true
-        case .failed: releaseSession(s)
-        case .connected: try? destroySession(s)
-        case .disconnecting, .free: break
+        if sessions[s].state == .connecting {
+            sessions[s].abandoned = true
+        } else {
+            try? destroySession(s)
         }
     }
 
+    /// Tears down a client session. With RPCs outstanding it throws; a failed or idle session is
+    /// released locally and, if connected, the server is told (best effort).
     public func destroySession(_ s: Int) throws(SessionError) {
         guard s >= 0 && s < maxSessions, sessions[s].role == .client, sessions[s].state != .free else {
             throw .protocolError
