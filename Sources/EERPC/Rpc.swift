@@ -131,7 +131,7 @@ public final class Rpc<T: Transport & ~Copyable> {
                 let burst = e.txQueue + sent
                 for i in 0..<n {
                     let presealed = burst[i].presealed  // sealed already: goes out as it is
-                    if !presealed && e.offloads(messageSize: Int(UInt64(littleEndian: burst[i].header0) >> 40)) {
+                    if !presealed && e.offloads(messageSize: PacketHeader.carriedMessageSize(word0: burst[i].header0)) {
                         while !e.submitSeal(burst + i) {
                             e.postOffloaded()
                             if !e.txOffload.helpHead() { spinPause() }

@@ -41,6 +41,24 @@ struct PacketHeaderTests {
             ])
     }
 
+    /// An RFR's size field: the run length in bits 0-7, the attempt in bits 8-22, so the
+    /// largest of both stays a valid size (and the nonce, which covers the field, differs).
+    @Test("an RFR's run length and attempt number survive encode → parse, at their limits")
+    func requestForResponseFields() throws {
+        for (count, attempt) in [(1, 0), (Wire.sessionCredits, 0), (7, 1), (Wire.sessionCredits, Wire.maxRFRAttempt)] {
+            let h = PacketHeader.requestForResponse(
+                destSession: 9, requestType: 2, requestNumber: 77, packetNumber: 5, count: count, attempt: attempt)
+            let parsed = try parse(encode(h)).get()
+            #expect(parsed.runCount == count && parsed.runAttempt == attempt)
+            #expect(parsed.carriedMessageSize == 0)
+            #expect(PacketHeader.carriedMessageSize(word0: h.words.0.littleEndian) == 0)
+        }
+        let response = PacketHeader(
+            type: .response, destSession: 1, requestType: 1, messageSize: 65_536, requestNumber: 8, packetNumber: 1)
+        #expect(response.carriedMessageSize == 65_536)
+        #expect(PacketHeader.carriedMessageSize(word0: response.words.0.littleEndian) == 65_536)
+    }
+
     @Test("the key-phase bit constant for TX descriptors is the one encode sets")
     func keyPhaseBit() {
         var h = PacketHeader(

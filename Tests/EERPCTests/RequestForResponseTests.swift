@@ -71,9 +71,9 @@ struct RequestForResponseTests {
 
     /// RFRs forged on a plaintext session against a kept response: a run that is empty, longer
     /// than a credit window or past the response's end is dropped and answered with nothing; a
-    /// valid one is answered with exactly its packets (which the client, done with the request,
-    /// drops as stale).
-    @Test("a run that is empty, longer than the window or past the end is dropped")
+    /// valid one in a new attempt is answered with exactly its packets (which the client, done
+    /// with the request, drops as stale), and only once.
+    @Test("a run that is empty, longer than the window, past the end or repeated is dropped")
     func invalidRuns() throws {
         let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
         let s = try pair.connect()
@@ -83,10 +83,10 @@ struct RequestForResponseTests {
         let real = try #require(
             pair.client.transport.captured.compactMap { header(of: $0) }.first { $0.type == .requestForResponse })
         let attacker = RawSender(port: pair.server.transport.base.port)
-        func forge(first: Int, count: Int) {
-            var h = real
-            h.packetNumber = UInt16(first)
-            h.messageSize = UInt32(count)
+        func forge(first: Int, count: Int, attempt: Int = 1) {
+            let h = PacketHeader.requestForResponse(
+                destSession: real.destSession, requestType: real.requestType, requestNumber: real.requestNumber,
+                packetNumber: UInt16(first), count: count, attempt: attempt)
             attacker.send(h, payload: 0)
         }
         let sentBefore = pair.server.stats.packetsSent
@@ -97,10 +97,19 @@ struct RequestForResponseTests {
         pair.pump(timeoutNs: 2_000_000_000) { pair.server.stats.drops(.badPacketNumber) == UInt64(bad.count) }
         #expect(pair.server.stats.drops(.badPacketNumber) == UInt64(bad.count))
         #expect(pair.server.stats.packetsSent == sentBefore)
+        // The client asked for every packet in attempt 0: asking again in it is a copy.
+        forge(first: packets - 3, count: 3, attempt: 0)
         forge(first: packets - 3, count: 3)
         pair.pump(timeoutNs: 2_000_000_000) { pair.client.stats.drops(.outOfOrder) == 3 }
         #expect(pair.server.stats.packetsSent == sentBefore + 3)
         #expect(pair.client.stats.drops(.outOfOrder) == 3)
+        // Answered once in its attempt: the same run again, an earlier one, or an older attempt get nothing.
+        forge(first: packets - 3, count: 3)
+        forge(first: 1, count: 2)
+        forge(first: packets - 1, count: 1, attempt: 0)
+        pair.pump(timeoutNs: 2_000_000_000) { pair.server.stats.drops(.repeatedRequestForResponse) == 4 }
+        #expect(pair.server.stats.drops(.repeatedRequestForResponse) == 4)
+        #expect(pair.server.stats.packetsSent == sentBefore + 3)
         // The session still serves.
         #expect(try fetchPatterned(pair, session: s, id: 4, size: 10_000))
     }

@@ -159,6 +159,31 @@ struct SecurityTests {
         #expect(try echoOnce(pair, session: s2, bytes: [0x77, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
     }
 
+    /// An attacker who captured the client's requests-for-response replays them while the
+    /// server still keeps the response. Each copy authenticates, and each used to make the
+    /// server send its run again: one packet in, up to a credit window out. Now every copy is
+    /// dropped and counted, nothing is sent, and the session goes on.
+    @Test("replayed requests-for-response are not answered again")
+    func replayedRequestForResponse() throws {
+        let credentials = try TestCredentials()
+        let pair = try securePair(credentials)
+        let s = try pair.connect()
+        let bytes = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        #expect(try echoOnce(pair, session: s, bytes: bytes)?.1 == bytes)
+        let rfrs = pair.client.transport.captured.filter { header(of: $0, sealed: true)?.type == .requestForResponse }
+        #expect(rfrs.count >= 3)  // 138 response packets in runs of at most 64
+        let sentBefore = pair.server.stats.packetsSent
+        let attacker = RawSender(port: pair.server.transport.base.port)
+        let rounds = 10
+        for _ in 0..<rounds { for packet in rfrs { attacker.send(packet) } }
+        let copies = UInt64(rounds * rfrs.count)
+        pair.pump(timeoutNs: 2_000_000_000) { pair.server.stats.drops(.repeatedRequestForResponse) >= copies }
+        #expect(pair.server.stats.drops(.repeatedRequestForResponse) == copies)
+        #expect(pair.server.stats.drops(.authenticationFailed) == 0)
+        #expect(pair.server.stats.packetsSent == sentBefore)
+        #expect(try echoOnce(pair, session: s, bytes: [1, 2, 3, 4, 5, 6, 7, 8])?.0 == .ok)
+    }
+
     @Test("keys roll over under load and through loss, and no RPC fails or runs twice")
     func keyUpdateUnderLoad() throws {
         let credentials = try TestCredentials()  // its directory lives as long as the test

@@ -180,7 +180,7 @@ extension RpcEndpoint {
     /// A full ring or pool is waited out, processing what has been opened meanwhile.
     @inline(__always)
     func submitOpen(_ base: UnsafeMutableRawPointer, length: Int, header: PacketHeader, session s: Int) -> Bool {
-        guard offloads(messageSize: Int(header.messageSize)), length >= Wire.headerSize + Wire.tagSize,
+        guard offloads(messageSize: header.carriedMessageSize), length >= Wire.headerSize + Wire.tagSize,
             let pool = aesPool
         else { return false }
         let rx = crypto[s].rx.unsafelyUnwrapped

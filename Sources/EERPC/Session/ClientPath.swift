@@ -16,7 +16,9 @@ public enum RequestError: Error, Equatable, Sendable {
 // allow, rather than once per packet received (eRPC's one RFR per packet cost an AEAD seal and
 // open and a datagram each: 45 of them per 64 KiB read). `numTx` counts exchanges asked for,
 // `numRx` those answered; the client accepts only the next packet in that order, and only one
-// it has asked for.
+// it has asked for. An RFR also carries the slot's attempt number (retransmission timeouts of
+// this request so far): within an attempt its runs only move forward, so the server answers
+// each RFR at most once and a replayed one gets nothing.
 
 extension RpcEndpoint {
     /// Sends a request on a connected client session. Completes by calling `continuation` on
@@ -82,6 +84,7 @@ extension RpcEndpoint {
         slot.pointee.responseSize = 0
         slot.pointee.lastProgress = now
         slot.pointee.retriesWithoutProgress = 0
+        slot.pointee.attempt = 0
         kick(slot: k)
     }
 
@@ -109,10 +112,10 @@ extension RpcEndpoint {
             } else {
                 // The server refuses runs longer than a credit window.
                 let count = min(total - p, sessions[s].credits, Wire.sessionCredits)
-                let header = PacketHeader(
-                    type: .requestForResponse, destSession: remote, requestType: slot.pointee.requestType,
-                    messageSize: UInt32(count), requestNumber: slot.pointee.requestNumber,
-                    packetNumber: UInt16(truncatingIfNeeded: p))
+                let header = PacketHeader.requestForResponse(
+                    destSession: remote, requestType: slot.pointee.requestType,
+                    requestNumber: slot.pointee.requestNumber, packetNumber: UInt16(truncatingIfNeeded: p),
+                    count: count, attempt: slot.pointee.attempt)
                 queuePacket(header, data: nil, length: 0, slot: k)
                 slot.pointee.numTx = p + count
                 sessions[s].credits -= count

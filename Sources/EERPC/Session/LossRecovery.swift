@@ -2,8 +2,9 @@
 //
 // Only the client keeps timers. A slot that has packets outstanding and has made no progress
 // for one retransmission timeout rolls back to the first unanswered packet (go-back-N): it
-// takes back the credits of the packets presumed lost and sends again from there. Retransmitted
-// packets carry exactly the bytes of the originals.
+// takes back the credits of the packets presumed lost and sends again from there, as a new
+// attempt. Retransmitted packets carry exactly the bytes of the originals, except RFRs, which
+// carry the new attempt number (the server answers an RFR only once per attempt).
 
 extension RpcEndpoint {
     /// Scans a tenth of an RTO apart, as eRPC does, so timeouts fire within 10 % of the RTO.
@@ -21,7 +22,10 @@ extension RpcEndpoint {
                     now &- slot.pointee.lastProgress > rto
                 else { continue }
                 slot.pointee.retriesWithoutProgress += 1
-                if slot.pointee.retriesWithoutProgress > config.maxRetransmissionsWithoutProgress {
+                slot.pointee.attempt += 1
+                if slot.pointee.retriesWithoutProgress > config.maxRetransmissionsWithoutProgress
+                    || slot.pointee.attempt > Wire.maxRFRAttempt
+                {
                     failSession(s, reason: .timedOut)
                     break
                 }

@@ -86,8 +86,10 @@ extension RpcEndpoint {
     }
 
     /// An RFR asks for response packets j ..< j + count, where its packet number is N − 1 + j and
-    /// `messageSize` is the count. A run is at most one credit window: the client may not have
-    /// more in flight, so a larger one is a misbehaving peer asking for amplification.
+    /// the count is in its size field. A run is at most one credit window: the client may not
+    /// have more in flight, so a larger one is a misbehaving peer asking for amplification. Each
+    /// RFR is answered once: one that does not move past the packets already asked for in its
+    /// attempt (or comes from an older attempt) is a copy, dropped and counted.
     func serverReceiveRFR(_ header: PacketHeader, session s: Int) {
         let k = s * Wire.sessionRequestWindow + Int(header.requestNumber % UInt64(Wire.sessionRequestWindow))
         let slot = slots + k
@@ -97,13 +99,20 @@ extension RpcEndpoint {
             return drop(.outOfOrder)
         }
         let first = Int(header.packetNumber) - (slot.pointee.serverRequestPackets - 1)
-        let count = Int(header.messageSize)
+        let count = header.runCount
         let response = slot.pointee.serverResponse.unsafelyUnwrapped
         guard first >= 1, count >= 1, count <= Wire.sessionCredits,
             first + count <= Wire.packetCount(size: response.size, dataPerPacket: dataPerPacket)
         else {
             return drop(.badPacketNumber)
         }
+        let attempt = header.runAttempt
+        guard attempt > slot.pointee.rfrAttempt || (attempt == slot.pointee.rfrAttempt && first > slot.pointee.rfrLast)
+        else {
+            return drop(.repeatedRequestForResponse)
+        }
+        slot.pointee.rfrAttempt = attempt
+        slot.pointee.rfrLast = first + count - 1
         for j in first..<(first + count) {
             // A retransmitted RFR whose packet still waits in the AES pool: that copy will go out.
             // Another copy would only lengthen the queue the client is timing out on; with short
@@ -296,6 +305,8 @@ extension RpcEndpoint {
         slot.pointee.presealed = false
         slot.pointee.responseReady = false
         slot.pointee.serverHighestQueued = -1
+        slot.pointee.rfrAttempt = 0
+        slot.pointee.rfrLast = 0
     }
 
     /// Background thread → dispatch thread. Thread-safe.

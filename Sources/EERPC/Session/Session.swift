@@ -75,6 +75,8 @@ struct Slot {
     var stalled = false
     /// Retransmission timeouts since the last accepted packet.
     var retriesWithoutProgress = 0
+    /// Go-back-N rollbacks of this request so far: the attempt number its RFRs carry.
+    var attempt = 0
     /// The flush epoch in which this slot last queued a packet (see `withdrawQueuedPackets`).
     var queuedEpoch: UInt64 = 0
     /// Packets of this slot waiting in the AES pool to be sealed.
@@ -90,6 +92,13 @@ struct Slot {
     /// Highest response packet index queued for the current response (-1: none yet). An RFR at
     /// or below it is a retransmission.
     var serverHighestQueued = -1
+    /// The latest client attempt an RFR of the current request came in, and the last response
+    /// packet index asked for in it. Within one attempt the client asks for each packet once,
+    /// in order, so an RFR of that attempt starting at or below `rfrLast`, or of an earlier
+    /// attempt, is a copy (replayed or duplicated): answering it again would let anyone who
+    /// captured one packet make the server send a credit window's worth.
+    var rfrAttempt = 0
+    var rfrLast = 0
     /// The response, kept until the next request on this slot so duplicates can be answered.
     var serverResponse: MsgBuffer? = nil
     var responseReady = false

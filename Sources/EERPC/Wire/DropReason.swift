@@ -25,6 +25,9 @@ public enum DropReason: Int, Error, CaseIterable, Sendable {
     /// An encrypted session's packet that no key of the session authenticates (tampered, forged,
     /// or from an older session with the same number).
     case authenticationFailed
+    /// A request-for-response the server has answered already: a replayed or duplicated copy
+    /// (the client's retransmissions carry a new attempt number).
+    case repeatedRequestForResponse
 
     public var name: String {
         switch self {
@@ -40,6 +43,7 @@ public enum DropReason: Int, Error, CaseIterable, Sendable {
         case .noBuffer: "no_buffer"
         case .noHandler: "no_handler"
         case .authenticationFailed: "authentication_failed"
+        case .repeatedRequestForResponse: "repeated_rfr"
         }
     }
 }

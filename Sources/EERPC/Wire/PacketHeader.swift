@@ -7,7 +7,10 @@
 /// bytes 2-3    destination session number (the receiver's)
 /// byte 4       request type (handler id)
 /// bytes 5-7    message size in bytes (24 bits; ≤ Wire.maxMessageSize); on a request-for-response,
-///              the number of response packets it asks for, from its packet number on
+///              bits 0-7 the number of response packets it asks for, from its packet number on,
+///              and bits 8-22 the client's attempt number (its go-back-N retransmissions of
+///              this request so far), which makes every RFR the client sends for a request a
+///              different packet, so the server can tell a replayed copy from a new question
 /// bytes 8-13   request number (48 bits)
 /// bytes 14-15  packet number
 /// ```
@@ -42,6 +45,39 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
         self.messageSize = messageSize
         self.requestNumber = requestNumber
         self.packetNumber = packetNumber
+    }
+
+    /// A request-for-response for `count` response packets from `packetNumber` on, sent in the
+    /// client's `attempt` at this request (0 until its first retransmission timeout).
+    @inlinable
+    public static func requestForResponse(
+        destSession: UInt16, requestType: UInt8, requestNumber: UInt64, packetNumber: UInt16, count: Int, attempt: Int
+    ) -> PacketHeader {
+        PacketHeader(
+            type: .requestForResponse, destSession: destSession, requestType: requestType,
+            messageSize: UInt32(truncatingIfNeeded: count | (attempt << Wire.rfrCountBits)), requestNumber: requestNumber,
+            packetNumber: packetNumber)
+    }
+
+    /// On a request-for-response: the number of response packets it asks for.
+    @inlinable
+    public var runCount: Int { Int(messageSize) & ((1 << Wire.rfrCountBits) - 1) }
+
+    /// On a request-for-response: the client's attempt number at this request.
+    @inlinable
+    public var runAttempt: Int { Int(messageSize) >> Wire.rfrCountBits }
+
+    /// The size of the message whose bytes this packet carries part of, which decides whether
+    /// the AES pool handles it: 0 for a request-for-response, whose size field holds its run.
+    @inlinable
+    public var carriedMessageSize: Int { type == .requestForResponse ? 0 : Int(messageSize) }
+
+    /// ``carriedMessageSize`` from header word 0 as stored in a TX descriptor (little-endian).
+    @inlinable
+    public static func carriedMessageSize(word0 stored: UInt64) -> Int {
+        let word = UInt64(littleEndian: stored)
+        let type = UInt8(truncatingIfNeeded: word >> 8) & 0x03
+        return type == PacketType.requestForResponse.rawValue ? 0 : Int(truncatingIfNeeded: word >> 40)
     }
 
     /// The header as two little-endian words, the form stored in TX descriptors.

@@ -17,6 +17,12 @@ public enum Wire {
     /// 64 KiB response (46 packets) took more than one window of RFR round trips. 64 measured
     /// 8-22 % more reads/s at 64 KiB (paired runs) and more on YCSB-E's scans, plaintext and encrypted alike.
     public static let sessionCredits = 64
+    /// A request-for-response's size field holds its run length in the low 8 bits (at most
+    /// ``sessionCredits``) and the client's attempt number above them (see
+    /// ``PacketHeader/requestForResponse(destSession:requestType:requestNumber:packetNumber:count:attempt:)``).
+    public static let rfrCountBits = 8
+    /// Largest RFR attempt number: 15 bits, so the size field stays within ``maxMessageSize``.
+    public static let maxRFRAttempt = 0x7FFF
     /// Default UDP payload per packet: a 1500-byte Ethernet MTU less IPv4 and UDP headers.
     public static let defaultMTU = 1472
     /// Largest UDP payload (loopback only; real NICs use `defaultMTU`).
