@@ -477,6 +477,37 @@ struct CryptoModeTests {
         #expect(bad.isEmpty, "\(bad.prefix(5))")
     }
 
+    /// A packet with the other key-phase bit is a phase change or a late packet, and what the
+    /// AES pool is opening must be handled before it. Forged ones (a captured packet with the bit
+    /// flipped) used to make the dispatch thread wait out the pool for each before they failed to
+    /// open; now only authentic ones do.
+    @Test("forged packets of the other key phase do not make the dispatch thread wait for the pool")
+    func forgedOtherPhase() throws {
+        let credentials = try TestCredentials()
+        var config = RpcConfig.encrypted()
+        config.crypto = .offload
+        config.keyUpdatePackets = 100
+        let pair = try securePair(credentials, config: config)
+        let s = try pair.connect()
+        #expect(try echoOnce(pair, session: s, bytes: Array(repeating: 0x61, count: 3_000))?.0 == .ok)
+        let sealed = try #require(pair.client.transport.captured.last { header(of: $0, sealed: true)?.type == .request })
+        var forged = sealed
+        forged[1] ^= 0x80  // the key-phase bit
+        let drainsBefore = pair.server.stats.poolDrains
+        let authBefore = pair.server.stats.drops(.authenticationFailed)
+        let attacker = RawSender(port: pair.server.transport.base.port)
+        for _ in 0..<100 { attacker.send(forged) }
+        pair.pump(timeoutNs: 2_000_000_000) { pair.server.stats.drops(.authenticationFailed) - authBefore >= 100 }
+        #expect(pair.server.stats.drops(.authenticationFailed) - authBefore == 100)
+        #expect(pair.server.stats.poolDrains == drainsBefore)
+        // Authentic phase changes still let the pool go first.
+        let results = try runEchoLoad(pair, sessions: [s], total: 300, window: 8, sizes: [16, 5_000])
+        #expect(results.ok == 300)
+        let updates = pair.client.endpoint.keyUpdates(session: s)
+        #expect(updates >= 2)
+        #expect(pair.server.stats.poolDrains - drainsBefore >= UInt64(updates))
+    }
+
     @Test("the pool works with the OpenSSL backend too (per-worker contexts)")
     func openSSLPool() throws {
         let credentials = try TestCredentials()

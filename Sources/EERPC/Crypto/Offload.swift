@@ -184,15 +184,10 @@ extension RpcEndpoint {
             let pool = aesPool
         else { return false }
         let rx = crypto[s].rx.unsafelyUnwrapped
-        guard header.keyPhase == rx.phase else {
-            // The phase change is handled inline; let what is in the pool go first.
-            rxOffload.post(to: pool)
-            while rxOffload.count > 0 {
-                if !rxOffload.helpHead() { spinPause() }
-                harvestOpened()
-            }
-            return false
-        }
+        // A phase change is handled inline, and what is in the pool goes first, but only once
+        // the packet has authenticated (`openOtherPhase`): forged packets with the other phase
+        // bit would otherwise make the dispatch thread wait out the pool for each.
+        guard header.keyPhase == rx.phase else { return false }
         if rxOffload.isFull { rxOffload.post(to: pool) }
         while rxOffload.isFull {
             if !rxOffload.helpHead() { spinPause() }
@@ -243,6 +238,18 @@ extension RpcEndpoint {
                 }
             }
             rxOffload.popHead()
+        }
+    }
+
+    /// RX: processes every packet in the pool's ring, waiting for those still being opened, so
+    /// that an inline packet acted on next comes after them (see `openOtherPhase`).
+    func drainOpened() {
+        counters.poolDrains &+= 1
+        guard let pool = aesPool, rxOffload.count > 0 else { return }
+        rxOffload.post(to: pool)
+        while rxOffload.count > 0 {
+            if !rxOffload.helpHead() { spinPause() }
+            harvestOpened()
         }
     }
 

@@ -143,7 +143,8 @@ extension RpcEndpoint {
 
     /// The packet's phase bit is not the current one: it is either the first of the next phase,
     /// or a late one from the previous phase. Opening in place overwrites the bytes, so the
-    /// packet is kept in scratch for the second try.
+    /// packet is kept in scratch for the second try. Once it has authenticated, the packets the
+    /// AES pool is opening (all of the current phase, received before it) are handled first.
     @inline(never)
     private func openOtherPhase(_ base: UnsafeMutableRawPointer, count: Int, header: PacketHeader, session s: Int)
         -> Int?
@@ -157,6 +158,7 @@ extension RpcEndpoint {
         if rx.next.key.open(
             nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count, tag: tag)
         {
+            if offloadsReceive { drainOpened() }
             advanceReceivePhase(session: s)
             return count
         }
@@ -167,6 +169,7 @@ extension RpcEndpoint {
                 nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count,
                 tag: tag)
             {
+                if offloadsReceive { drainOpened() }
                 return count
             }
         }
