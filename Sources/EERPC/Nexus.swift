@@ -345,13 +345,12 @@ public final class Nexus: @unchecked Sendable {
                 }
                 connection.close()
             }
-            if let session {
-                self.post(
-                    .response(reply, session: session, token: message.token, error: error, secrets: secrets), to: rpcID)
-            }
-            // This thread's copy. (The posted one passes through the Rpc's inbox array, whose
-            // storage is freed unwiped.)
-            secrets?.wipe()
+            // The secrets leave this thread in a cell of their own, wiped here.
+            var transit: SecretsInTransit? = nil
+            if secrets != nil { transit = SecretsInTransit(&secrets!) }
+            let event = SessionManagementEvent.response(
+                reply, session: session ?? 0, token: message.token, error: error, secrets: transit)
+            if session == nil || !self.post(event, to: rpcID) { event.discard() }
         }
         _ = pthread_detach(worker.tid)
     }

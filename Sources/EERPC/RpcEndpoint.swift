@@ -198,7 +198,7 @@ public final class RpcEndpoint: @unchecked Sendable {
         }
         drainBackgroundResponses()
         for s in 0..<maxSessions where sessions[s].state != .free { releaseSession(s) }
-        for event in sessionManagementInbox.withLock({ $0 }) { event.closeConnection() }
+        for event in sessionManagementInbox.withLock({ $0 }) { event.discard() }
         sessions.deinitialize(count: maxSessions)
         sessions.deallocate()
         routes.deallocate()

@@ -18,6 +18,34 @@ struct SessionSecrets: BitwiseCopyable, Sendable {
     mutating func wipe() { wipeBytes(of: &self) }
 }
 
+/// A session's secrets on their way from a session-management thread to the dispatch thread,
+/// in a heap cell of their own: inline in the event, they would sit in the inbox array's
+/// storage, which is freed without being wiped. Whoever removes the event from the inbox owns
+/// the cell and calls `take` or `discard` once; both wipe and free it.
+struct SecretsInTransit: @unchecked Sendable {
+    private let cell: UnsafeMutablePointer<SessionSecrets>
+
+    /// Moves `secrets` into a new cell and wipes them where they were.
+    init(_ secrets: inout SessionSecrets) {
+        cell = .allocate(capacity: 1)
+        cell.initialize(to: secrets)
+        secrets.wipe()
+    }
+
+    /// The secrets (for the caller to wipe once used); the cell is wiped and freed.
+    func take() -> SessionSecrets {
+        let secrets = cell.pointee
+        discard()
+        return secrets
+    }
+
+    /// Wipes and frees the cell unread.
+    func discard() {
+        cell.pointee.wipe()
+        cell.deallocate()
+    }
+}
+
 /// 32 bytes of secret, inline.
 struct Secret: BitwiseCopyable, Sendable {
     var w0: UInt64 = 0, w1: UInt64 = 0, w2: UInt64 = 0, w3: UInt64 = 0

@@ -12,10 +12,14 @@ enum SessionManagementEvent: Sendable {
     /// that session is gone (and its number reused) is recognised and ignored.
     /// `secrets` are the data-plane secrets exported from the TLS handshake (nil without TLS).
     case response(
-        SessionManagementMessage?, session: Int, token: UInt64, error: SessionError?, secrets: SessionSecrets?)
+        SessionManagementMessage?, session: Int, token: UInt64, error: SessionError?, secrets: SecretsInTransit?)
 
-    func closeConnection() {
-        if case .request(_, let connection) = self { connection.close() }
+    /// Lets go of an event nobody will handle: closes its connection or wipes its secrets.
+    func discard() {
+        switch self {
+        case .request(_, let connection): connection.close()
+        case .response(_, _, _, _, let secrets): secrets?.discard()
+        }
     }
 }
 
@@ -141,7 +145,8 @@ extension RpcEndpoint {
             reply.route = localRoute
             _ = connection.send(reply)
             connection.close()
-        case .response(let message, let s, let token, let error, var secrets):
+        case .response(let message, let s, let token, let error, let transit):
+            var secrets = transit?.take()
             defer { secrets?.wipe() }
             guard sessions[s].role == .client, sessions[s].token == token else { return }
             if sessions[s].state == .connecting {
