@@ -53,6 +53,13 @@ struct ConfigTests {
         #expect(capped.maxStoreBytes == 512 << 20)
     }
 
+    @Test("an escaped quote does not end a string: a # after it is text, not a comment")
+    func escapedQuoteBeforeHash() throws {
+        let doc = try TOMLDocument(parsing: ##"name = "a\"#b" # comment"## + "\n" + ##"path = "c:\\" # a backslash ends it"##)
+        #expect(doc.tables[""]?["name"] == .string(##"a"#b"##))
+        #expect(doc.tables[""]?["path"] == .string(##"c:\"##))
+    }
+
     @Test("hash slots are Redis Cluster's (CRC16-XMODEM, hash tags)")
     func slots() {
         #expect(HashSlot.of(Array("123456789".utf8)) == 0x31C3 & 0x3FFF)

@@ -70,9 +70,18 @@ public struct TOMLDocument: Sendable {
 
     private static func stripComment(_ line: String) -> String {
         var inString = false
+        var escaped = false
         for (i, c) in line.enumerated() {
-            if c == "\"" { inString.toggle() }
-            if c == "#" && !inString { return String(line.prefix(i)) }
+            // Inside a string a backslash escapes the next character: `\"` does not end it.
+            if escaped {
+                escaped = false
+            } else if inString && c == "\\" {
+                escaped = true
+            } else if c == "\"" {
+                inString.toggle()
+            } else if c == "#" && !inString {
+                return String(line.prefix(i))
+            }
         }
         return line
     }
