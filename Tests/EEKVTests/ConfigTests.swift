@@ -60,6 +60,28 @@ struct ConfigTests {
         #expect(doc.tables[""]?["path"] == .string(##"c:\"##))
     }
 
+    @Test("decimal integers with leading zeros are refused (TOML 1.0), naming the line")
+    func leadingZeros() throws {
+        for bad in ["0123", "+0123", "-01", "00", "0_1"] {
+            #expect {
+                _ = try TOMLDocument(parsing: "a = 1\nport = \(bad)\n")
+            } throws: { error in
+                guard let error = error as? TOMLDocument.ParseError else { return false }
+                return error.line == 2 && error.reason.contains("leading zero")
+            }
+        }
+        let doc = try TOMLDocument(parsing: "a = 0\nb = +0\nc = -0\nd = 10\ne = 1_000\nf = [0, 7]\n")
+        #expect(
+            doc.tables[""] == [
+                "a": .integer(0), "b": .integer(0), "c": .integer(0), "d": .integer(10), "e": .integer(1_000),
+                "f": .array([.integer(0), .integer(7)]),
+            ])
+        let zeroPort = Self.node.replacing("port = 1000", with: "port = 01000")
+        #expect(throws: ClusterConfig.Error.self) {
+            try ClusterConfig.parse("[cluster]\ncrypto = \"none\"\n" + zeroPort, source: "t.toml")
+        }
+    }
+
     @Test("hash slots are Redis Cluster's (CRC16-XMODEM, hash tags)")
     func slots() {
         #expect(HashSlot.of(Array("123456789".utf8)) == 0x31C3 & 0x3FFF)

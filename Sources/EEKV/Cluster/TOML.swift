@@ -135,7 +135,15 @@ public struct TOMLDocument: Sendable {
         s = s.dropFirst(token.count)
         if token == "true" { return .boolean(true) }
         if token == "false" { return .boolean(false) }
-        if let n = Int(token.filter { $0 != "_" }) { return .integer(n) }
+        let digits = token.filter { $0 != "_" }
+        if let n = Int(digits) {
+            // TOML 1.0: a decimal integer has no leading zeros (`0123` is not 123, nor octal).
+            let magnitude = digits.drop { $0 == "+" || $0 == "-" }
+            guard magnitude.count == 1 || magnitude.first != "0" else {
+                throw ParseError(line: line, reason: "integer '\(token)' has a leading zero")
+            }
+            return .integer(n)
+        }
         throw ParseError(line: line, reason: "unsupported value '\(token)'")
     }
 }
