@@ -129,6 +129,7 @@ struct ClusterTests {
             (KVProtocol.readType, [2, 1, 0, 65, 66], "put on the read type"),
             (KVProtocol.readType, [4, 1, 0, 65, 2, 0, 0], "malformed scan"),
             (KVProtocol.readType, [4, 1, 0, 65, 0, 0, 0, 0, 0, 0, 0], "scan limit 0"),
+            (KVProtocol.readType, [4, 1, 0, 65, 4, 0, 0, 1, 0, 0, 0], "scan with an unknown flag"),
             (KVProtocol.readType, [5, 0, 0], "mget of no keys"),
             (KVProtocol.readType, [5, 2, 0, 1, 0, 65], "mget truncated"),
             (KVProtocol.writeType, [], "empty write"),
@@ -319,6 +320,21 @@ struct ScanMergeTests {
         let rows = try client.scan(from: Array("k".utf8), limit: 3)
         #expect(rows.map(\.0) == [a, b, x])
         #expect(rows[0].1.count == 3 << 20)
+    }
+
+    /// Resuming after the last key of a cut-short reply used to ask for "that key + 0x00", which
+    /// for a 511-byte key is 512 bytes: the scan ended there without the remaining keys.
+    @Test("a scan cut short right after a 511-byte key resumes after it")
+    func resumesAfterLongestKey() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "none")
+        let client = try cluster.client()
+        let keys = (1...4).map { [UInt8](repeating: 0x6D, count: Store.maxKeySize - 1) + [UInt8(0x30 + $0)] }
+        // Two 3 MiB records fill a reply: it is cut after the second, a key of the longest length.
+        let big = [UInt8](repeating: 0x42, count: 3 << 20)
+        for k in keys.prefix(3) { try client.put(k, big) }
+        try client.put(keys[3], [1])
+        #expect(try client.scan(from: [0x6D], limit: 10).map(\.0) == keys)
+        #expect(try client.scan(from: keys[1], limit: 2).map(\.0) == Array(keys[1...2]))
     }
 
     @Test("a record too large for any scan reply is reported, not skipped")

@@ -59,7 +59,7 @@ final class SyncWriter {
 
 @Suite("LMDB store and group commit")
 struct StoreTests {
-    @Test("random puts, deletes, gets and scans agree with an in-memory model, and survive a restart")
+    @Test("random puts, deletes, gets and scans (from or after a key) agree with an in-memory model, and survive a restart")
     func modelAndRestart() throws {
         let dir = TempDirectory()
         var model: [[UInt8]: [UInt8]] = [:]
@@ -85,13 +85,17 @@ struct StoreTests {
                 default:
                     let start = Array("k\(rng.next() % 400)".utf8)
                     let limit = Int(rng.next() % 20) + 1
-                    let expected = model.keys.filter { !$0.lexicographicallyPrecedes(start) }.sorted {
+                    // Half the scans start after `start` rather than at it.
+                    let after = limit % 2 == 0
+                    let expected = model.keys.filter {
+                        after ? start.lexicographicallyPrecedes($0) : !$0.lexicographicallyPrecedes(start)
+                    }.sorted {
                         $0.lexicographicallyPrecedes($1)
                     }.prefix(limit)
                     var seen: [[UInt8]] = []
                     try start.withUnsafeBytes { s in
                         try reader.withSnapshot { snapshot throws(StoreError) in
-                            try snapshot.scan(from: s, to: nil, limit: limit) { k, v in
+                            try snapshot.scan(from: s, after: after, to: nil, limit: limit) { k, v in
                                 seen.append(Array(k))
                                 #expect(Array(v) == model[Array(k)])
                                 return true

@@ -223,23 +223,23 @@ public final class KVClient {
         guard start.count <= Store.maxKeySize, (end?.count ?? 0) <= Store.maxKeySize else {
             throw KVClientError.badRequest("scan bounds must be at most \(Store.maxKeySize) bytes")
         }
-        try scanRound(from: start, to: end, limit: limit, result: [], completion: completion)
+        try scanRound(from: start, after: false, to: end, limit: limit, result: [], completion: completion)
     }
 
-    /// One round of a scan. Each node returns its own first keys from `from`. A node whose reply
-    /// was cut short (by the limit or by the message size) says so, and its last key bounds what
-    /// the merge can trust: keys beyond it may exist on that node. The round merges up to the
-    /// lowest such bound; the next round continues from just after it until `limit` keys are in
-    /// or no node has more.
+    /// One round of a scan. Each node returns its own first keys from `from` (after it, if
+    /// `after`). A node whose reply was cut short (by the limit or by the message size) says so,
+    /// and its last key bounds what the merge can trust: keys beyond it may exist on that node.
+    /// The round merges up to the lowest such bound; the next round continues after it until
+    /// `limit` keys are in or no node has more.
     private func scanRound(
-        from: [UInt8], to end: [UInt8]?, limit: Int, result: [([UInt8], [UInt8])],
+        from: [UInt8], after: Bool, to end: [UInt8]?, limit: Int, result: [([UInt8], [UInt8])],
         completion: @escaping (Result<[([UInt8], [UInt8])], KVClientError>) -> Void
     ) throws {
         let wanted = limit - result.count
         try startAll(config.nodes.map { ($0, 0) }, type: KVProtocol.readType) { w in
             w.u8(KVOperation.scan.rawValue)
             from.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            w.u8(end == nil ? 0 : 1)
+            w.u8((end == nil ? 0 : KVProtocol.scanHasEnd) | (after ? KVProtocol.scanAfterStart : 0))
             (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
             w.u32(UInt32(wanted))
         } done: { [weak self] replies in
@@ -273,13 +273,10 @@ public final class KVClient {
                 var merged = unsorted.sorted { $0.0.lexicographicallyPrecedes($1.0) }
                 if let bound { merged.removeAll { bound.lexicographicallyPrecedes($0.0) } }
                 let result = result + merged.prefix(wanted)
-                // The smallest key after the bound.
-                guard let bound, result.count < limit, bound.count < Store.maxKeySize else {
-                    return completion(.success(result))
-                }
+                guard let bound, result.count < limit else { return completion(.success(result)) }
                 guard let self else { return completion(.failure(.protocolError("the client was closed during a scan"))) }
                 do {
-                    try scanRound(from: bound + [0], to: end, limit: limit, result: result, completion: completion)
+                    try scanRound(from: bound, after: true, to: end, limit: limit, result: result, completion: completion)
                 } catch let error as KVClientError {
                     completion(.failure(error))
                 } catch {

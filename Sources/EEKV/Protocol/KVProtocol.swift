@@ -9,13 +9,15 @@ import EERPC
 /// get     op=1 | klen u16 | key
 /// put     op=2 | klen u16 | key | value (the rest of the message)
 /// delete  op=3 | klen u16 | key
-/// scan    op=4 | slen u16 | start | has_end u8 | elen u16 | end | limit u32
+/// scan    op=4 | slen u16 | start | flags u8 | elen u16 | end | limit u32
 /// mget    op=5 | count u16 | (klen u16 | key) × count
 /// merge   op=6 | klen u16 | key | patch (the rest: a ``FieldRecord`` of at least one field)
 /// ```
 /// A merge sets the patch's fields in the stored record (creating it if the key does not exist),
 /// atomically, on the node: one round trip where a get and a put would take two and could lose a
 /// concurrent writer's fields.
+/// A scan's flags: ``KVProtocol/scanHasEnd`` (`end` bounds it; else it runs to the last key) and
+/// ``KVProtocol/scanAfterStart`` (it starts after `start`, not at it).
 /// Replies: `status u8 | body`. Bodies of `ok` replies: get → the value; scan → `count u32 | more u8 |
 /// (klen u16 | key | vlen u32 | value) × count`; mget → `count u16 | (found u8 | vlen u32 | value) × count`.
 /// Error replies carry a UTF-8 message as the body.
@@ -27,6 +29,11 @@ public enum KVProtocol {
     /// Largest scan limit and mget key count per request.
     public static let maxScanLimit = 100_000
     public static let maxMultiGet = 4_096
+    /// Scan flag: the scan ends before `end`.
+    public static let scanHasEnd: UInt8 = 1
+    /// Scan flag: the scan starts after `start`. A scan resumes after the last key it has seen
+    /// this way: "that key + 0x00" would be one byte too long after a key of the longest length.
+    public static let scanAfterStart: UInt8 = 2
 }
 
 public enum KVOperation: UInt8, Sendable {

@@ -103,21 +103,23 @@ enum KVHandlers {
 
     private static func scan(_ handle: RequestHandle, _ r: inout ByteReader, _ state: DispatchState) throws(StoreError) {
         guard let startLength = r.u16(), let start = r.take(Int(startLength)), startLength <= Store.maxKeySize,
-            let hasEnd = r.u8(), hasEnd <= 1, let endLength = r.u16(), let endKey = r.take(Int(endLength)),
+            let flags = r.u8(), flags & ~(KVProtocol.scanHasEnd | KVProtocol.scanAfterStart) == 0,
+            let endLength = r.u16(), let endKey = r.take(Int(endLength)),
             endLength <= Store.maxKeySize, let limit = r.u32(), r.remaining == 0,
             limit >= 1 && limit <= KVProtocol.maxScanLimit
         else {
             return reject(handle, .badRequest, "malformed scan (keys up to 511 bytes, limit 1-100000)", state.stats)
         }
         state.stats.scans.add(1, ordering: .relaxed)
-        let end: UnsafeRawBufferPointer? = hasEnd == 1 ? endKey : nil
+        let end: UnsafeRawBufferPointer? = flags & KVProtocol.scanHasEnd != 0 ? endKey : nil
+        let after = flags & KVProtocol.scanAfterStart != 0
         try state.reader.withSnapshot { s throws(StoreError) in
             // Two passes over one snapshot: size the reply, then fill it.
             let header = 1 + 4 + 1
             var size = header
             var count = 0
             var more = false
-            try s.scan(from: start, to: end, limit: Int(limit) + 1) { k, v in
+            try s.scan(from: start, after: after, to: end, limit: Int(limit) + 1) { k, v in
                 if count == Int(limit) {
                     more = true
                     return false
@@ -142,7 +144,7 @@ enum KVHandlers {
             w.u32(UInt32(count))
             w.u8(more ? 1 : 0)
             do throws(StoreError) {
-                try s.scan(from: start, to: end, limit: count) { k, v in
+                try s.scan(from: start, after: after, to: end, limit: count) { k, v in
                     w.u16(UInt16(k.count))
                     w.bytes(k)
                     w.u32(UInt32(v.count))

@@ -123,16 +123,18 @@ public struct Snapshot: ~Copyable {
         return UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
     }
 
-    /// Visits keys in order from `start` (inclusive) up to `end` (exclusive, if given), at most
-    /// `limit`; `visit` returns false to stop early.
+    /// Visits keys in order from `start` (inclusive, or exclusive if `after`) up to `end`
+    /// (exclusive, if given), at most `limit`; `visit` returns false to stop early.
     public func scan(
-        from start: UnsafeRawBufferPointer, to end: UnsafeRawBufferPointer?, limit: Int,
+        from start: UnsafeRawBufferPointer, after: Bool = false, to end: UnsafeRawBufferPointer?, limit: Int,
         _ visit: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Bool
     ) throws(StoreError) {
         var k = MDB_val(mv_size: start.count, mv_data: UnsafeMutableRawPointer(mutating: start.baseAddress))
         var v = MDB_val()
         let cursor = try reader.boundCursor()
         var op = start.count == 0 ? MDB_FIRST : MDB_SET_RANGE
+        // Only the first key found can equal `start`.
+        var skipStart = after && start.count > 0
         var seen = 0
         while seen < limit {
             let r = mdb_cursor_get(cursor, &k, &v, op)
@@ -140,6 +142,10 @@ public struct Snapshot: ~Copyable {
             try check(r, "mdb_cursor_get")
             op = MDB_NEXT
             let key = UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size)
+            if skipStart {
+                skipStart = false
+                if compareBytes(key, start) == 0 { continue }
+            }
             if let end, compareBytes(key, end) >= 0 { return }
             seen += 1
             if !visit(key, UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)) { return }
