@@ -337,14 +337,30 @@ struct ScanMergeTests {
         #expect(try client.scan(from: keys[1], limit: 2).map(\.0) == Array(keys[1...2]))
     }
 
-    @Test("a record too large for any scan reply is reported, not skipped")
+    /// Any record a put accepts (the longest key with the largest value) fits a scan reply alone.
+    /// One stored beyond that (by an older node, whose put limit was 9 bytes higher) is an error
+    /// that names its key, not a scan that ends early or skips it.
+    @Test("the largest record a put takes comes back in a scan; one too large for any reply is named")
     func recordTooLargeForScan() throws {
         let cluster = try TestCluster(nodes: 1, crypto: "none")
         let client = try cluster.client()
-        let key = [UInt8](repeating: 0x6B, count: 511)
+        let key = [UInt8](repeating: 0x6B, count: Store.maxKeySize)
         try client.put(key, [UInt8](repeating: 1, count: KVProtocol.maxValueSize))
-        #expect(throws: KVClientError.self) { _ = try client.scan(from: [0x6A], limit: 1) }
-        #expect(try client.get(key)?.count == KVProtocol.maxValueSize)
+        try client.put([0x6C], [2])
+        let rows = try client.scan(from: [0x6A], limit: 5)
+        #expect(rows.map(\.0) == [key, [0x6C]])
+        #expect(rows.first?.1.count == KVProtocol.maxValueSize)
+
+        let tooLarge = [UInt8](repeating: 0x6A, count: Store.maxKeySize)
+        let oldLimit = [UInt8](repeating: 3, count: KVProtocol.maxValueSize + 9)
+        #expect(SyncWriter(cluster.nodes[0].store).write(.put, tooLarge, oldLimit) == .committed)
+        #expect {
+            _ = try client.scan(from: [0x6A], limit: 5)
+        } throws: { error in
+            guard case KVClientError.tooLarge(let message) = error else { return false }
+            return message.contains("jjjjjjjj") && message.contains("511 bytes")
+        }
+        #expect(try client.get(tooLarge)?.count == oldLimit.count)
     }
 }
 

@@ -24,8 +24,10 @@ import EERPC
 public enum KVProtocol {
     public static let readType: UInt8 = 10
     public static let writeType: UInt8 = 11
-    /// Largest value: a put is one message with the key (≤ 511 B) and 3 bytes of header.
-    public static let maxValueSize = Wire.maxMessageSize - 3 - Store.maxKeySize
+    /// Largest value: with the longest key it still fits a scan reply alone (6 bytes of reply
+    /// header, 6 of record header), so every record a put or merge stores can be scanned. A put
+    /// (3 bytes of header) and an mget reply (3 + 5) need less.
+    public static let maxValueSize = Wire.maxMessageSize - (1 + 4 + 1) - (2 + 4) - Store.maxKeySize
     /// Largest scan limit and mget key count per request.
     public static let maxScanLimit = 100_000
     public static let maxMultiGet = 4_096
@@ -51,7 +53,8 @@ public enum KVStatus: UInt8, Sendable, Error {
     case notFound = 1
     /// Empty, oversized or malformed request, or unknown operation (the body says which).
     case badRequest = 2
-    /// The reply would not fit the maximum message size (scans: lower the limit).
+    /// A merge's result would exceed ``KVProtocol/maxValueSize``, or a record does not fit a
+    /// reply even alone (stored beyond that limit by an older node; the message names its key).
     case tooLarge = 3
     /// The store failed (I/O error) or is shutting down.
     case storeError = 4

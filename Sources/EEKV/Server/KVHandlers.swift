@@ -119,6 +119,7 @@ enum KVHandlers {
             var size = header
             var count = 0
             var more = false
+            var unfit: UnsafeRawBufferPointer? = nil
             try s.scan(from: start, after: after, to: end, limit: Int(limit) + 1) { k, v in
                 if count == Int(limit) {
                     more = true
@@ -127,14 +128,18 @@ enum KVHandlers {
                 let entry = 2 + k.count + 4 + v.count
                 if size + entry > Wire.maxMessageSize {
                     more = true
+                    if count == 0 { unfit = k }
                     return false
                 }
                 size += entry
                 count += 1
                 return true
             }
-            if count == 0 && more {
-                return reject(handle, .tooLarge, "the next record is too large for a scan reply; get it by key", nil)
+            // A record goes alone in a reply if need be; only one stored beyond `maxValueSize`
+            // (by an older node) fits none. Skipping it would hide it: the scan fails, naming it.
+            if let unfit {
+                let why = "the record under key \(describe(unfit)) is too large for any scan reply; get it by key"
+                return reject(handle, .tooLarge, why, nil)
             }
             guard var response = size <= handle.preallocatedResponse.capacity
                 ? handle.preallocatedResponse : handle.allocateResponse(size: size)
@@ -276,6 +281,19 @@ enum KVHandlers {
     static func rejectBusy(_ handle: RequestHandle, _ state: DispatchState) {
         state.stats.busy.add(1, ordering: .relaxed)
         reject(handle, .busy, "no buffer left for the reply; try again", nil)
+    }
+
+    /// A key for an error message: printable ASCII as is, other bytes as \xNN; the first 64 bytes.
+    static func describe(_ key: UnsafeRawBufferPointer) -> String {
+        var text = ""
+        for b in key.prefix(64) {
+            if b >= 0x20 && b < 0x7F && b != UInt8(ascii: "\\") {
+                text.unicodeScalars.append(Unicode.Scalar(b))
+            } else {
+                text += (b < 16 ? "\\x0" : "\\x") + String(b, radix: 16)
+            }
+        }
+        return "'\(text)\(key.count > 64 ? "..." : "")' (\(key.count) bytes)"
     }
 
     /// An error reply: the status and a short message (cut to one packet).
