@@ -364,6 +364,48 @@ struct ScanMergeTests {
     }
 }
 
+@Suite("Multi-gets larger than one reply", .serialized)
+struct MultiGetSplitTests {
+    @Test("a multi-get whose values exceed one reply returns every value, in order")
+    func valuesBeyondOneReply() throws {
+        let cluster = try TestCluster(nodes: 2, crypto: "none")
+        let client = try cluster.client()
+        var keys: [[UInt8]] = []
+        var expected: [[UInt8]?] = []
+        // 3 MiB values: two fit a reply, not three; every node holds several. Missing and small
+        // keys in between.
+        for i in 0..<8 {
+            let key = Array("mg\(i)".utf8)
+            let value = i % 4 == 3 ? nil : [UInt8](repeating: UInt8(i), count: i % 4 == 2 ? 10 : 3 << 20)
+            if let value { try client.put(key, value) }
+            keys.append(key)
+            expected.append(value)
+        }
+        let values = try client.multiGet(keys + keys.reversed())
+        #expect(values.count == 16)
+        #expect(values == expected + expected.reversed())
+    }
+
+    /// No put stores such a value; one written straight into the store stands for data from
+    /// outside the client's limits.
+    @Test("a value no mget reply can hold is an error naming its key")
+    func valueBeyondAnyReply() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "none")
+        let client = try cluster.client()
+        let key = Array("huge".utf8)
+        let value = [UInt8](repeating: 5, count: Wire.maxMessageSize - 7)
+        #expect(SyncWriter(cluster.nodes[0].store).write(.put, key, value) == .committed)
+        try client.put(Array("small".utf8), [1])
+        #expect(try client.multiGet([Array("small".utf8)]) == [[1]])
+        #expect {
+            _ = try client.multiGet([Array("small".utf8), key])
+        } throws: { error in
+            guard case KVClientError.tooLarge(let message) = error else { return false }
+            return message.contains("'huge' (4 bytes)")
+        }
+    }
+}
+
 /// A session straight over eeRPC to one node, for requests the client library would not send.
 final class RawKVSession {
     let nexus: Nexus

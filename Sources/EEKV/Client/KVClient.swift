@@ -309,7 +309,8 @@ public final class KVClient {
     /// True while the event loop runs (completions run inside it).
     private var inEventLoop = false
 
-    /// Values of `keys`, in order (nil where a key does not exist); one request per node.
+    /// Values of `keys`, in order (nil where a key does not exist); one request per node, more
+    /// when a node's values do not fit one reply (each request reads its own snapshot).
     public func multiGet(_ keys: [[UInt8]]) throws -> [[UInt8]?] {
         for k in keys { try Self.checkKey(k) }
         var byNode: [Int: [Int]] = [:]
@@ -317,8 +318,9 @@ public final class KVClient {
         var results = [[UInt8]?](repeating: nil, count: keys.count)
         for chunk in byNode.sorted(by: { $0.key < $1.key }) {
             let node = config.node(id: chunk.key)!
-            for part in stride(from: 0, to: chunk.value.count, by: KVProtocol.maxMultiGet) {
-                let indices = Array(chunk.value[part..<min(part + KVProtocol.maxMultiGet, chunk.value.count)])
+            var pending = chunk.value[...]
+            while !pending.isEmpty {
+                let indices = Array(pending.prefix(KVProtocol.maxMultiGet))
                 let size = 3 + indices.reduce(0) { $0 + 2 + keys[$1].count }
                 let reply = try wait { done in
                     try startAll([(node, 0)], type: KVProtocol.readType, size: size) { w in
@@ -327,18 +329,21 @@ public final class KVClient {
                         for i in indices { keys[i].withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) } }
                     } done: { done($0.map { $0[0] }) }
                 }
-                try reply.withUnsafeBytes { r throws in
+                // The node answers the first keys whose values fit one reply.
+                let answered = try reply.withUnsafeBytes { r throws in
                     var reader = ByteReader(r)
-                    guard try Self.status(&reader) == .ok, let n = reader.u16(), Int(n) == indices.count else {
+                    guard try Self.status(&reader) == .ok, let n = reader.u16(), n >= 1, Int(n) <= indices.count else {
                         throw KVClientError.protocolError("bad mget reply")
                     }
-                    for i in indices {
+                    for i in indices.prefix(Int(n)) {
                         guard let found = reader.u8(), let vl = reader.u32(), let v = reader.take(Int(vl)) else {
                             throw KVClientError.protocolError("truncated mget reply")
                         }
                         results[i] = found == 1 ? Array(copying: v) : nil
                     }
+                    return Int(n)
                 }
+                pending = pending.dropFirst(answered)
             }
         }
         return results

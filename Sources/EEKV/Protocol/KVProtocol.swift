@@ -20,6 +20,8 @@ import EERPC
 /// ``KVProtocol/scanAfterStart`` (it starts after `start`, not at it).
 /// Replies: `status u8 | body`. Bodies of `ok` replies: get → the value; scan → `count u32 | more u8 |
 /// (klen u16 | key | vlen u32 | value) × count`; mget → `count u16 | (found u8 | vlen u32 | value) × count`.
+/// An mget reply answers the request's first `count` keys (at least one): those whose values fit
+/// one message. The client asks again for the rest.
 /// Error replies carry a UTF-8 message as the body.
 public enum KVProtocol {
     public static let readType: UInt8 = 10

@@ -183,18 +183,31 @@ enum KVHandlers {
         }
         state.stats.multiGets.add(1, ordering: .relaxed)
         try state.reader.withSnapshot { s throws(StoreError) in
+            // The reply answers the first `count` keys whose values fit one message; the client
+            // asks again for the rest.
             var size = 1 + 2
+            var count = 0
             var probe = keys
-            for _ in 0..<n { size += 1 + 4 + (try s.get(key(&probe)!)?.count ?? 0) }
-            guard size <= Wire.maxMessageSize else { return reject(handle, .tooLarge, "mget reply too large", nil) }
+            while count < n {
+                let k = key(&probe)!
+                let entry = 1 + 4 + (try s.get(k)?.count ?? 0)
+                guard size + entry <= Wire.maxMessageSize else {
+                    if count > 0 { break }
+                    // Any value a put stores fits alone: this one was stored beyond that limit.
+                    let why = "the value under key \(describe(k)) is too large for an mget reply; get it by key"
+                    return reject(handle, .tooLarge, why, nil)
+                }
+                size += entry
+                count += 1
+            }
             guard var response = size <= handle.preallocatedResponse.capacity
                 ? handle.preallocatedResponse : handle.allocateResponse(size: size)
             else { return rejectBusy(handle, state) }
             var w = ByteWriter(response)
             w.u8(KVStatus.ok.rawValue)
-            w.u16(n)
+            w.u16(UInt16(count))
             do throws(StoreError) {
-                for _ in 0..<n {
+                for _ in 0..<count {
                     if let v = try s.get(key(&keys)!) {
                         w.u8(1)
                         w.u32(UInt32(v.count))
