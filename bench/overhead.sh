@@ -165,7 +165,8 @@ ycsb() {
     local target=(--config "$WORK/node-$config.toml")
     case $config in
     redis) target=(--config "$WORK/node-none.toml" --db redis --redis-url "redis://127.0.0.1:$REDIS_PORT") ;;
-    redis-tls) target=(--config "$WORK/node-adaptive.toml" --db redis --redis-url "rediss://127.0.0.1:$REDIS_TLS_PORT") ;;
+    redis-tls) target=(--config "$WORK/node-adaptive.toml" --db redis --redis-url "rediss://127.0.0.1:$REDIS_TLS_PORT"
+        --redis-server-name node-0) ;;
     esac
     taskset -c "$CLIENT_CPU" "$EEKV" ycsb "$phase" --workload "$workload" --records "$records" \
         -p "fieldcount=${shape%x*}" -p "fieldlength=${shape#*x}" \
@@ -194,10 +195,12 @@ compare() {
     local targets=()
     for mode in $MODES; do targets+=(--target "$mode=$WORK/node-$mode.toml"); done
     targets+=(--target "redis=redis://127.0.0.1:$REDIS_PORT" --target "redis-tls=rediss://127.0.0.1:$REDIS_TLS_PORT")
-    # --config: the certificates Redis+TLS is reached with (the cluster's CA and client).
+    # --config: the certificates Redis+TLS is reached with (the cluster's CA and client); Redis
+    # serves node-0's certificate, so that is the name the client checks.
     taskset -c "$CLIENT_CPU" "$EEKV" ycsb compare --workload "$workload" --records "$records" \
         -p "fieldcount=${shape%x*}" -p "fieldlength=${shape#*x}" \
         --threads "$THREADS" --outstanding "$OUTSTANDING" --client-spin-us "$CLIENT_SPIN_US" "${targets[@]}" --config "$WORK/node-adaptive.toml" \
+        --redis-server-name node-0 \
         --json "$json" "$@" >"$WORK/last.txt" 2>"$WORK/last.err" || {
         local code=$?
         if [ "$code" = 3 ] && grep -q "^\[OVERALL\]" "$WORK/last.txt"; then

@@ -8,6 +8,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -251,16 +252,23 @@ void *ee_tls_handshake(void *c, int fd, int server, const char *peer_name, char 
     attach_socket(ssl, fd);
     // Every certificate of the cluster chains to the same CA, so the chain alone would let any
     // node's certificate answer for any other: the client names the peer it means to reach
-    // (matched against the certificate's DNS names, or its CN when it has none).
-    if (!server && peer_name && *peer_name && SSL_set1_host(ssl, peer_name) != 1) {
-        set_error(err, err_len, "setting the expected peer name");
-        SSL_free(ssl);
-        return NULL;
+    // (matched against the certificate's DNS names, or its CN when it has none; an IP address
+    // against its IP addresses).
+    if (!server && peer_name && *peer_name) {
+        unsigned char address[16];
+        int is_ip = inet_pton(AF_INET, peer_name, address) == 1 || inet_pton(AF_INET6, peer_name, address) == 1;
+        int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), peer_name)
+                       : SSL_set1_host(ssl, peer_name);
+        if (ok != 1) {
+            set_error(err, err_len, "setting the expected peer name");
+            SSL_free(ssl);
+            return NULL;
+        }
     }
     int r = server ? SSL_accept(ssl) : SSL_connect(ssl);
     if (r != 1) {
         long verify = SSL_get_verify_result(ssl);
-        if (verify == X509_V_ERR_HOSTNAME_MISMATCH) {
+        if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
             snprintf(err, err_len, "certificate rejected: it is not %s's", peer_name);
             ERR_clear_error();
         } else if (verify != X509_V_OK) {

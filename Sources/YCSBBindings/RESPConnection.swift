@@ -45,8 +45,12 @@ public final class RESPConnection {
     private var start = 0
     private var end = 0
 
-    /// - Parameter tls: CA, certificate and key for `rediss://`; nil for plain TCP.
-    public init(host: String, port: UInt16, tls: TLSConfig?, timeoutMs: Int32 = 10_000) throws {
+    /// - Parameters:
+    ///   - tls: CA, certificate and key for `rediss://`; nil for plain TCP.
+    ///   - serverName: with TLS, the name the server's certificate must be issued to (a DNS name
+    ///     or CN, or an IP address among its addresses). nil: `host`, as any TLS client checks
+    ///     it; a chain to the CA alone would let every certificate the CA issued answer.
+    public init(host: String, port: UInt16, tls: TLSConfig?, serverName: String? = nil, timeoutMs: Int32 = 10_000) throws {
         var ip: UInt32 = 0
         guard ee_resolve_ipv4(host, &ip) == 0 else { throw RESPError.connect("cannot resolve \(host)") }
         let fd = ee_tcp_connect(ip, port, timeoutMs)
@@ -58,7 +62,7 @@ public final class RESPConnection {
                 close(fd)
                 throw RESPError.connect(String(nulTerminated: message))
             }
-            guard let ssl = ee_tls_handshake(ctx, fd, 0, nil, &message, 512) else {
+            guard let ssl = ee_tls_handshake(ctx, fd, 0, serverName ?? host, &message, 512) else {
                 ee_tls_context_free(ctx)
                 close(fd)
                 throw RESPError.connect("TLS: " + String(nulTerminated: message))

@@ -48,12 +48,12 @@ final class RedisServer: @unchecked Sendable {
         }
     }
 
-    /// A connection, once the server accepts one.
+    /// A connection, once the server accepts one (over TLS, to the server with node-0's certificate).
     func connect(tls: TLSConfig? = nil) throws -> RESPConnection {
         let deadline = Date().addingTimeInterval(10)
         while true {
             do {
-                let c = try RESPConnection(host: "127.0.0.1", port: port, tls: tls)
+                let c = try RESPConnection(host: "127.0.0.1", port: port, tls: tls, serverName: "node-0")
                 _ = try c.command("PING")
                 return c
             } catch {
@@ -177,6 +177,17 @@ struct RedisTests {
         #expect(throws: (any Error).self) {
             let plain = try RESPConnection(host: "127.0.0.1", port: redis.port, tls: nil, timeoutMs: 1_000)
             _ = try plain.command("PING")
+        }
+        // The certificate must be the one named: the host by default (an IP address the
+        // certificate does not carry), or another certificate of the same CA, is refused.
+        let client = TLSConfig(directory: dir, name: "client-0")
+        for name: String? in [nil, "node-1", "client-0", "127.0.0.2"] {
+            do {
+                _ = try RESPConnection(host: "127.0.0.1", port: redis.port, tls: client, serverName: name, timeoutMs: 2_000)
+                Issue.record("a server certificate for node-0 was accepted as \(name ?? "127.0.0.1")")
+            } catch let error as RESPError {
+                #expect("\(error)".contains("certificate rejected: it is not \(name ?? "127.0.0.1")'s"), "\(error)")
+            }
         }
     }
 }

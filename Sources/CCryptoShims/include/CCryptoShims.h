@@ -96,7 +96,7 @@ void *ee_tls_context_new(int server, const char *ca_path, const char *cert_path,
 void ee_tls_context_free(void *ctx);
 /// Runs the handshake on a connected blocking socket (its timeouts apply). A client with a
 /// `peer_name` (NULL or "" for none) refuses a server whose certificate is not issued to that
-/// name. Returns the connection, or NULL with the reason in `err` (the socket is left open for
+/// name (a DNS name or CN; an IPv4 or IPv6 address must be among the certificate's addresses). Returns the connection, or NULL with the reason in `err` (the socket is left open for
 /// the caller).
 void *ee_tls_handshake(void *ctx, int fd, int server, const char *peer_name, char *err, size_t err_len);
 int ee_tls_write_all(void *ssl, const void *buf, size_t len);

@@ -80,6 +80,7 @@ struct YCSBOptions: ParsableArguments {
     @Option(help: "eekv or redis.") var db = "eekv"
     @Option(help: "For --db redis: redis://[[USER]:PASSWORD@]HOST:PORT[/DB], or rediss://… for TLS (client certificate from --cert/--key/--ca or the config).")
     var redisURL = "redis://127.0.0.1:6379"
+    @Option(help: ArgumentHelp(redisServerNameHelp, valueName: "name")) var redisServerName: String?
     @OptionGroup var client: ClusterOptions
 
     /// Runs a phase against the chosen database and reports it. `isLoad` and `seconds` size the
@@ -104,7 +105,7 @@ struct YCSBOptions: ParsableArguments {
             }
             target = .eekv(config, tls: client.tls(for: config), spinUs: generator.clientSpinUs)
         case "redis":
-            target = try .redis(url: redisURL, client: client)
+            target = try .redis(url: redisURL, serverName: redisServerName, client: client)
         default:
             throw ValidationError("--db is eekv or redis")
         }

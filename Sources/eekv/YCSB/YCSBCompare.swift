@@ -28,6 +28,7 @@ struct YCSBCompare: ParsableCommand {
     @Option(help: "Seed of the slice order.") var seed: UInt64 = 1
     @Option(help: "Write each target's summary as JSON to this path; {target} in it stands for the target's name.")
     var json: String?
+    @Option(help: ArgumentHelp(redisServerNameHelp, valueName: "name")) var redisServerName: String?
     @OptionGroup var client: ClusterOptions
 
     func validate() throws {
@@ -51,7 +52,7 @@ struct YCSBCompare: ParsableCommand {
             let where_ = String(spec[spec.index(after: eq)...])
             guard seen.insert(name).inserted else { throw ValidationError("two targets are named \(name)") }
             if where_.hasPrefix("redis://") || where_.hasPrefix("rediss://") {
-                return (name, try .redis(url: where_, client: client))
+                return (name, try .redis(url: where_, serverName: redisServerName, client: client))
             }
             let cluster = try loadConfig(where_)
             return (name, .eekv(cluster, tls: client.tls(for: cluster), spinUs: generator.clientSpinUs))

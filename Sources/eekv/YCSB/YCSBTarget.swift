@@ -10,7 +10,8 @@ struct YCSBTarget {
     enum Kind {
         /// The cluster, its client certificate, and how long its clients poll before sleeping.
         case eekv(ClusterConfig, TLSConfig?, spinUs: Int)
-        case redis(RedisURL, tls: TLSConfig?)
+        /// With TLS, `serverName` is the name the server's certificate must carry (nil: the URL's host).
+        case redis(RedisURL, tls: TLSConfig?, serverName: String?)
     }
     let kind: Kind
     /// eekv, redis or redis+tls.
@@ -30,7 +31,7 @@ struct YCSBTarget {
 
     /// `url` is redis://[[USER]:PASSWORD@]HOST:PORT[/DB], or rediss://… for TLS. The cluster's CA
     /// and client certificate serve Redis too, unless --cert says otherwise.
-    static func redis(url text: String, client: ClusterOptions) throws -> YCSBTarget {
+    static func redis(url text: String, serverName: String?, client: ClusterOptions) throws -> YCSBTarget {
         let url: RedisURL
         do {
             url = try RedisURL(text)
@@ -43,7 +44,7 @@ struct YCSBTarget {
                 url,
                 tls: secure
                     ? try client.certificateTLS(defaultCA: "ca.pem") ?? client.tls(for: loadConfig(client.configPath()))
-                    : nil),
+                    : nil, serverName: serverName),
             label: secure ? "redis+tls" : "redis", crypto: secure ? "tls" : "none", nodes: 1, mtu: nil)
     }
 
@@ -55,9 +56,9 @@ struct YCSBTarget {
             return { _ in
                 EEKVDatabase(client: try KVClient(config: cluster, tls: tls, idleSpinMicroseconds: spinUs), onClose: tally.add)
             }
-        case .redis(let url, let tls):
+        case .redis(let url, let tls, let serverName):
             return { _ in
-                let connection = try RESPConnection(host: url.host, port: url.port, tls: tls)
+                let connection = try RESPConnection(host: url.host, port: url.port, tls: tls, serverName: serverName)
                 try url.prepare(connection)
                 return RedisDatabase(connection: connection)
             }
@@ -70,7 +71,7 @@ struct YCSBTarget {
         switch (kind, error) {
         case (.eekv, let error as KVClientError):
             "\(error); is the cluster running (deploy/local-cluster.sh status)?"
-        case (.redis(let url, _), let error as RESPError):
+        case (.redis(let url, _, _), let error as RESPError):
             "\(error); is redis-server running at \(url.redacted)?"
         default: nil
         }
@@ -97,3 +98,7 @@ struct YCSBTarget {
         }
     }
 }
+
+/// Help of --redis-server-name (ycsb load/run and compare).
+let redisServerNameHelp =
+    "For rediss://: the name the Redis server's certificate must be issued to, a DNS name or CN (default: the URL's host; an IP address must then be in the certificate)."
