@@ -114,6 +114,34 @@ struct RequestForResponseTests {
         #expect(try fetchPatterned(pair, session: s, id: 4, size: 10_000))
     }
 
+    /// The attempt number has 15 bits. A request that would need one more (32,768 timeouts)
+    /// fails its session, as one without progress does, rather than reuse a number the server
+    /// would take for a replay. Here the slot starts at the last number and the server is silent.
+    @Test("a request that has used every attempt number fails its session")
+    func attemptsExhausted() throws {
+        var config = RpcConfig.plaintext
+        config.retransmitTimeoutNs = 1_000_000
+        let pair = try Pair(config: config)
+        let s = try pair.connect()
+        let e = pair.client.endpoint
+        var request = e.allocate(size: 12)!
+        request.data.storeBytes(of: UInt64(1), as: UInt64.self)
+        request.data.storeBytes(of: UInt32(10_000), toByteOffset: 8, as: UInt32.self)
+        request.resize(to: 12)
+        let response = e.allocate(size: 10_000)!
+        var status: RpcStatus? = nil
+        try e.enqueueRequest(session: s, type: TestRequest.patterned, request: request, response: response) {
+            status = $0.status
+        }
+        e.slots[s * Wire.sessionRequestWindow].attempt = Wire.maxRFRAttempt
+        #expect(pair.client.run(until: { status != nil }, timeoutNs: 5_000_000_000))
+        #expect(status == .sessionFailed)
+        #expect(e.sessionState(s) == .failed)
+        #expect(e.stats.retransmissions == 0)
+        e.free(request)
+        e.free(response)
+    }
+
     /// Under loss, duplication and reordering with key updates, go-back-N re-asks from the first
     /// missing packet for however many the credits then allow, so one packet number is asked
     /// for with runs of different lengths. Every RPC still runs once and arrives intact, and
