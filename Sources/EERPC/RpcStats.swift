@@ -15,9 +15,9 @@ public struct RpcStats: Sendable, Equatable {
     /// Packets sealed and opened by the AES pool (the rest of an encrypted Rpc's are inline).
     public var offloadedSeals: UInt64 = 0
     public var offloadedOpens: UInt64 = 0
-    /// Times the dispatch thread let the AES pool's opens finish before it acted on a packet of
-    /// the other key phase (the first of a new phase, or a late one of the previous): once per
-    /// authentic such packet, never for one that fails to authenticate.
+    /// Times the dispatch thread let the AES pool's opens finish (waiting if it had any) before
+    /// it acted on the first packet of the peer's next key phase: once per phase change, never
+    /// for a packet that fails to authenticate or one of the previous phase.
     public var poolDrains: UInt64 = 0
     /// Response packets sealed at once when their handler answered, straight from its bytes
     /// (``RequestHandle/respond(copying:_:)``).

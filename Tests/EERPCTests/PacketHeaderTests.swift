@@ -45,6 +45,8 @@ struct PacketHeaderTests {
     /// largest of both stays a valid size (and the nonce, which covers the field, differs).
     @Test("an RFR's run length and attempt number survive encode → parse, at their limits")
     func requestForResponseFields() throws {
+        #expect(Wire.sessionCredits < 1 << Wire.rfrCountBits)  // a whole credit window fits the count
+        #expect((Wire.sessionCredits | Wire.maxRFRAttempt << Wire.rfrCountBits) <= Wire.maxMessageSize)
         for (count, attempt) in [(1, 0), (Wire.sessionCredits, 0), (7, 1), (Wire.sessionCredits, Wire.maxRFRAttempt)] {
             let h = PacketHeader.requestForResponse(
                 destSession: 9, requestType: 2, requestNumber: 77, packetNumber: 5, count: count, attempt: attempt)

@@ -24,10 +24,10 @@ private func fetchPatterned<T: Transport & ~Copyable>(_ pair: Pair<T>, session s
     return intact == true
 }
 
-/// The requests-for-response a client sent: (first packet number, packets asked for).
-private func rfrRuns(_ capture: [[UInt8]], sealed: Bool = false) -> [(first: Int, count: Int)] {
+/// The requests-for-response a client sent: (first packet number, packets asked for, attempt).
+private func rfrRuns(_ capture: [[UInt8]], sealed: Bool = false) -> [(first: Int, count: Int, attempt: Int)] {
     capture.compactMap { header(of: $0, sealed: sealed) }.filter { $0.type == .requestForResponse }
-        .map { (Int($0.packetNumber), Int($0.messageSize)) }
+        .map { (Int($0.packetNumber), $0.runCount, $0.runAttempt) }
 }
 
 @Suite("Requests-for-response ask for runs of packets")
@@ -45,7 +45,7 @@ struct RequestForResponseTests {
         #expect(try fetchPatterned(pair, session: s, id: 1, size: size))
         let runs = rfrRuns(pair.client.transport.captured)
         #expect(runs.count == 1)
-        #expect(runs.first?.first == 1 && runs.first?.count == packets - 1)
+        #expect(runs.first?.first == 1 && runs.first?.count == packets - 1 && runs.first?.attempt == 0)
         #expect(pair.server.stats.drops.isEmpty && pair.client.stats.drops.isEmpty)
     }
 
@@ -62,6 +62,7 @@ struct RequestForResponseTests {
         for run in runs {
             #expect(run.first == next)
             #expect(run.count >= 1 && run.count <= Wire.sessionCredits)
+            #expect(run.attempt == 0)  // no loss: one attempt
             next = run.first + run.count
         }
         #expect(next == packets)
@@ -143,9 +144,10 @@ struct RequestForResponseTests {
     }
 
     /// Under loss, duplication and reordering with key updates, go-back-N re-asks from the first
-    /// missing packet for however many the credits then allow, so one packet number is asked
-    /// for with runs of different lengths. Every RPC still runs once and arrives intact, and
-    /// within a key epoch no (size, request, packet) number seals two different packets.
+    /// missing packet for however many the credits then allow, in a new attempt, so one packet
+    /// number is asked for with runs of different lengths and attempt numbers. Every RPC still
+    /// runs once and arrives intact, and within a key epoch no (size, request, packet) number
+    /// seals two different packets.
     @Test("runs under loss and key updates: exactly once, and the nonce covers the run length")
     func runsUnderLoss() throws {
         let credentials = try TestCredentials()  // its directory lives as long as the test

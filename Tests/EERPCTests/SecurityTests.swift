@@ -478,10 +478,11 @@ struct CryptoModeTests {
     }
 
     /// A packet with the other key-phase bit is a phase change or a late packet, and what the
-    /// AES pool is opening must be handled before it. Forged ones (a captured packet with the bit
-    /// flipped) used to make the dispatch thread wait out the pool for each before they failed to
-    /// open; now only authentic ones do.
-    @Test("forged packets of the other key phase do not make the dispatch thread wait for the pool")
+    /// AES pool is opening must be handled before the first packet of a new phase. Forged ones (a
+    /// captured packet with the bit flipped) used to make the dispatch thread wait out the pool
+    /// for each before they failed to open, and so did replayed packets of the previous phase;
+    /// now only phase changes do.
+    @Test("forged or replayed packets of the other key phase do not make the dispatch thread wait for the pool")
     func forgedOtherPhase() throws {
         let credentials = try TestCredentials()
         var config = RpcConfig.encrypted()
@@ -506,6 +507,22 @@ struct CryptoModeTests {
         let updates = pair.client.endpoint.keyUpdates(session: s)
         #expect(updates >= 2)
         #expect(pair.server.stats.poolDrains - drainsBefore >= UInt64(updates))
+        // Replays of packets of the previous phase still authenticate (its key stays for late
+        // packets), but they were sent before anything in the pool: no wait for them either.
+        let sent = pair.client.transport.captured.filter { header(of: $0, sealed: true) != nil }
+        let phase = { (packet: [UInt8]) in packet[1] & 0x80 != 0 }
+        let current = try #require(sent.last.map(phase))
+        let switchAt = try #require(sent.lastIndex { phase($0) != current })
+        let previous = sent[...switchAt].reversed().prefix { phase($0) != current }.prefix(50)
+        #expect(previous.count >= 10)
+        let drainsAfterLoad = pair.server.stats.poolDrains
+        let authAfterLoad = pair.server.stats.drops(.authenticationFailed)
+        let receivedBefore = pair.server.stats.packetsReceived
+        for packet in previous { attacker.send(packet) }
+        pair.pump(timeoutNs: 2_000_000_000) { pair.server.stats.packetsReceived - receivedBefore >= UInt64(previous.count) }
+        #expect(pair.server.stats.packetsReceived - receivedBefore == UInt64(previous.count))
+        #expect(pair.server.stats.drops(.authenticationFailed) == authAfterLoad)
+        #expect(pair.server.stats.poolDrains == drainsAfterLoad)
     }
 
     @Test("the pool works with the OpenSSL backend too (per-worker contexts)")

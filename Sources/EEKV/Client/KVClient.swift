@@ -276,7 +276,13 @@ public final class KVClient {
                 guard let bound, result.count < limit else { return completion(.success(result)) }
                 guard let self else { return completion(.failure(.protocolError("the client was closed during a scan"))) }
                 do {
-                    try scanRound(from: bound, after: true, to: end, limit: limit, result: result, completion: completion)
+                    // The next key is `bound ‖ 0x00`, unless that is one byte too long: then the
+                    // nodes are asked to start after `bound` (a flag nodes before it refuse).
+                    if bound.count < Store.maxKeySize {
+                        try scanRound(from: bound + [0], after: false, to: end, limit: limit, result: result, completion: completion)
+                    } else {
+                        try scanRound(from: bound, after: true, to: end, limit: limit, result: result, completion: completion)
+                    }
                 } catch let error as KVClientError {
                     completion(.failure(error))
                 } catch {

@@ -107,8 +107,9 @@ struct KeyEpoch: BitwiseCopyable {
     /// Writes the 12-byte nonce of the packet whose header carries (messageSize, requestNumber,
     /// packetNumber): IV XOR (0x00 ‖ size₂₄ ‖ reqnum₄₈ ‖ pktnum₁₆), unique for every packet this
     /// key seals (see DESIGN.md §5). The size is in it because a request-for-response carries its
-    /// range there: two RFRs from one packet number asking for different counts are different
-    /// packets and must not share a nonce. Every other packet's size is fixed by its request.
+    /// run length and the client's attempt number there: two RFRs from one packet number asking
+    /// for different counts, or in different attempts, are different packets and must not share
+    /// a nonce. Every other packet's size is fixed by its request.
     @inline(__always)
     func writeNonce(messageSize: UInt32, requestNumber: UInt64, packetNumber: UInt16, to p: UnsafeMutableRawPointer) {
         let sequence = (requestNumber << 16) | UInt64(packetNumber)

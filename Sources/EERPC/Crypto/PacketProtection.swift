@@ -3,8 +3,10 @@
 // Every packet of an encrypted session is `header ‖ ciphertext ‖ 16-byte tag`. The header stays
 // in the clear (the receiver needs it to find the session) and is authenticated as AAD, so control
 // packets (credit returns, requests-for-response) cannot be forged either. The nonce is the
-// direction's IV XOR (request number ‖ packet number): unique for every packet a key seals, and a
-// retransmission re-seals the same bytes under the same nonce into the same ciphertext.
+// direction's IV XOR (size field ‖ request number ‖ packet number): unique for every packet a key
+// seals, and a retransmission re-seals the same bytes under the same nonce into the same
+// ciphertext (an RFR's size field carries the client's attempt, so its retransmission is a new
+// packet).
 //
 // Key updates are driven by the client, like everything else in this protocol: after
 // `keyUpdatePackets` packets or `keyUpdateIntervalNs` under one key it flips the key-phase bit of
@@ -143,8 +145,11 @@ extension RpcEndpoint {
 
     /// The packet's phase bit is not the current one: it is either the first of the next phase,
     /// or a late one from the previous phase. Opening in place overwrites the bytes, so the
-    /// packet is kept in scratch for the second try. Once it has authenticated, the packets the
-    /// AES pool is opening (all of the current phase, received before it) are handled first.
+    /// packet is kept in scratch for the second try. Before the first packet of the next phase
+    /// is acted on, the packets the AES pool is opening (of the current phase, sent before it)
+    /// are handled. A late packet of the previous phase was sent before those: it needs no wait,
+    /// which also keeps replays of captured old-phase packets (they authenticate until the phase
+    /// after) from making the dispatch thread wait out the pool.
     @inline(never)
     private func openOtherPhase(_ base: UnsafeMutableRawPointer, count: Int, header: PacketHeader, session s: Int)
         -> Int?
@@ -169,7 +174,6 @@ extension RpcEndpoint {
                 nonce: nonce, aad: base, aadCount: Wire.headerSize, source: body, destination: body, count: count,
                 tag: tag)
             {
-                if offloadsReceive { drainOpened() }
                 return count
             }
         }

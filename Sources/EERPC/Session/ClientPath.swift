@@ -11,8 +11,8 @@ public enum RequestError: Error, Equatable, Sendable {
 // A request of N packets and a response of M packets take N + M − 1 exchanges, numbered in one
 // space: request packet i (0 ≤ i < N) is answered by a credit return i (i < N − 1) or by
 // response packet 0 (i = N − 1); response packet j ≥ 1 is asked for by a request-for-response.
-// One RFR asks for a run of packets: the one numbered N − 1 + j and the `messageSize` − 1 after
-// it, one credit each. The client asks once per receive burst, for everything its credits
+// One RFR asks for a run of packets: the one numbered N − 1 + j and the count − 1 after it
+// (the count is in the low 8 bits of its size field), one credit each. The client asks once per receive burst, for everything its credits
 // allow, rather than once per packet received (eRPC's one RFR per packet cost an AEAD seal and
 // open and a datagram each: 45 of them per 64 KiB read). `numTx` counts exchanges asked for,
 // `numRx` those answered; the client accepts only the next packet in that order, and only one

@@ -4,7 +4,9 @@
 // for one retransmission timeout rolls back to the first unanswered packet (go-back-N): it
 // takes back the credits of the packets presumed lost and sends again from there, as a new
 // attempt. Retransmitted packets carry exactly the bytes of the originals, except RFRs, which
-// carry the new attempt number (the server answers an RFR only once per attempt).
+// carry the new attempt number (the server answers an RFR only once per attempt). A request has
+// 32,767 attempts; one that would need more (it kept making some progress through that many
+// timeouts) fails its session as `.timedOut`, like one that makes none.
 
 extension RpcEndpoint {
     /// Scans a tenth of an RTO apart, as eRPC does, so timeouts fire within 10 % of the RTO.

@@ -71,6 +71,9 @@ struct YCSBTarget {
         switch (kind, error) {
         case (.eekv, let error as KVClientError):
             "\(error); is the cluster running (deploy/local-cluster.sh status)?"
+        case (.redis(_, _, let serverName), let error as RESPError) where "\(error)".contains("certificate rejected: it is not"):
+            "\(error); the server's certificate must be issued to "
+                + (serverName == nil ? "the URL's host: name the one it is issued to with --redis-server-name" : "that name")
         case (.redis(let url, _, _), let error as RESPError):
             "\(error); is redis-server running at \(url.redacted)?"
         default: nil
