@@ -145,20 +145,22 @@ public final class KVClient {
 
     /// Starts a get; completes with the value, or nil if the key does not exist.
     public func get(_ key: [UInt8], completion: @escaping (Result<[UInt8]?, KVClientError>) -> Void) throws {
+        // The value is decoded from the reply while the runtime still holds it: one copy of it,
+        // where keeping the reply first would be two (a 64 KiB value is most of a read's cost).
         try start(key: key, type: KVProtocol.readType) { w in
             w.u8(KVOperation.get.rawValue)
             key.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+        } keep: { reply in
+            var reader = ByteReader(reply)
+            return Self.capture { () throws -> [UInt8]? in
+                switch try Self.status(&reader) {
+                case .ok: return Array(copying: reader.rest())
+                case .notFound: return nil
+                default: throw KVClientError.protocolError("unexpected status")
+                }
+            }
         } done: { replies in
-            completion(
-                replies.flatMap { r in
-                    Self.decode(r[0]) { reader in
-                        switch try Self.status(&reader) {
-                        case .ok: return Array(copying: reader.rest())
-                        case .notFound: return nil
-                        default: throw KVClientError.protocolError("unexpected status")
-                        }
-                    }
-                })
+            completion(replies.flatMap { $0[0] })
         }
     }
 
@@ -425,48 +427,80 @@ public final class KVClient {
         }
     }
 
+    /// Sends a request to the node that holds `key`; `done` gets the reply's bytes.
     private func start(
         key: [UInt8], type: UInt8, size: Int = 600, encode: (inout ByteWriter) -> Void,
         done: @escaping (Result<[[UInt8]], KVClientError>) -> Void
+    ) throws {
+        try start(key: key, type: type, size: size, encode: encode, keep: { Array(copying: $0) }, done: done)
+    }
+
+    /// Sends a request to the node that holds `key`; `keep` turns the reply into what `done` gets.
+    private func start<Kept>(
+        key: [UInt8], type: UInt8, size: Int = 600, encode: (inout ByteWriter) -> Void,
+        keep: @escaping (UnsafeRawBufferPointer) -> Kept, done: @escaping (Result<[Kept], KVClientError>) -> Void
     ) throws {
         try Self.checkKey(key)
         let slot = HashSlot.of(key)
         let node = config.node(forSlot: slot)
         let thread = slot % node.threads
-        try startAll([(node, thread)], type: type, size: size, encode: encode, done: done)
+        try startAll([(node, thread)], type: type, size: size, encode: encode, keep: keep, done: done)
     }
 
-    /// The requests of one operation, one per target, and what is in so far.
-    private final class Call {
+    /// The requests of one operation, one per target: which node each went to, and which have
+    /// been answered (for naming the node in a timeout).
+    private class CallProgress {
         let nodes: [Int]
-        var replies: [[UInt8]?]
+        var answered: [Bool]
+        init(nodes: [Int]) {
+            self.nodes = nodes
+            answered = Array(repeating: false, count: nodes.count)
+        }
+        var firstUnanswered: Int? { answered.indices.first { !answered[$0] }.map { nodes[$0] } }
+    }
+
+    /// A call and what is in so far: what `keep` made of each reply.
+    private final class Call<Kept>: CallProgress {
+        var replies: [Kept?]
         var failure: KVClientError?
         var outstanding: Int
         /// Set when sending failed part-way: the requests already sent complete into nothing.
         var abandoned = false
-        let done: (Result<[[UInt8]], KVClientError>) -> Void
+        let keep: (UnsafeRawBufferPointer) -> Kept
+        let done: (Result<[Kept], KVClientError>) -> Void
 
-        init(nodes: [Int], done: @escaping (Result<[[UInt8]], KVClientError>) -> Void) {
-            self.nodes = nodes
+        init(
+            nodes: [Int], keep: @escaping (UnsafeRawBufferPointer) -> Kept,
+            done: @escaping (Result<[Kept], KVClientError>) -> Void
+        ) {
             replies = Array(repeating: nil, count: nodes.count)
             outstanding = nodes.count
+            self.keep = keep
             self.done = done
+            super.init(nodes: nodes)
         }
-
-        var firstUnanswered: Int? { replies.indices.first { replies[$0] == nil }.map { nodes[$0] } }
     }
 
     /// The most recently started call, for naming the node in a timeout.
-    private var lastCall: Call?
+    private var lastCall: CallProgress?
 
-    /// Sends one request to each target; `done` runs once every reply is in (or with the first
-    /// failure once every request has finished).
+    /// Sends one request to each target; `done` gets each reply's bytes.
     private func startAll(
         _ targets: [(ClusterConfig.Node, Int)], type: UInt8, size: Int = 1_100, encode: (inout ByteWriter) -> Void,
         done: @escaping (Result<[[UInt8]], KVClientError>) -> Void
     ) throws {
+        try startAll(targets, type: type, size: size, encode: encode, keep: { Array(copying: $0) }, done: done)
+    }
+
+    /// Sends one request to each target; `keep` runs on each reply as it arrives (its bytes are
+    /// valid only during the call), and `done` once every reply is in (or with the first failure
+    /// once every request has finished).
+    private func startAll<Kept>(
+        _ targets: [(ClusterConfig.Node, Int)], type: UInt8, size: Int = 1_100, encode: (inout ByteWriter) -> Void,
+        keep: @escaping (UnsafeRawBufferPointer) -> Kept, done: @escaping (Result<[Kept], KVClientError>) -> Void
+    ) throws {
         let e = rpc.endpoint
-        let call = Call(nodes: targets.map { $0.0.id }, done: done)
+        let call = Call(nodes: targets.map { $0.0.id }, keep: keep, done: done)
         lastCall = call
         // A new request starts a new spin window: its reply is due soon, whatever came before.
         idleSince = 0
@@ -488,7 +522,8 @@ public final class KVClient {
                         c in
                         let i = Int(c.tag)
                         if c.status == .ok {
-                            call.replies[i] = Array(copying: UnsafeRawBufferPointer(c.response.bytes))
+                            call.replies[i] = call.keep(UnsafeRawBufferPointer(c.response.bytes))
+                            call.answered[i] = true
                         } else if call.failure == nil {
                             call.failure =
                                 c.status == .sessionFailed
