@@ -76,8 +76,8 @@ public final class Nexus: @unchecked Sendable {
 
     /// TLS contexts for the SM channel; nil runs it over plain TCP (plaintext data plane only).
     let tls: TLSContexts?
-    /// SM handshakes refused at this Nexus (bad, missing or foreign certificates), and the last
-    /// reason, so operators and tests can see what happened.
+    /// SM handshakes refused at this Nexus (bad, missing or foreign certificates, or a peer of
+    /// another protocol version), and the last reason, so operators and tests can see what happened.
     private let refusals = Mutex<(count: Int, last: String?)>((0, nil))
     public var handshakeRefusals: Int { refusals.withLock { $0.count } }
     public var lastHandshakeRefusal: String? { refusals.withLock { $0.last } }
@@ -88,7 +88,7 @@ public final class Nexus: @unchecked Sendable {
     private let nextBackground = Atomic<Int>(0)
     private let smTimeoutMs: Int32 = 2_000
     /// Session-management connections that, once authenticated, sent something other than a
-    /// request (bad magic, version or kind), or closed before sending one.
+    /// request (bad magic or kind), or closed before sending one.
     public var sessionManagementMalformed: Int { malformedRequests.load(ordering: .relaxed) }
     private let malformedRequests = Atomic<Int>(0)
     /// Session-management connections read at once, and the time each gets (see the gate).
@@ -286,6 +286,19 @@ public final class Nexus: @unchecked Sendable {
         }
         let request = connection.receiveOrExplain()
         gate.release(fd)
+        if case .failure(.versionMismatch(let peer)) = request {
+            // Answered in this end's version, which the peer recognises as foreign and reports.
+            refusals.withLock {
+                $0.count += 1
+                $0.last = "session-management version \(peer) (this node speaks \(SessionManagementMessage.version))"
+            }
+            let reply = SessionManagementMessage(
+                kind: .connectResponse, error: .versionMismatch, transport: .udp, token: 0, clientRpcID: 0,
+                serverRpcID: 0, clientSession: 0, mtu: 0)
+            _ = connection.send(reply)
+            connection.close()
+            return
+        }
         guard case .success(let m) = request, m.kind == .connectRequest || m.kind == .disconnectRequest else {
             // An authenticated peer that sent something other than a request (a slow one is the
             // gate's): counted, and closed.

@@ -116,4 +116,49 @@ struct MalformedSessionManagementTests {
         #expect(nexus.sessionManagementMalformed == 2)
         #expect(try clientConnects(credentials, to: nexus, server: server))
     }
+
+    /// Peers of different protocol versions cannot share a session (the data plane changes with
+    /// the version). A request of another version is answered in the node's own version with
+    /// `versionMismatch`, which the peer reads as foreign and reports with both numbers, and the
+    /// node records why it refused.
+    @Test("a request of another protocol version is refused with the node's version, and recorded")
+    func otherVersionIsRefused() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(tls: credentials.config("node-0"))
+        try registerTestHandlers(nexus)
+        defer { nexus.shutdown() }
+        let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        var ip: UInt32 = 0
+        #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
+        let contexts = try TLSContexts(credentials.config("client-0"))
+        guard case .success(let connection) = SessionManagementConnection.connect(
+            ip: ip, port: nexus.port, timeoutMs: 2_000, contexts: contexts, peerName: "node-0")
+        else {
+            Issue.record("no TLS connection")
+            return
+        }
+        let request = SessionManagementMessage(
+            kind: .connectRequest, transport: .udp, token: 7, clientRpcID: 2, serverRpcID: 1, clientSession: 0,
+            mtu: UInt32(Wire.defaultMTU), cryptoKeyLength: 16)
+        var bytes = [UInt8](repeating: 0, count: SessionManagementMessage.size)
+        bytes.withUnsafeMutableBytes { request.encode(to: $0.baseAddress!) }
+        bytes[4] = SessionManagementMessage.version - 1
+        #expect(bytes.withUnsafeBytes { SessionManagementMessage.foreignVersion($0.baseAddress!) } == bytes[4])
+        #expect(bytes.withUnsafeBytes { ee_tls_write_all(connection.tls, $0.baseAddress, $0.count) } == 0)
+        let answer = connection.receiveOrExplain()
+        connection.close()
+        guard case .success(let reply) = answer else {
+            Issue.record("no answer: \(answer)")
+            return
+        }
+        #expect(reply.error == .versionMismatch)
+        #expect(nexus.handshakeRefusals == 1)
+        #expect(nexus.lastHandshakeRefusal?.contains("version \(bytes[4])") == true)
+        #expect(nexus.sessionManagementMalformed == 0)
+        // The answer, to a peer of that other version, is foreign: it reports `.versionMismatch`.
+        var encoded = [UInt8](repeating: 0, count: SessionManagementMessage.size)
+        encoded.withUnsafeMutableBytes { reply.encode(to: $0.baseAddress!) }
+        #expect(encoded.withUnsafeBytes { SessionManagementMessage.foreignVersion($0.baseAddress!) } == nil)
+        #expect(try clientConnects(credentials, to: nexus, server: server))
+    }
 }

@@ -61,7 +61,12 @@ struct SessionManagementConnection: @unchecked Sendable {
                 if let tls { ee_tls_read_exact(tls, buffer.baseAddress, SessionManagementMessage.size, &message, 256) }
                 else { ee_read_exact(fd, buffer.baseAddress, SessionManagementMessage.size) }
             if r == 0 {
-                guard let m = SessionManagementMessage.decode(buffer.baseAddress!) else { return .failure(.protocolError) }
+                guard let m = SessionManagementMessage.decode(buffer.baseAddress!) else {
+                    if let v = SessionManagementMessage.foreignVersion(buffer.baseAddress!) {
+                        return .failure(.versionMismatch(peer: v))
+                    }
+                    return .failure(.protocolError)
+                }
                 return .success(m)
             }
             if r == -2 { return .failure(.handshakeFailed(String(nulTerminated: message))) }

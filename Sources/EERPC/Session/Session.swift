@@ -131,4 +131,10 @@ public enum SessionError: Error, Equatable, Sendable {
     case handshakeFailed(String)
     /// One end encrypts the data plane and the other does not, or they use different key sizes.
     case cryptoMismatch
+    /// The peer speaks another version of the session-management protocol (and so of the data
+    /// plane): `peer` is its version, ``SessionError/localVersion`` this end's.
+    case versionMismatch(peer: UInt8)
+
+    /// This end's session-management protocol version.
+    public static var localVersion: UInt8 { SessionManagementMessage.version }
 }

@@ -1,6 +1,6 @@
 /// The fixed 64-byte message of the session-management (SM) channel. Little-endian:
 /// ```
-/// 0-3   "EESM"          4  version (2)     5  kind        6  error code   7  transport kind
+/// 0-3   "EESM"          4  version (3)     5  kind        6  error code   7  transport kind
 /// 8-15  session token   16 client Rpc id   17 server Rpc id
 /// 18-19 client session  20-21 server session               22-23 zero
 /// 24-27 sender's MTU    28 data-plane key length (0 = plaintext)   29-31 zero
@@ -10,7 +10,10 @@ struct SessionManagementMessage: Equatable, Sendable {
     static let size = 64
     static let magic: UInt32 = 0x4D53_4545  // "EESM" read little-endian
     /// 2: requests-for-response ask for runs, and the nonce covers the size field.
-    static let version: UInt8 = 2
+    /// 3: an RFR's size field carries the client's attempt number beside its run length, and
+    /// the server answers each RFR once (a peer of version 2 would take a retransmitted RFR for
+    /// an oversized run, or send its retransmissions as repeats, and stall on the first loss).
+    static let version: UInt8 = 3
     /// `serverSession` of a disconnect from a client that never learnt the number.
     static let unknownSession: UInt16 = 0xFFFF
 
@@ -32,6 +35,8 @@ struct SessionManagementMessage: Equatable, Sendable {
         case unknownSession = 6
         case malformed = 7
         case cryptoMismatch = 8
+        /// The request was of another version (the reply, in the server's version, says which).
+        case versionMismatch = 9
     }
 
     var kind: Kind
@@ -64,6 +69,14 @@ struct SessionManagementMessage: Equatable, Sendable {
         for (i, w) in [route.w0, route.w1, route.w2, route.w3].enumerated() {
             p.storeBytes(of: w.littleEndian, toByteOffset: 32 + 8 * i, as: UInt64.self)
         }
+    }
+
+    /// The version of an SM message of a version other than this one (nil: not an SM message,
+    /// or one of this version). Peers of different versions cannot talk; this lets each say so.
+    static func foreignVersion(_ p: UnsafeRawPointer) -> UInt8? {
+        guard UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)) == magic else { return nil }
+        let v = p.load(fromByteOffset: 4, as: UInt8.self)
+        return v == version ? nil : v
     }
 
     /// Parses a message; nil if it is not a well-formed SM message of this version.

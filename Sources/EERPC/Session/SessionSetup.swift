@@ -298,6 +298,7 @@ extension RpcEndpoint {
             case .tooManySessions: failure = .tooManySessions
             case .unreachableRoute: failure = .unreachableRoute
             case .cryptoMismatch: failure = .cryptoMismatch
+            case .versionMismatch: failure = .protocolError  // a peer of this version never sends it
             case .unknownSession, .malformed: failure = .rejected(code: m.error.rawValue)
             }
         }
