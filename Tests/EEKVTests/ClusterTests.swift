@@ -198,6 +198,13 @@ struct ClusterTests {
             guard case KVClientError.wrongNode = error else { return false }
             return true
         }
+        // A get decodes its reply as it arrives: an error status there is the same typed error.
+        #expect {
+            _ = try staleClient.get(theirs)
+        } throws: { error in
+            guard case KVClientError.wrongNode = error else { return false }
+            return true
+        }
         #expect(try client.get(theirs) == nil)
     }
 

@@ -316,21 +316,3 @@ struct AEADTests {
         #expect(counts.mallocs == 0, "\(counts.mallocs) mallocs over 10,000 seal+open pairs")
     }
 }
-
-@Suite("Secrets on their way to the Rpc")
-struct SecretsInTransitTests {
-    /// The exported secrets leave the session-management thread in a cell of their own: the
-    /// copy they came from is zeroed as they move in, and the Rpc gets them back whole.
-    @Test("moving secrets into transit zeroes the source, and taking them returns them")
-    func moveAndTake() {
-        var secrets = SessionSecrets(
-            clientToServer: Secret(w0: 1, w1: 2, w2: 3, w3: 4), serverToClient: Secret(w0: 5, w1: 6, w2: 7, w3: 8))
-        let transit = SecretsInTransit(&secrets)
-        #expect(withUnsafeBytes(of: &secrets) { $0.allSatisfy { $0 == 0 } })
-        var taken = transit.take()
-        #expect(taken.clientToServer.w0 == 1 && taken.clientToServer.w3 == 4)
-        #expect(taken.serverToClient.w0 == 5 && taken.serverToClient.w3 == 8)
-        taken.wipe()
-        #expect(withUnsafeBytes(of: &taken) { $0.allSatisfy { $0 == 0 } })
-    }
-}

@@ -299,8 +299,11 @@ public final class KVClient {
     /// until a packet comes (at most 1 ms).
     @discardableResult
     public func poll() -> Bool {
+        // A completion may call a synchronous operation, which polls too: the flag stays set
+        // until the outermost poll returns.
+        let wasInEventLoop = inEventLoop
         inEventLoop = true
-        defer { inEventLoop = false }
+        defer { inEventLoop = wasInEventLoop }
         if rpc.runOnce() {
             idleSince = 0
             return true
@@ -447,42 +450,50 @@ public final class KVClient {
         try startAll([(node, thread)], type: type, size: size, encode: encode, keep: keep, done: done)
     }
 
-    /// The requests of one operation, one per target: which node each went to, and which have
-    /// been answered (for naming the node in a timeout).
-    private class CallProgress {
-        let nodes: [Int]
-        var answered: [Bool]
-        init(nodes: [Int]) {
-            self.nodes = nodes
-            answered = Array(repeating: false, count: nodes.count)
-        }
-        var firstUnanswered: Int? { answered.indices.first { !answered[$0] }.map { nodes[$0] } }
+    /// The most recently started call, as the timeout of a synchronous call sees it: the first
+    /// node that has not answered.
+    private class PendingCall {
+        var firstUnanswered: Int? { nil }
     }
 
-    /// A call and what is in so far: what `keep` made of each reply.
-    private final class Call<Kept>: CallProgress {
+    /// The requests of one operation, one per target, and what `keep` made of each reply so far.
+    private final class Call<Kept>: PendingCall {
+        let nodes: [Int]
         var replies: [Kept?]
         var failure: KVClientError?
         var outstanding: Int
         /// Set when sending failed part-way: the requests already sent complete into nothing.
         var abandoned = false
         let keep: (UnsafeRawBufferPointer) -> Kept
-        let done: (Result<[Kept], KVClientError>) -> Void
+        /// Taken when it runs, with the replies: `lastCall` outlives the call, and must not keep
+        /// the caller's values (or its closure) alive.
+        var done: ((Result<[Kept], KVClientError>) -> Void)?
 
         init(
             nodes: [Int], keep: @escaping (UnsafeRawBufferPointer) -> Kept,
             done: @escaping (Result<[Kept], KVClientError>) -> Void
         ) {
+            self.nodes = nodes
             replies = Array(repeating: nil, count: nodes.count)
             outstanding = nodes.count
             self.keep = keep
             self.done = done
-            super.init(nodes: nodes)
+        }
+
+        override var firstUnanswered: Int? { replies.indices.first { replies[$0] == nil }.map { nodes[$0] } }
+
+        /// Runs `done` once, handing over the replies.
+        func finish() {
+            guard let done else { return }
+            self.done = nil
+            let replies = self.replies
+            self.replies = []
+            done(failure.map { .failure($0) } ?? .success(replies.map { $0! }))
         }
     }
 
     /// The most recently started call, for naming the node in a timeout.
-    private var lastCall: CallProgress?
+    private var lastCall: PendingCall?
 
     /// Sends one request to each target; `done` gets each reply's bytes.
     private func startAll(
@@ -521,10 +532,9 @@ public final class KVClient {
                     try e.enqueueRequest(session: s, type: type, request: request, response: response, tag: UInt64(i)) {
                         c in
                         let i = Int(c.tag)
-                        if c.status == .ok {
+                        if c.status == .ok && !call.abandoned {
                             call.replies[i] = call.keep(UnsafeRawBufferPointer(c.response.bytes))
-                            call.answered[i] = true
-                        } else if call.failure == nil {
+                        } else if c.status != .ok && call.failure == nil {
                             call.failure =
                                 c.status == .sessionFailed
                                 ? .timedOut(node: call.nodes[i])
@@ -533,9 +543,7 @@ public final class KVClient {
                         c.rpc.free(c.request)
                         c.rpc.free(c.response)
                         call.outstanding -= 1
-                        if call.outstanding == 0 && !call.abandoned {
-                            call.done(call.failure.map { .failure($0) } ?? .success(call.replies.map { $0! }))
-                        }
+                        if call.outstanding == 0 && !call.abandoned { call.finish() }
                     }
                 } catch {
                     e.free(request)
