@@ -34,4 +34,22 @@ public struct RpcStats: Sendable, Equatable {
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
     public func drops(_ reason: DropReason) -> UInt64 { drops[reason] ?? 0 }
+
+    /// Adds another endpoint's counters, for totals over several dispatch threads.
+    public mutating func add(_ other: RpcStats) {
+        rpcsCompleted &+= other.rpcsCompleted
+        requestsHandled &+= other.requestsHandled
+        retransmissions &+= other.retransmissions
+        responsesResent &+= other.responsesResent
+        packetsReceived &+= other.packetsReceived
+        packetsSent &+= other.packetsSent
+        staleResponses &+= other.staleResponses
+        offloadedSeals &+= other.offloadedSeals
+        offloadedOpens &+= other.offloadedOpens
+        poolDrains &+= other.poolDrains
+        presealedPackets &+= other.presealedPackets
+        resealedPackets &+= other.resealedPackets
+        sessionsReclaimed &+= other.sessionsReclaimed
+        drops.merge(other.drops, uniquingKeysWith: &+)
+    }
 }

@@ -306,6 +306,48 @@ struct ClusterTests {
         let reader = try store.makeReader()
         for i in 0..<200 { #expect(try reader.get(Array("r\(i)".utf8)) == Array("value\(i)".utf8)) }
     }
+
+    /// An operator sees what a node dropped and why: a stray datagram and a forged packet for a
+    /// live encrypted session are counted by reason in the node's totals once it stops.
+    @Test("a stopped node reports its packets and its drops by reason, forgeries included")
+    func dropsAreReported() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "inline")
+        let client = try cluster.client()
+        try client.put(Array("k".utf8), Array("v".utf8))
+        #expect(try client.get(Array("k".utf8)) == Array("v".utf8))
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = cluster.config.nodes[0].udpPort.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        func send(_ bytes: [UInt8]) {
+            _ = bytes.withUnsafeBytes { b in
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        sendto(fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+            }
+        }
+        send([UInt8](repeating: 0x41, count: 40))  // not eeRPC at all
+        // A well-formed request for the client's session (the node's first, number 0) with a
+        // made-up tag: it parses, and no key of the session opens it.
+        let header = PacketHeader(
+            type: .request, destSession: 0, requestType: KVProtocol.readType, messageSize: 8,
+            requestNumber: 12_345, packetNumber: 0)
+        var forged = [UInt8](repeating: 0x5C, count: Wire.headerSize + 8 + Wire.tagSize)
+        forged.withUnsafeMutableBytes { header.encode(to: $0.baseAddress!) }
+        send(forged)
+        usleep(200_000)
+        #expect(try client.get(Array("k".utf8)) == Array("v".utf8))  // still serving
+        cluster.nodes[0].stop()
+        let stats = cluster.nodes[0].rpcStats
+        #expect(stats.requestsHandled >= 3)
+        #expect(stats.drops(.badMagic) == 1)
+        #expect(stats.drops(.authenticationFailed) == 1)
+        #expect(stats.packetsReceived >= stats.requestsHandled + 2)
+    }
 }
 
 @Suite("Scans across nodes", .serialized)

@@ -43,6 +43,12 @@ public final class KVNode: @unchecked Sendable {
     /// The dispatch threads' endpoints, to wake them from an idle sleep when stopping.
     private let endpoints = Mutex<[RpcEndpoint]>([])
     private let failure = Mutex<(any Error)?>(nil)
+    private let finishedThreadStats = Mutex(RpcStats())
+
+    /// The dispatch threads' protocol counters (packets, drops by reason: tampered, forged or
+    /// replayed packets among them), summed as each thread stops: complete once ``stop()``
+    /// has returned. (Counters live on their dispatch threads, which alone may read them.)
+    public var rpcStats: RpcStats { finishedThreadStats.withLock { $0 } }
 
     public init(config: ClusterConfig, nodeID: Int, options: Options, logger: Logger) throws {
         guard let node = config.node(id: nodeID) else {
@@ -150,6 +156,8 @@ public final class KVNode: @unchecked Sendable {
             // Let in-flight writes come back from the writer and be answered before the Rpc goes.
             let deadline = ee_now_ns() &+ 500_000_000
             while ee_now_ns() < deadline { rpc.runOnce() }
+            let final = rpc.endpoint.stats
+            finishedThreadStats.withLock { $0.add(final) }
             withExtendedLifetime(state) {}
         } catch {
             failure.withLock { $0 = error }
@@ -173,6 +181,14 @@ public final class KVNode: @unchecked Sendable {
         endpoints.withLock { $0.removeAll() }
         threads = []
         nexus.shutdown()
-        logger.info("node \(node.id) stopped", metadata: ["writes": "\(store.writer.writes.load(ordering: .relaxed))"])
+        let rpc = rpcStats
+        var metadata: Logger.Metadata = [
+            "writes": "\(store.writer.writes.load(ordering: .relaxed))", "requests": "\(rpc.requestsHandled)",
+            "packets_in": "\(rpc.packetsReceived)", "packets_out": "\(rpc.packetsSent)",
+            "refused_handshakes": "\(nexus.handshakeRefusals)",
+        ]
+        // Dropped packets by reason: damage and loss, but also tampering, forgeries and replays.
+        for (reason, n) in rpc.drops { metadata["dropped_" + reason.name] = "\(n)" }
+        logger.info("node \(node.id) stopped", metadata: metadata)
     }
 }
