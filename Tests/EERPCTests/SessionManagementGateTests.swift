@@ -85,6 +85,21 @@ extension SessionManagementGateTests {
 
 @Suite("Malformed session-management requests")
 struct MalformedSessionManagementTests {
+    /// A session-management connection to `nexus` as client-0, authenticated and asking for
+    /// nothing yet, for writing raw bytes; nil (recorded) if it could not be made.
+    private func clientConnection(_ credentials: TestCredentials, to nexus: Nexus) throws -> SessionManagementConnection? {
+        var ip: UInt32 = 0
+        #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
+        let contexts = try TLSContexts(credentials.config("client-0"))
+        guard case .success(let connection) = SessionManagementConnection.connect(
+            ip: ip, port: nexus.port, timeoutMs: 2_000, contexts: contexts, peerName: "node-0")
+        else {
+            Issue.record("no TLS connection")
+            return nil
+        }
+        return connection
+    }
+
     @Test("an authenticated peer's garbage request is counted and closed, and the node keeps serving")
     func garbageIsCounted() throws {
         let credentials = try TestCredentials()
@@ -92,16 +107,8 @@ struct MalformedSessionManagementTests {
         try registerTestHandlers(nexus)
         defer { nexus.shutdown() }
         let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
-        var ip: UInt32 = 0
-        #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
-        let contexts = try TLSContexts(credentials.config("client-0"))
         for garbage in [[UInt8](repeating: 0x5A, count: 64), [UInt8](repeating: 0, count: 64)] {
-            guard case .success(let connection) = SessionManagementConnection.connect(
-                ip: ip, port: nexus.port, timeoutMs: 2_000, contexts: contexts, peerName: "node-0")
-            else {
-                Issue.record("no TLS connection")
-                return
-            }
+            guard let connection = try clientConnection(credentials, to: nexus) else { return }
             #expect(garbage.withUnsafeBytes { ee_tls_write_all(connection.tls, $0.baseAddress, $0.count) } == 0)
             // Closed, not left to time out.
             if case .failure(let error) = connection.receiveOrExplain() {
@@ -128,15 +135,7 @@ struct MalformedSessionManagementTests {
         try registerTestHandlers(nexus)
         defer { nexus.shutdown() }
         let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
-        var ip: UInt32 = 0
-        #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
-        let contexts = try TLSContexts(credentials.config("client-0"))
-        guard case .success(let connection) = SessionManagementConnection.connect(
-            ip: ip, port: nexus.port, timeoutMs: 2_000, contexts: contexts, peerName: "node-0")
-        else {
-            Issue.record("no TLS connection")
-            return
-        }
+        guard let connection = try clientConnection(credentials, to: nexus) else { return }
         let request = SessionManagementMessage(
             kind: .connectRequest, transport: .udp, token: 7, clientRpcID: 2, serverRpcID: 1, clientSession: 0,
             mtu: UInt32(Wire.defaultMTU), cryptoKeyLength: 16)

@@ -85,7 +85,7 @@ extension RpcEndpoint {
         let word = UInt64(littleEndian: header0)
         switch UInt8(truncatingIfNeeded: word >> 8) & 0x03 {
         case PacketType.request.rawValue: return 1
-        case PacketType.requestForResponse.rawValue: return word >> 40 & UInt64((1 << Wire.rfrCountBits) - 1)
+        case PacketType.requestForResponse.rawValue: return word >> 40 & UInt64(Wire.rfrCountMask)
         default: return 0
         }
     }

@@ -61,7 +61,7 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
 
     /// On a request-for-response: the number of response packets it asks for.
     @inlinable
-    public var runCount: Int { Int(messageSize) & ((1 << Wire.rfrCountBits) - 1) }
+    public var runCount: Int { Int(messageSize) & Wire.rfrCountMask }
 
     /// On a request-for-response: the client's attempt number at this request.
     @inlinable

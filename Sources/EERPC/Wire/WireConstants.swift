@@ -21,6 +21,8 @@ public enum Wire {
     /// ``sessionCredits``) and the client's attempt number above them (see
     /// ``PacketHeader/requestForResponse(destSession:requestType:requestNumber:packetNumber:count:attempt:)``).
     public static let rfrCountBits = 8
+    /// The run-length bits of an RFR's size field.
+    public static let rfrCountMask = (1 << rfrCountBits) - 1
     /// Largest RFR attempt number: 15 bits, so the size field stays within ``maxMessageSize``.
     public static let maxRFRAttempt = 0x7FFF
     /// Default UDP payload per packet: a 1500-byte Ethernet MTU less IPv4 and UDP headers.

@@ -210,16 +210,18 @@ func printSummary(_ s: RunSummary) {
 /// means little if the protocol was busy recovering lost packets.
 final class TransportTally: Sendable {
     struct Totals {
-        var retransmissions: UInt64 = 0
-        var packetsSent: UInt64 = 0
-        var packetsReceived: UInt64 = 0
+        /// The clients' protocol counters, summed.
+        var rpc = RpcStats()
+        var retransmissions: UInt64 { rpc.retransmissions }
+        var packetsSent: UInt64 { rpc.packetsSent }
+        var packetsReceived: UInt64 { rpc.packetsReceived }
+        var drops: [DropReason: UInt64] { rpc.drops }
         /// Sends the kernel refused (socket buffer full); the protocol resends them.
         var sendsRefused: UInt64 = 0
         /// Receives that took a run of packets as one buffer (UDP GRO).
         var coalescedReceives: UInt64 = 0
         /// Packets past what one receive could hand on (dropped; the protocol resends them).
         var receivesDiscarded: UInt64 = 0
-        var drops: [DropReason: UInt64] = [:]
     }
     private let state = Mutex(Totals())
 
@@ -228,13 +230,10 @@ final class TransportTally: Sendable {
         let rpc = client.stats
         let socket = client.transportStats
         state.withLock { t in
-            t.retransmissions += rpc.retransmissions
-            t.packetsSent += rpc.packetsSent
-            t.packetsReceived += rpc.packetsReceived
+            t.rpc.add(rpc)
             t.sendsRefused += socket.txDropped
             t.coalescedReceives += socket.rxCoalesced
             t.receivesDiscarded += socket.rxDiscarded
-            t.drops.merge(rpc.drops, uniquingKeysWith: +)
         }
     }
 
