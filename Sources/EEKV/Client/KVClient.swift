@@ -535,10 +535,7 @@ public final class KVClient {
                         if c.status == .ok && !call.abandoned {
                             call.replies[i] = call.keep(UnsafeRawBufferPointer(c.response.bytes))
                         } else if c.status != .ok && call.failure == nil {
-                            call.failure =
-                                c.status == .sessionFailed
-                                ? .timedOut(node: call.nodes[i])
-                                : .protocolError("node \(call.nodes[i]): \(String(describing: c.status))")
+                            call.failure = Self.failure(c.status, node: call.nodes[i], type: type)
                         }
                         c.rpc.free(c.request)
                         c.rpc.free(c.response)
@@ -554,6 +551,21 @@ public final class KVClient {
         } catch {
             call.abandoned = true
             throw error
+        }
+    }
+
+    /// What a call that did not complete with `.ok` fails with.
+    static func failure(_ status: RpcStatus, node: Int, type: UInt8) -> KVClientError {
+        switch status {
+        case .ok: .protocolError("node \(node): no failure")  // not called for .ok
+        case .sessionFailed: .timedOut(node: node)
+        // eeRPC's answer to a request type without a handler: whatever answers on the node's
+        // ports does not serve this eekv protocol (another version, or not an eekv node).
+        case .rejected:
+            .protocolError(
+                "node \(node) does not serve eekv request type \(type): it is not an eekv node, or one that speaks "
+                    + "another version of the eekv protocol")
+        case .responseTooLarge(let size): .protocolError("node \(node) sent a reply of \(size) bytes, beyond any message")
         }
     }
 

@@ -23,6 +23,10 @@ import EERPC
 /// An mget reply answers the request's first `count` keys (at least one): those whose values fit
 /// one message. The client asks again for the rest.
 /// Error replies carry a UTF-8 message as the body.
+///
+/// Versions: the request types are the protocol's version. A change that a node or client of
+/// today could misread takes new request types; eeRPC answers a type without a handler with
+/// `.rejected`, which the client reports as a node that speaks another version of the protocol.
 public enum KVProtocol {
     public static let readType: UInt8 = 10
     public static let writeType: UInt8 = 11
