@@ -11,62 +11,31 @@ struct ClientIdleTests {
     /// A stand-in node: a deferred handler for eekv's reads that answers "not found" 200 ms
     /// after each request, from a thread of its own; the dispatch loop runs on another.
     final class SlowNode: @unchecked Sendable {
-        let nexus: Nexus
+        let node: StandInNode
         let held = BoundedQueue<RequestHandle>(capacity: 64)
-        final class Flag: Sendable { let stop = Atomic<Bool>(false) }
-        let flag = Flag()
-        var threads: [JoinableThread] = []
         static let delayUs: UInt32 = 200_000
 
         init() throws {
-            nexus = try Nexus(backgroundThreads: 0, aesWorkers: 0)
-            try nexus.register(type: KVProtocol.readType, mode: .deferred) { [held] handle in
-                while !held.push(handle) { sched_yield() }
+            node = try StandInNode { [held] nexus in
+                try nexus.register(type: KVProtocol.readType, mode: .deferred) { handle in
+                    while !held.push(handle) { sched_yield() }
+                }
             }
-            let rpc = Unchecked(try Rpc(nexus: nexus, id: 0, transport: try UDPTransport(), config: .plaintext))
-            threads.append(
-                Threads.spawn(name: "slow-node") { [flag] in
-                    while !flag.stop.load(ordering: .acquiring) {
-                        if !rpc.value.runOnce() { rpc.value.waitForTraffic(timeoutMs: 10) }
-                    }
-                })
-            threads.append(
-                Threads.spawn(name: "slow-answers") { [held, flag] in
-                    while !flag.stop.load(ordering: .acquiring) {
-                        guard let handle = held.pop() else {
-                            usleep(1_000)
-                            continue
-                        }
-                        usleep(Self.delayUs)
-                        var response = handle.preallocatedResponse
-                        response.data.storeBytes(of: KVStatus.notFound.rawValue, as: UInt8.self)
-                        response.resize(to: 1)
-                        handle.respond(response)
-                    }
-                })
-        }
-
-        func shutdown() {
-            flag.stop.store(true, ordering: .releasing)
-            for t in threads { t.join() }
-            nexus.shutdown()
-        }
-
-        var config: ClusterConfig {
-            get throws {
-                try ClusterConfig.parse(
-                    """
-                    [cluster]
-                    crypto = "none"
-                    [[node]]
-                    id = 0
-                    host = "127.0.0.1"
-                    port = \(nexus.port)
-                    udp_port = \(freePorts(1)[0])
-                    threads = 1
-                    """, source: "/tmp/slow-node.toml")
+            node.spawn(name: "slow-answers") { [held] in
+                guard let handle = held.pop() else {
+                    usleep(1_000)
+                    return
+                }
+                usleep(Self.delayUs)
+                var response = handle.preallocatedResponse
+                response.data.storeBytes(of: KVStatus.notFound.rawValue, as: UInt8.self)
+                response.resize(to: 1)
+                handle.respond(response)
             }
         }
+
+        func shutdown() { node.shutdown() }
+        var config: ClusterConfig { get throws { try node.config } }
     }
 
     static func threadCPUNs() -> UInt64 {
