@@ -71,7 +71,7 @@ extension Runner {
                     dbs[target], outstanding: outstanding, chooser: &choosers[target], recorder: &recorders[target]
                 ) {
                     !stopped() && now() < end
-                        && issued[target].value.wrappingAdd(1, ordering: .relaxed).oldValue < workload.operationCount
+                        && issued[target].value.wrappingAdd(1, ordering: .relaxed).oldValue < workload.operationLimit
                 }
                 active[target] += now() - began
             }

@@ -25,7 +25,7 @@ public struct OperationChooser {
         if ops.isEmpty { ops.add(.read, weight: 1) }
         operations = ops
         switch workload.requestDistribution {
-        case .zipfian: zipfian = ScrambledZipfianGenerator(min: 0, max: max(workload.zipfianKeyRange - 1, 0))
+        case .zipfian: zipfian = ScrambledZipfianGenerator(min: 0, max: workload.zipfianKeyRange)
         case .latest: latest = SkewedLatestGenerator(initialCount: workload.recordCount)
         case .uniform: break
         }

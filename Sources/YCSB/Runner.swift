@@ -122,7 +122,8 @@ public enum Runner {
         }
     }
 
-    /// Run phase: `operationCount` operations (or until `seconds` pass), drawn by the workload.
+    /// Run phase: `operationCount` operations (any number if 0, as in YCSB) or until `seconds`
+    /// pass, drawn by the workload.
     /// - Parameters:
     ///   - outstanding: operations each thread keeps in flight (closed loop); above 1 the
     ///     binding must be a ``YCSBAsyncDatabase``.
@@ -138,7 +139,7 @@ public enum Runner {
         precondition(seconds.map { $0 > 0 && $0.isFinite } ?? true, "seconds must be positive and finite")
         precondition(targetRate.map { $0 > 0 && $0.isFinite } ?? true, "targetRate must be positive and finite")
         let total = Atomic<Int>(0)
-        let limit = workload.operationCount
+        let limit = workload.operationLimit
         // Each thread's interval between intended starts, offset so threads interleave.
         let interval = targetRate.map { UInt64(Double(threads) / $0 * 1e9) }
         return try execute(

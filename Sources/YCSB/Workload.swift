@@ -1,5 +1,5 @@
 /// A YCSB core workload: YCSB's `CoreWorkload` properties with its defaults, the six standard
-/// workloads, and YCSB's property-file format (`key=value` lines, `#` comments).
+/// workloads, and YCSB's property-file format (Java's `.properties`; see ``PropertiesText``).
 public struct Workload: Sendable, Equatable {
     public enum Distribution: String, Sendable {
         case uniform
@@ -33,15 +33,40 @@ public struct Workload: Sendable, Equatable {
     public var targetRate: Double?
     /// YCSB's `maxexecutiontime`: the run phase's time limit in seconds; nil (YCSB's 0) for none.
     public var maxExecutionSeconds: Double?
+    /// YCSB's `insertstart` and `insertcount`, kept to be checked once every property is in:
+    /// a partitioned load (several clients each inserting a part of the records) is not
+    /// supported, so only the values that mean "every record" pass ``partitionedLoadError``.
+    public var insertStart: Int64 = 0
+    public var insertCount: Int64?
+    /// Properties this generator does not use (Java YCSB ignores unknown ones too; the command
+    /// line warns about them), in the order met.
+    public var ignoredProperties: [String] = []
 
     public init() {}
 
-    /// The key numbers a zipfian request distribution draws from. As CoreWorkload: room for the
-    /// records the run may insert (twice the expected inserts), so inserts do not move the hot
-    /// set. Draws at or past the last acknowledged insert are drawn again, so an operation count
-    /// far above what runs (a cap for a timed run) costs that many draws per operation.
+    /// The run phase's operation budget: YCSB's `operationcount`, where 0 means no limit (the run
+    /// then ends at its time limit).
+    public var operationLimit: Int64 { operationCount == 0 ? .max : operationCount }
+
+    /// Why the workload asks for a partitioned load, which is not supported; nil if it does not.
+    public var partitionedLoadError: String? {
+        guard insertStart != 0 || (insertCount.map { $0 != recordCount } ?? false) else { return nil }
+        return "insertstart \(insertStart) and insertcount \(insertCount.map(String.init) ?? "(recordcount)") "
+            + "ask for a partitioned load (several clients each inserting a part of the records), which is not "
+            + "supported: one load inserts every record (insertstart 0, insertcount the recordcount)"
+    }
+
+    /// The largest key number a zipfian request distribution draws (it draws from 0 through this).
+    /// As CoreWorkload's `ScrambledZipfianGenerator(insertstart, insertstart + insertcount +
+    /// expectednewkeys)`, whose bounds are inclusive: room for the records the run may insert
+    /// (twice the expected inserts), so inserts do not move the hot set, and the same hot keys as
+    /// Java YCSB's. Draws at or past the last acknowledged insert are drawn again, so an operation
+    /// count far above what runs (a cap for a timed run) costs that many draws per operation.
     public var zipfianKeyRange: Int64 {
-        recordCount + Int64(2 * Double(operationCount) * insertProportion)
+        let expected = 2 * Double(operationCount) * insertProportion
+        // Saturates rather than traps for absurd counts; such a range only makes draws retry.
+        guard expected < Double(Int64.max / 2), recordCount < Int64.max / 2 else { return Int64.max / 2 }
+        return recordCount + Int64(expected)
     }
 
     /// The workload files shipped with YCSB (`workloads/workload{a..f}`).
@@ -75,25 +100,14 @@ public struct Workload: Sendable, Equatable {
     /// Applies YCSB properties (as in a workload file or `-p key=value`) to `base`.
     public static func parse(_ text: String, base: Workload = Workload()) throws(ParseError) -> Workload {
         var w = base
-        for (number, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
-            let line = Substring(trimmed(raw))
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            guard let eq = line.firstIndex(of: "=") else {
-                throw ParseError(description: "line \(number + 1): expected key=value")
-            }
-            let key = trimmed(line[..<eq])
-            let value = trimmed(line[line.index(after: eq)...])
-            try w.set(key, value, line: number + 1)
+        for p in PropertiesText.entries(text) {
+            // Java keeps a value's trailing blanks (and then fails to read "500 " as a number);
+            // every value here is a number or a name, so they are dropped.
+            var value = Substring(p.value)
+            while let c = value.last, c == " " || c == "\t" || c == "\u{0C}" { value = value.dropLast() }
+            try w.set(p.key, String(value), line: p.line)
         }
         return w
-    }
-
-    /// `text` without the whitespace (spaces, tabs, a CR of a CRLF file) at either end.
-    static func trimmed(_ text: Substring) -> String {
-        var text = text
-        while let c = text.first, c.isWhitespace { text = text.dropFirst() }
-        while let c = text.last, c.isWhitespace { text = text.dropLast() }
-        return String(text)
     }
 
     mutating func set(_ key: String, _ value: String, line: Int) throws(ParseError) {
@@ -114,7 +128,10 @@ public struct Workload: Sendable, Equatable {
             return d
         }
         func bool() throws(ParseError) -> Bool {
-            guard let b = Bool(value) else { throw ParseError(description: "line \(line): \(key) needs true or false") }
+            // Java reads booleans without regard to case (`Boolean.parseBoolean`).
+            guard let b = Bool(value.lowercased()) else {
+                throw ParseError(description: "line \(line): \(key) needs true or false")
+            }
             return b
         }
         func distribution() throws(ParseError) -> Distribution {
@@ -169,16 +186,14 @@ public struct Workload: Sendable, Equatable {
             guard try !bool() else {
                 throw ParseError(description: "line \(line): dataintegrity=true is not supported")
             }
-        case "insertstart", "insertcount":
-            throw ParseError(
-                description: "line \(line): \(key) is not supported: partitioned loads (several clients each "
-                    + "inserting a part of the records) are not; one load inserts every record")
+        case "insertstart": insertStart = try int()
+        case "insertcount": insertCount = try int()
         // Properties that name the Java classes or exporters: accepted, nothing to configure here.
         case "workload", "table", "measurementtype", "exporter", "exportfile", "status.interval",
             "hotspotdatafraction", "hotspotopnfraction":
             break
         default:
-            throw ParseError(description: "line \(line): unknown property \(key)")
+            if !ignoredProperties.contains(key) { ignoredProperties.append(key) }
         }
     }
 }

@@ -70,8 +70,12 @@ struct DistributionTests {
         let z = ZipfianGenerator(min: 0, max: 999)
         let bins = 30
         let expected = Self.zipfianProbabilities(z, bins: bins)
-        // The algorithm is close to Zipf: the hottest item is 1 / ζ(n) and the next half of that.
-        #expect(abs(expected[1] / expected[0] - pow(0.5, 0.99)) < 1e-9)
+        // The constants against values worked out apart from the code (Σ 1/i^0.99 for i ≤ 1000,
+        // and η = (1 − (2/n)^0.01) / (1 − ζ(2)/ζ(n)), in double precision), so a wrong ζ or η
+        // cannot hide behind the expected distribution built from them.
+        #expect(abs(ZipfianGenerator.zeta(0, 1_000, 0.99, 0) - 7.728953217284729) < 1e-9)
+        #expect(abs(z.eta - 0.07480608670689805) < 1e-12)
+        #expect(abs(z.alpha - 100) < 1e-9)
         var random = RandomSource(seed: 5)
         var counts = [Int](repeating: 0, count: bins + 1)
         let draws = 300_000
@@ -115,5 +119,42 @@ struct DistributionTests {
         let share = Double(sorted[0]) / Double(draws)
         #expect(share > p0 * 0.97 && share < p0 + 2.0 / Double(items) + 0.003, "hottest share \(share) vs 1/ζ = \(p0)")
         #expect(sorted.prefix(top).reduce(0, +) > draws / 10, "the hottest \(top) keys draw over 10 %")
+    }
+
+    @Test("zipfian requests make the same keys hot as Java YCSB: rank r lands on FNV(r) mod (records + 1)")
+    func scrambledHotKeysMatchYCSB() throws {
+        // CoreWorkload draws from 0 through recordcount + expected inserts, both ends included:
+        // 1,001 numbers for workload C over 1,000 records. Java's fnvhash64 of ranks 0, 1 and 2
+        // is 6284781860667377211, 8517097267634966620 and 1820151046732198393 (worked out apart
+        // from this code), so the three hottest key numbers are 144, 610 and 213 (a range one
+        // short would give 211, 620 and 393).
+        #expect(fnvhash64(0) == 6_284_781_860_667_377_211 && fnvhash64(1) == 8_517_097_267_634_966_620)
+        var w = try #require(Workload.standard("c"))
+        w.recordCount = 1_000
+        #expect(w.zipfianKeyRange == 1_000)
+        var chooser = OperationChooser(workload: w, keySpace: KeySpace(initialRecords: w.recordCount), seed: 21)
+        var counts = [Int64: Int]()
+        for _ in 0..<100_000 { counts[chooser.chooseKeyNumber(), default: 0] += 1 }
+        let hottest = counts.sorted { $0.value > $1.value }.prefix(3).map(\.key)
+        #expect(hottest == [144, 610, 213])
+        // Number 1,000 is in the range but not inserted: drawn again, never requested.
+        #expect(counts[1_000] == nil && counts.keys.allSatisfy { $0 < 1_000 })
+    }
+
+    @Test("latest draws as YCSB's: the newest key number hottest, then back from it, never key 0")
+    func latestMatchesYCSB() {
+        // YCSB: newest − Zipfian over `newest` items, so 1...newest.
+        var g = SkewedLatestGenerator(initialCount: 1_000)
+        var random = RandomSource(seed: 3)
+        var counts = [Int64: Int]()
+        for _ in 0..<100_000 { counts[g.next(&random, latest: 999), default: 0] += 1 }
+        let hottest = counts.sorted { $0.value > $1.value }.prefix(3).map(\.key)
+        #expect(hottest == [999, 998, 997])
+        #expect(counts[0] == nil && counts.keys.allSatisfy { (1...999).contains($0) })
+        // The newest draws 1 / ζ(999) of the requests.
+        let share = Double(counts[999]!) / 100_000
+        let p = 1 / ZipfianGenerator.zeta(0, 999, 0.99, 0)
+        #expect(abs(share - p) < 0.005, "newest drew \(share), 1/ζ = \(p)")
+        #expect(g.next(&random, latest: 0) == 0)
     }
 }

@@ -45,14 +45,81 @@ struct WorkloadPropertyTests {
         #expect(error("target=nan") != nil)
     }
 
-    @Test("variable field lengths, data integrity checks and partitioned loads are refused as not supported")
+    @Test("variable field lengths and data integrity checks are refused as not supported")
     func unsupported() throws {
         #expect(error("fieldlengthdistribution=zipfian")?.contains("not supported") == true)
         #expect(error("fieldlengthdistribution=uniform")?.contains("not supported") == true)
         #expect(try Workload.parse("fieldlengthdistribution=constant").fieldLength == 100)
         #expect(error("dataintegrity=true")?.contains("not supported") == true)
         #expect(error("dataintegrity=false") == nil)
-        #expect(error("insertstart=1000")?.contains("partitioned loads") == true)
-        #expect(error("insertcount=1000")?.contains("partitioned loads") == true)
+    }
+
+    @Test("insertstart and insertcount pass only when they mean every record (no partitioned loads)")
+    func partitionedLoads() throws {
+        // YCSB's defaults, as its workload template spells them out.
+        #expect(try Workload.parse("recordcount=1000\ninsertstart=0").partitionedLoadError == nil)
+        #expect(try Workload.parse("insertcount=1000\nrecordcount=1000").partitionedLoadError == nil)
+        #expect(try Workload.parse("recordcount=1000\ninsertstart=500").partitionedLoadError?.contains("partitioned") == true)
+        #expect(try Workload.parse("recordcount=1000\ninsertcount=500").partitionedLoadError?.contains("partitioned") == true)
+        #expect(error("insertstart=-1") != nil)
+    }
+
+    @Test("operationcount 0 means no count limit, as in YCSB")
+    func unlimitedOperations() throws {
+        #expect(try Workload.parse("operationcount=0").operationLimit == .max)
+        #expect(try Workload.parse("operationcount=7").operationLimit == 7)
+    }
+
+    @Test("Java properties syntax: ':' or blanks as separators, '!' comments, continued lines, escapes")
+    func javaPropertiesSyntax() throws {
+        let text = "! a comment\n  # another\nrecordcount: 500\noperationcount 250\nreadproportion=\\\n    0.25\n"
+            + "requestdistribution = latest\r\nreadallfields=False\nwriteallfields:TRUE\ninsertorder\\u003Dordered\n"
+        let w = try Workload.parse(text)
+        #expect(w.recordCount == 500 && w.operationCount == 250 && w.readProportion == 0.25)
+        #expect(w.requestDistribution == .latest && !w.readAllFields && w.writeAllFields)
+        #expect(w.ignoredProperties == ["insertorder=ordered"])  // an escaped '=' belongs to the key
+        let entries = PropertiesText.entries("a\\=b=c\\td\nkey\nlast=1\\")
+        #expect(entries.map(\.key) == ["a=b", "key", "last"])
+        #expect(entries.map(\.value) == ["c\td", "", "1"])
+        #expect(entries.map(\.line) == [1, 2, 3])
+        // A continued line's line number is where it starts; comment marks inside it are text.
+        let continued = PropertiesText.entries("\nx=1,\\\n # 2\ny=3")
+        #expect(continued.map(\.value) == ["1,# 2", "3"] && continued.map(\.line) == [2, 4])
+    }
+
+    @Test("a workload file in the shape of YCSB's template loads, warning only of what it does not use")
+    func templateShapedFile() throws {
+        let text = """
+            # Workload in the layout of YCSB's workload_template: every CoreWorkload setting spelled
+            # out with its default, plus measurement settings this generator has no use for.
+            workload=site.ycsb.workloads.CoreWorkload
+            recordcount=1000000
+            operationcount=3000000
+            insertstart=0
+            fieldcount=10
+            fieldlength=100
+            readallfields=true
+            writeallfields=false
+            fieldlengthdistribution=constant
+            readproportion=0.95
+            updateproportion=0.05
+            insertproportion=0
+            readmodifywriteproportion=0
+            scanproportion=0
+            maxscanlength=1000
+            scanlengthdistribution=uniform
+            insertorder=hashed
+            requestdistribution=zipfian
+            hotspotdatafraction=0.2
+            hotspotopnfraction=0.8
+            table=usertable
+            measurementtype=histogram
+            histogram.buckets=1000
+            timeseries.granularity=1000
+            """
+        let w = try Workload.parse(text)
+        #expect(w.recordCount == 1_000_000 && w.operationCount == 3_000_000 && w.readProportion == 0.95)
+        #expect(w.partitionedLoadError == nil && w.maxExecutionSeconds == nil)
+        #expect(w.ignoredProperties == ["histogram.buckets", "timeseries.granularity"])
     }
 }

@@ -18,10 +18,10 @@ int ee_imb_available(void);
 const char *ee_imb_arch_name(void);
 /// Expands `key` (16 or 32 bytes) into `key_data`. Returns 0, or -1 for a bad length or no ipsec-mb.
 int ee_imb_gcm_key_init(void *key_data, const uint8_t *key, int key_len);
-/// AES-GCM seal: `len` bytes `src` → `dst` (may alias), 16-byte tag. `iv` is 12 bytes.
+/// AES-GCM seal: `len` bytes `src` → `dst` (the same or disjoint), 16-byte tag. `iv` is 12 bytes.
 void ee_imb_gcm_seal(const void *key_data, int key_len, uint8_t *dst, const uint8_t *src, uint64_t len,
                      const uint8_t *iv, const uint8_t *aad, uint64_t aad_len, uint8_t *tag);
-/// AES-GCM open: decrypts into `dst` (may alias `src`) and compares the 16-byte tag in constant
+/// AES-GCM open: decrypts into `dst` (the same as `src`, or disjoint) and compares the 16-byte tag in constant
 /// time. Returns 1 if the tag verified; on 0 the caller must discard `dst`.
 int ee_imb_gcm_open(const void *key_data, int key_len, uint8_t *dst, const uint8_t *src, uint64_t len,
                     const uint8_t *iv, const uint8_t *aad, uint64_t aad_len, const uint8_t *tag);
@@ -36,10 +36,10 @@ int ee_vgcm_available(void);
 /// Expands `key` (16 or 32 bytes) into `key_data`. Returns 0, or -1 for a bad length or a CPU
 /// without the instructions.
 int ee_vgcm_key_init(void *key_data, const uint8_t *key, int key_len);
-/// AES-GCM seal: `len` bytes `src` → `dst` (may alias), 16-byte tag. `iv` is 12 bytes.
+/// AES-GCM seal: `len` bytes `src` → `dst` (the same or disjoint), 16-byte tag. `iv` is 12 bytes.
 void ee_vgcm_seal(const void *key_data, uint8_t *dst, const uint8_t *src, uint64_t len, const uint8_t *iv,
                   const uint8_t *aad, uint64_t aad_len, uint8_t *tag);
-/// AES-GCM open into `dst` (may alias `src`); the tag is compared in constant time. Returns 1 if
+/// AES-GCM open into `dst` (the same as `src`, or disjoint); the tag is compared in constant time. Returns 1 if
 /// it verified; on 0 the caller must discard `dst`.
 int ee_vgcm_open(const void *key_data, uint8_t *dst, const uint8_t *src, uint64_t len, const uint8_t *iv,
                  const uint8_t *aad, uint64_t aad_len, const uint8_t *tag);

@@ -117,12 +117,14 @@ public protocol AEADBackend {
     /// Expands `key` into `state` (`stateSize` bytes, `stateAlignment`-aligned).
     static func initialize(_ state: UnsafeMutableRawPointer, key: UnsafeRawBufferPointer) -> Bool
     static func deinitialize(_ state: UnsafeMutableRawPointer)
-    /// Encrypts `count` bytes of `source` into `destination` (they may be the same) and writes the tag.
+    /// Encrypts `count` bytes of `source` into `destination` and writes the tag. The two may be the
+    /// same memory; if not, they must not overlap (a partial overlap reads bytes already encrypted).
     static func seal(
         _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
         aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,
         tag: UnsafeMutableRawPointer)
-    /// Decrypts and verifies. On false, `destination` holds garbage the caller must ignore.
+    /// Decrypts and verifies, with `source` and `destination` as for `seal`. On false,
+    /// `destination` holds garbage the caller must ignore.
     static func open(
         _ state: UnsafeMutableRawPointer, keyLength: Int, nonce: UnsafeRawPointer, aad: UnsafeRawPointer,
         aadCount: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer, count: Int,

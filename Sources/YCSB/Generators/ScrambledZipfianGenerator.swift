@@ -12,7 +12,8 @@ public struct ScrambledZipfianGenerator: NumberGenerator, Sendable {
     public init(min: Int64, max: Int64) {
         self.min = min
         count = max - min + 1
-        inner = ZipfianGenerator(min: 0, max: Self.itemCount - 1, theta: ZipfianGenerator.defaultConstant, zetan: Self.zetan)
+        // As YCSB's: ranks 0...itemCount (one more than itemCount, with its ζ of itemCount).
+        inner = ZipfianGenerator(min: 0, max: Self.itemCount, theta: ZipfianGenerator.defaultConstant, zetan: Self.zetan)
     }
 
     public func next(_ random: inout RandomSource) -> Int64 {

@@ -6,11 +6,14 @@ public struct ZipfianGenerator: NumberGenerator, Sendable {
     public static let defaultConstant = 0.99
 
     public let base: Int64
-    public private(set) var items: Int64
+    /// The item count it was made for (YCSB's `items`); ``next(_:count:)`` draws over others.
+    public let items: Int64
     public let theta: Double
     let zeta2theta: Double
     let alpha: Double
+    /// ζ over `countForZeta` items (grown as ``next(_:count:)`` asks for more).
     private(set) var zetan: Double
+    private(set) var countForZeta: Int64
     private(set) var eta: Double
 
     /// Zipfian over `min...max` with constant `theta`.
@@ -26,6 +29,7 @@ public struct ZipfianGenerator: NumberGenerator, Sendable {
         zeta2theta = Self.zeta(0, 2, theta, 0)
         alpha = 1.0 / (1.0 - theta)
         self.zetan = zetan
+        countForZeta = items
         eta = (1 - pow(2.0 / Double(items), 1 - theta)) / (1 - zeta2theta / zetan)
     }
 
@@ -40,23 +44,27 @@ public struct ZipfianGenerator: NumberGenerator, Sendable {
         return sum
     }
 
-    /// A draw over the current item count.
-    public func next(_ random: inout RandomSource) -> Int64 {
+    /// A draw over the item count it was made for.
+    public func next(_ random: inout RandomSource) -> Int64 { draw(&random, count: items) }
+
+    /// A draw over the first `count` items, as YCSB's `nextLong(itemcount)` (the 'latest'
+    /// distribution's item count grows with inserts): ζ is extended incrementally to a larger
+    /// count and kept for a smaller one (YCSB's default, `allowitemcountdecrease` false), and η
+    /// keeps the first item count, as YCSB's does.
+    public mutating func next(_ random: inout RandomSource, count: Int64) -> Int64 {
+        if count > countForZeta {
+            zetan = Self.zeta(countForZeta, count, theta, zetan)
+            countForZeta = count
+            eta = (1 - pow(2.0 / Double(items), 1 - theta)) / (1 - zeta2theta / zetan)
+        }
+        return draw(&random, count: count)
+    }
+
+    private func draw(_ random: inout RandomSource, count: Int64) -> Int64 {
         let u = random.nextDouble()
         let uz = u * zetan
         if uz < 1 { return base }
         if uz < 1 + pow(0.5, theta) { return base + 1 }
-        return base + Int64(Double(items) * pow(eta * u - eta + 1, alpha))
-    }
-
-    /// A draw over the first `count` items (the item count grows with inserts; zeta is extended
-    /// incrementally; a smaller count than before is recomputed).
-    public mutating func next(_ random: inout RandomSource, count: Int64) -> Int64 {
-        if count != items {
-            zetan = count > items ? Self.zeta(items, count, theta, zetan) : Self.zeta(0, count, theta, 0)
-            items = count
-            eta = (1 - pow(2.0 / Double(items), 1 - theta)) / (1 - zeta2theta / zetan)
-        }
-        return next(&random)
+        return base + Int64(Double(count) * pow(eta * u - eta + 1, alpha))
     }
 }

@@ -25,7 +25,8 @@ struct YCSBCommand: ParsableCommand {
 struct WorkloadOptions: ParsableArguments {
     @Option(help: "a, b, c, d, e, f, or a YCSB workload file.") var workload = "a"
     @Option(help: "Records (recordcount).") var records: Int64?
-    @Option(help: "Operations in the run phase (operationcount).") var operations: Int64?
+    @Option(help: "Operations in the run phase (operationcount; 0: no limit, the run ends at its time limit).")
+    var operations: Int64?
     @Option(name: .customShort("p"), help: ArgumentHelp("A YCSB property, as in a workload file (repeatable).", valueName: "name=value"))
     var property: [String] = []
     @Option(help: "Client threads (default: the workload's threadcount, else 1).") var threads: Int?
@@ -54,7 +55,15 @@ struct WorkloadOptions: ParsableArguments {
         }
         if let records { w.recordCount = records }
         if let operations { w.operationCount = operations }
+        guard w.recordCount >= 0 && w.operationCount >= 0 else {
+            throw ValidationError("--records and --operations cannot be negative")
+        }
         if let threads { w.threadCount = threads }
+        if let why = w.partitionedLoadError { throw ValidationError(why) }
+        if !w.ignoredProperties.isEmpty {
+            EEKV.say("eekv ycsb: warning: ignoring properties this generator does not use: "
+                + w.ignoredProperties.joined(separator: ", "))
+        }
         guard (1...256).contains(w.clientThreads) else { throw ValidationError("--threads (threadcount) must be 1-256") }
         guard outstanding >= 1 && outstanding <= 256 else { throw ValidationError("--outstanding must be 1-256") }
         guard clientSpinUs >= 0 && clientSpinUs <= 1_000_000 else { throw ValidationError("--client-spin-us must be 0-1000000") }
@@ -91,7 +100,7 @@ struct YCSBOptions: ParsableArguments {
     ) throws {
         let workload = try generator.load()
         let progress = Progress(
-            total: isLoad ? Int(workload.recordCount) : Int(workload.operationCount),
+            total: isLoad ? Int(workload.recordCount) : Int(workload.operationLimit),
             seconds: isLoad ? nil : seconds ?? workload.maxExecutionSeconds)
         let target: YCSBTarget
         switch db {
@@ -149,6 +158,11 @@ struct YCSBRun: ParsableCommand {
         try options.execute(isLoad: false, seconds: duration) { w, connect, progress in
             // The command line overrides the workload's target and maxexecutiontime.
             let rate = targetRate ?? w.targetRate
+            let seconds = duration ?? w.maxExecutionSeconds
+            if w.operationCount == 0 && seconds == nil {
+                throw ValidationError(
+                    "operationcount 0 runs until a time limit (as in YCSB); give --duration or maxexecutiontime")
+            }
             if w.requestDistribution == .zipfian && w.insertProportion > 0 && w.zipfianKeyRange > 4 * max(w.recordCount, 1) {
                 let warning =
                     "eekv ycsb: warning: \(w.operationCount) operations with insertproportion \(w.insertProportion) make the "
@@ -162,7 +176,7 @@ struct YCSBRun: ParsableCommand {
             }
             return try Runner.run(
                 workload: w, threads: w.clientThreads, outstanding: options.generator.outstanding,
-                seconds: duration ?? w.maxExecutionSeconds, targetRate: rate, connect: connect, progress: progress.tick)
+                seconds: seconds, targetRate: rate, connect: connect, progress: progress.tick)
         }
     }
 }

@@ -66,7 +66,7 @@ struct YCSBCompare: ParsableCommand {
         let duration = duration ?? workload.maxExecutionSeconds ?? 10
         let named = try parsedTargets()
         let connectors = named.map { $0.target.connector }
-        let progress = Progress(total: Int(workload.operationCount) * named.count, seconds: duration * Double(named.count))
+        let progress = Progress(total: Int(min(workload.operationLimit, Int64(Int.max / named.count))) * named.count, seconds: duration * Double(named.count))
         let summaries: [RunSummary]
         do {
             summaries = try Runner.interleaved(
