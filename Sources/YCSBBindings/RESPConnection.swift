@@ -57,12 +57,19 @@ public final class RESPConnection {
         guard fd >= 0 else { throw RESPError.connect("\(host):\(port): \(String(cString: strerror(-fd)))") }
         self.fd = fd
         if let tls {
+            // The shim takes an empty name as none, which would let any certificate the CA
+            // issued answer.
+            let name = serverName ?? host
+            guard !name.isEmpty else {
+                close(fd)
+                throw RESPError.connect("TLS needs the name the server's certificate is issued to; it is empty")
+            }
             var message = [CChar](repeating: 0, count: 512)
             guard let ctx = ee_tls_context_new(0, tls.caFile, tls.certificateFile, tls.keyFile, &message, 512) else {
                 close(fd)
                 throw RESPError.connect(String(nulTerminated: message))
             }
-            guard let ssl = ee_tls_handshake(ctx, fd, 0, serverName ?? host, &message, 512) else {
+            guard let ssl = ee_tls_handshake(ctx, fd, 0, name, &message, 512) else {
                 ee_tls_context_free(ctx)
                 close(fd)
                 throw RESPError.connect("TLS: " + String(nulTerminated: message))
@@ -160,19 +167,34 @@ public final class RESPConnection {
         end += n
     }
 
+    /// Redis's own limits: a bulk string of at most 512 MiB (`proto-max-bulk-len`), and a reply
+    /// line (a type byte and a number, or a status) far under 64 KiB.
+    static let maxBulkLength = 512 << 20
+    static let maxLineLength = 65_536
+    /// More elements than any reply of the commands sent here holds: refused as a corrupt count
+    /// before anything is reserved for them.
+    static let maxArrayCount = 1 << 24
+
     private func readLine() throws -> [UInt8] {
+        var searched = 0  // bytes after `start` known to hold no LF (`fill` keeps them, maybe moved)
         while true {
-            if let i = buffer[start..<end].firstIndex(of: 10), i > start, buffer[i - 1] == 13 {
+            if let i = buffer[(start + searched)..<end].firstIndex(of: 10) {
+                guard i > start, buffer[i - 1] == 13 else { throw RESPError.protocolError("a reply line not ended by CRLF") }
                 let line = Array(buffer[start..<(i - 1)])
                 start = i + 1
                 return line
             }
+            searched = end - start
+            guard searched <= Self.maxLineLength else { throw RESPError.protocolError("a reply line over 64 KiB") }
             try fill()
         }
     }
 
     private func readBytes(_ n: Int) throws -> [UInt8] {
         while end - start < n + 2 { try fill() }
+        guard buffer[start + n] == 13 && buffer[start + n + 1] == 10 else {
+            throw RESPError.protocolError("a bulk string not followed by CRLF (its length is wrong)")
+        }
         // The same copy as eekv's client makes of a value, so neither side pays glibc's slow case.
         let bytes = buffer.withUnsafeBytes { Array(copying: UnsafeRawBufferPointer(rebasing: $0[start..<start + n])) }
         start += n + 2
@@ -190,13 +212,13 @@ public final class RESPConnection {
             guard let n = Int(rest) else { throw RESPError.protocolError("bad integer") }
             return .integer(n)
         case UInt8(ascii: "$"):
-            guard let n = Int(rest) else { throw RESPError.protocolError("bad bulk length") }
+            guard let n = Int(rest), n <= Self.maxBulkLength else { throw RESPError.protocolError("bad bulk length") }
             return .bulk(n < 0 ? nil : try readBytes(n))
         case UInt8(ascii: "*"):
-            guard let n = Int(rest) else { throw RESPError.protocolError("bad array length") }
+            guard let n = Int(rest), n <= Self.maxArrayCount else { throw RESPError.protocolError("bad array length") }
             if n < 0 { return .array(nil) }
             var items: [RESPValue] = []
-            items.reserveCapacity(n)
+            items.reserveCapacity(min(n, 4_096))
             for _ in 0..<n { items.append(try readValue()) }
             return .array(items)
         default: throw RESPError.protocolError("unknown reply type \(kind)")

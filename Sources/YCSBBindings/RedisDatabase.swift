@@ -6,9 +6,13 @@ import YCSB
 public final class RedisDatabase: YCSBDatabase {
     public static let indexKey = "_indices"
     let connection: RESPConnection
-    /// What to do with each pipelined reply, in the order the commands were queued.
+    /// What to do with each pipelined reply, in the order the commands were queued; those
+    /// before `head` are done (dropped in bulk, see ``poll()``).
     private var pending: [(Result<RESPValue, any Error>) -> Void] = []
     private var head = 0
+
+    /// Handlers kept, answered or not: what the pipeline holds on to.
+    var heldHandlers: Int { pending.count }
 
     public init(connection: RESPConnection) { self.connection = connection }
 
@@ -86,10 +90,11 @@ extension RedisDatabase: YCSBAsyncDatabase {
         case .update(let key, let fields):
             send(hset(key, fields)) { completion($0.map { _ in true }) }
         case .insert(let key, let fields):
-            var failure: (any Error)?
-            send(hset(key, fields)) { if case .failure(let e) = $0 { failure = e } }
-            send(Self.zadd(key)) { reply in
-                completion(failure.map { .failure($0) } ?? reply.map { _ in true })
+            // As YCSB's binding: the record enters the scan index only once it is written, or a
+            // failed write would leave an index entry that later scans trip over.
+            send(hset(key, fields)) { [self] written in
+                guard case .success = written else { return completion(written.map { _ in true }) }
+                send(Self.zadd(key)) { completion($0.map { _ in true }) }
             }
         case .scan(let start, let count):
             send(Self.zrange(from: start, count: count)) { [self] reply in
@@ -125,8 +130,13 @@ extension RedisDatabase: YCSBAsyncDatabase {
             let reply = try connection.readReply()
             let handler = pending[head]
             head += 1
+            // A pipelined run tops the window up after every reply, so the array seldom empties:
+            // answered handlers (and what they capture) are dropped once they are half of it.
             if head == pending.count {
                 pending.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 256 && head * 2 >= pending.count {
+                pending.removeFirst(head)
                 head = 0
             }
             if case .error(let message) = reply { handler(.failure(RESPError.server(message))) } else { handler(.success(reply)) }

@@ -25,10 +25,10 @@ public struct RedisURL: Sendable, Equatable {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
             if let colon = credentials.firstIndex(of: ":") {
-                user = colon == credentials.startIndex ? nil : String(credentials[..<colon])
-                password = String(credentials[credentials.index(after: colon)...])
+                user = colon == credentials.startIndex ? nil : Self.percentDecoded(credentials[..<colon])
+                password = Self.percentDecoded(credentials[credentials.index(after: colon)...])
             } else {
-                password = String(credentials)  // redis://PASSWORD@HOST:PORT, as redis-cli reads it
+                password = Self.percentDecoded(credentials)  // redis://PASSWORD@HOST:PORT, as redis-cli reads it
             }
         }
         if let slash = rest.firstIndex(of: "/") {
@@ -47,6 +47,35 @@ public struct RedisURL: Sendable, Equatable {
         }
         host = String(parts[0])
         self.port = port
+    }
+
+    /// `text` with each `%XX` (two hex digits) made the byte it stands for, as redis-cli decodes a
+    /// URL's user and password (so `p%40ss` is `p@ss`); any other `%` stays as it is.
+    static func percentDecoded(_ text: Substring) -> String {
+        let bytes = Array(text.utf8)
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count, let high = hexDigit(bytes[i + 1]),
+                let low = hexDigit(bytes[i + 2])
+            {
+                out.append(high << 4 | low)
+                i += 3
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hexDigit(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 
     /// The URL without its password, for messages and results.

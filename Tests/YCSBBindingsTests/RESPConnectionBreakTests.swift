@@ -82,4 +82,26 @@ struct RESPConnectionBreakTests {
         #expect(try c.command("PING") == .simple("PONG"))
         #expect(c.brokenBy == nil)
     }
+
+    @Test(
+        "malformed replies are protocol errors at once, not a shifted stream, a wait or a trap",
+        arguments: [
+            ("$3\r\nabcXY:1\r\n", "CRLF"),  // the bulk length is wrong: its CRLF is not where it says
+            (":1\n", "CRLF"),  // a bare LF
+            ("$9223372036854775807\r\n", "bulk length"),  // would overflow length + 2
+            ("*9223372036854775807\r\n", "array length"),  // would reserve that much
+        ])
+    func malformedReply(reply: String, complaint: String) throws {
+        let server = ScriptedRESPServer(replies: [(delayMs: 0, bytes: reply)])
+        let c = try RESPConnection(host: "127.0.0.1", port: server.port, tls: nil, timeoutMs: 5_000)
+        let began = Date()
+        #expect {
+            try c.command("PING")
+        } throws: { error in
+            guard let e = error as? RESPError, case .protocolError(let why) = e else { return false }
+            return why.contains(complaint)
+        }
+        #expect(Date().timeIntervalSince(began) < 2, "the error waited for the read timeout")
+        #expect(c.brokenBy != nil)
+    }
 }

@@ -4,7 +4,7 @@ import EERPC
 import Foundation
 import Testing
 import YCSB
-import YCSBBindings
+@testable import YCSBBindings
 
 /// A real redis-server on a free loopback port (plain or TLS), stopped on deinit.
 final class RedisServer: @unchecked Sendable {
@@ -79,7 +79,9 @@ struct RedisTests {
     func javaHash() {
         #expect(RedisDatabase.javaHashCode("") == 0)
         #expect(RedisDatabase.javaHashCode("hello") == 99_162_322)
-        #expect(RedisDatabase.javaHashCode("user6284781860667377211") == RedisDatabase.javaHashCode("user6284781860667377211"))
+        // Values Java gives (31 × h + c over UTF-16 units, 32-bit wrap), worked out apart from the code.
+        #expect(RedisDatabase.javaHashCode("user6284781860667377211") == -594_971_599)
+        #expect(RedisDatabase.javaHashCode("user1") == 111_578_566)
     }
 
     @Test("RESP commands and replies against a real server")
@@ -137,6 +139,45 @@ struct RedisTests {
         #expect(try c.command("ZCARD", RedisDatabase.indexKey) == .integer(Int(300 + (letter == "d" || letter == "e" ? run.perOperation.first { $0.kind == .insert }?.count ?? 0 : 0))))
     }
 
+    @Test("a long pipelined run holds on to a bounded number of handlers, not one per operation")
+    func pipelineDropsAnsweredHandlers() throws {
+        let redis = try RedisServer()
+        let db = RedisDatabase(connection: try redis.connect())
+        var done = 0
+        var started = 0
+        var most = 0
+        // Keep 8 in flight for 20,000 operations, topping up after every poll as the runner does.
+        while done < 20_000 {
+            while started - done < 8 && started < 20_000 {
+                db.start(.update(key: "k\(started % 100)", fields: [0: [65]])) { _ in done += 1 }
+                started += 1
+            }
+            db.poll()
+            most = max(most, db.heldHandlers)
+        }
+        #expect(most < 600, "the pipeline held \(most) handlers")
+    }
+
+    @Test("a pipelined insert whose write fails is not put in the scan index")
+    func failedInsertIsNotIndexed() throws {
+        let redis = try RedisServer()
+        let c = try redis.connect()
+        _ = try c.command("SET", "taken", "a string, so HSET fails with WRONGTYPE")
+        let db = RedisDatabase(connection: try redis.connect())
+        var outcome: Result<Bool, any Error>?
+        db.start(.insert(key: "taken", fields: [0: [65]])) { outcome = $0 }
+        while outcome == nil { db.poll() }
+        guard case .failure(let error) = outcome else { Issue.record("the insert succeeded"); return }
+        #expect("\(error)".contains("WRONGTYPE"))
+        #expect(try c.command("ZSCORE", RedisDatabase.indexKey, "taken") == .bulk(nil))
+        // A good insert after it is indexed as before.
+        outcome = nil
+        db.start(.insert(key: "fresh", fields: [0: [65]])) { outcome = $0 }
+        while outcome == nil { db.poll() }
+        #expect((try? outcome?.get()) == true)
+        #expect(try c.command("ZSCORE", RedisDatabase.indexKey, "fresh") != .bulk(nil))
+    }
+
     /// Over TLS this also proves a write to a hung-up peer fails with EPIPE instead of raising
     /// SIGPIPE (which would end the test process).
     @Test("a dead connection fails every pipelined operation instead of hanging", arguments: [false, true])
@@ -181,6 +222,10 @@ struct RedisTests {
         // The certificate must be the one named: the host by default (an IP address the
         // certificate does not carry), or another certificate of the same CA, is refused.
         let client = TLSConfig(directory: dir, name: "client-0")
+        // An empty name would check nothing: refused before the handshake.
+        #expect {
+            _ = try RESPConnection(host: "127.0.0.1", port: redis.port, tls: client, serverName: "", timeoutMs: 2_000)
+        } throws: { "\($0)".contains("name the server's certificate is issued to") }
         for name: String? in [nil, "node-1", "client-0", "127.0.0.2"] {
             do {
                 _ = try RESPConnection(host: "127.0.0.1", port: redis.port, tls: client, serverName: name, timeoutMs: 2_000)
@@ -205,6 +250,9 @@ struct RedisURLTests {
         let passwordOnly = try RedisURL("redis://:pw@h:1/")
         #expect(passwordOnly.user == nil && passwordOnly.password == "pw" && passwordOnly.database == nil)
         #expect(try RedisURL("redis://pw@h:1").password == "pw")
+        // Percent-escapes in the user and password are decoded, as redis-cli decodes them.
+        let escaped = try RedisURL("redis://al%69ce:p%40ss%3Aw%2fd%zz%4@h:1")
+        #expect(escaped.user == "alice" && escaped.password == "p@ss:w/d%zz%4")
         #expect(full.redacted == "rediss://alice:***@db.example:6380/3")
         #expect(passwordOnly.redacted == "redis://:***@h:1")
     }
