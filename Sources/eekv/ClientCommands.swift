@@ -25,6 +25,17 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "Cluster CA (default: the config's [tls] dir/ca.pem).")
     var ca: String?
 
+    /// Files named on the command line must be there: a missing one is the user's to fix (exit
+    /// 2), not a failed handshake.
+    func validate() throws {
+        for (flag, path) in [("--cert", cert), ("--key", key), ("--ca", ca)] {
+            guard let path else { continue }
+            guard access(path, R_OK) == 0 else {
+                throw ValidationError("cannot read \(flag) \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
     func configPath() -> String {
         if let config { return config }
         if let env = getenv("EEKV_CONFIG") { return String(cString: env) }
@@ -72,6 +83,9 @@ struct ClientOptions: ParsableArguments {
                 fail("eekv: bad request: \(m)", ClientExit.usage)
             case .notARecord:
                 fail("eekv: the value under this key is not a field record (eekv merge needs one)", ClientExit.usage)
+            case .wrongNode(let m):
+                // The client's config routes keys elsewhere than the nodes' own: the user's to fix.
+                fail("eekv: wrong node: \(m); give the cluster's own config (--config)", ClientExit.usage)
             case .unreachable(let node, let why):
                 fail(
                     "eekv: cannot reach node \(node) (\(why)); is the cluster running (deploy/local-cluster.sh status) "
@@ -166,6 +180,14 @@ struct Scan: ParsableCommand {
     @Option(help: "At most this many keys.") var limit = 100
     @OptionGroup var options: ClientOptions
 
+    func validate() throws {
+        // Every key sorts at or after "": an empty END would list nothing, silently.
+        if end == "" { throw ValidationError("END is empty, so nothing is before it; leave END out to scan to the last key") }
+        guard (1...KVProtocol.maxScanLimit).contains(limit) else {
+            throw ValidationError("--limit is 1-\(KVProtocol.maxScanLimit)")
+        }
+    }
+
     func run() throws {
         try options.withClient { client, _ in
             let rows = try client.scan(from: Array(start.utf8), to: end.map { Array($0.utf8) }, limit: limit)
@@ -202,7 +224,12 @@ struct MGet: ParsableCommand {
             } else {
                 for v in values { print(v.map { String(decoding: $0, as: UTF8.self) } ?? "") }
             }
-            return values.contains { $0 == nil } ? ClientExit.notFound : 0
+            let missing = zip(keys, values).filter { $0.1 == nil }.map(\.0)
+            guard missing.isEmpty else {
+                let named = missing.prefix(5).joined(separator: ", ") + (missing.count > 5 ? ", …" : "")
+                return failure("eekv: \(missing.count) of \(keys.count) keys not found: \(named)", ClientExit.notFound)
+            }
+            return 0
         }
     }
 }

@@ -33,6 +33,10 @@ struct EEKV: ParsableCommand {
         } catch let error as ClusterConfig.Error {
             say("eekv: \(error)")
             Glibc.exit(ClientExit.usage)
+        } catch StoreError.inUse(let path) {
+            // Another node's --data: the command's to fix.
+            say("eekv: \(StoreError.inUse(path: path))")
+            Glibc.exit(ClientExit.usage)
         } catch let error as ExitCode {
             exit(withError: error)
         } catch let error as CleanExit {

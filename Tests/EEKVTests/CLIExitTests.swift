@@ -1,3 +1,4 @@
+import EEKV
 import EERPC
 import Foundation
 import Testing
@@ -104,6 +105,42 @@ struct CLIExitTests {
         #expect(try runEEKV(["fields", "plain", "--config", config]) == (.exit, 2))
         #expect(try runEEKV(["merge", "user:1", "x=1", "--config", config]) == (.exit, 2))
         #expect(try runEEKV(["fields", "nobody", "--config", config]) == (.exit, 1))
+    }
+
+    /// Every error exit says why on standard error; mget's "not found" printed nothing there.
+    @Test("mget names the keys it did not find, ycsb refuses a run with no end and warns of unused properties, a misrouting config exits 2")
+    func mgetAndYCSBSayWhy() throws {
+        let dir = TempDirectory()
+        let config = dir.path + "/cluster.toml"
+        try oneNodeConfig(crypto: "none", durability: "nosync").write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(config: config, data: dir.path + "/data")
+        defer { server.terminate() }
+        try #require(try nodeServes(config: config), "the node did not start")
+        #expect(try runEEKV(["put", "a", "1", "--config", config]) == (.exit, 0))
+        #expect(try runEEKVCapturing(["mget", "a", "--config", config]) == (0, "1\n"))
+        let missing = try runEEKVErrors(["mget", "a", "nope", "gone", "--config", config])
+        #expect(missing.status == 1 && missing.lines.contains("eekv: 2 of 3 keys not found: nope, gone"), "\(missing)")
+        // operationcount 0 is YCSB's "no count limit": without a time limit the run would not end.
+        let unbounded = try runEEKVErrors(["ycsb", "run", "--workload", "c", "--records", "10", "--operations", "0", "--config", config])
+        #expect(unbounded.status == 2 && unbounded.lines.contains { $0.contains("runs until a time limit") }, "\(unbounded)")
+        let warned = try runEEKVErrors([
+            "ycsb", "load", "--workload", "c", "--records", "10", "-p", "histogram.buckets=1000", "--config", config,
+        ])
+        #expect(warned.status == 0, "\(warned)")
+        #expect(warned.lines.contains("eekv ycsb: warning: ignoring properties this generator does not use: histogram.buckets"), "\(warned)")
+        // A config that routes keys elsewhere than the node's own does is the user's to fix: exit 2.
+        // The node's config gives half the slots to a second node (never started, elsewhere).
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        let halved = dir.path + "/halved.toml"
+        try (text + "\nslots = [0, 8191]\n[[node]]\nid = 1\nhost = \"127.0.0.2\"\nport = 9\nudp_port = 9\nslots = [8192, 16383]\n")
+            .write(toFile: halved, atomically: true, encoding: .utf8)
+        server.terminate()
+        let narrowed = try ServerProcess(config: halved, data: dir.path + "/data")
+        defer { narrowed.terminate() }
+        try #require(try nodeServes(config: halved), "the node did not start on the halved config")
+        let key = try #require((0..<100).map { "k\($0)" }.first { HashSlot.of(Array($0.utf8)) >= 8_192 })
+        let misrouted = try runEEKVErrors(["put", key, "v", "--config", config])
+        #expect(misrouted.status == 2 && misrouted.lines.contains { $0.hasPrefix("eekv: wrong node: slot") }, "\(misrouted)")
     }
 
     /// 64 KiB records through the real client and node, encrypted: each response's packets arrive

@@ -60,6 +60,12 @@ final class TestCluster {
         nodes.insert(try startNode(i), at: i)
     }
 
+    /// Stops node `i` and lets it go, closing its store (so the directory may be opened again).
+    func release(_ i: Int) {
+        nodes[i].stop()
+        nodes.remove(at: i)
+    }
+
     deinit { for n in nodes { n.stop() } }
 
     func client() throws -> KVClient { try KVClient(config: config, tls: config.tls(name: "client-0")) }
@@ -300,11 +306,21 @@ struct ClusterTests {
             let client = try cluster.client()
             for i in 0..<200 { try client.put(Array("r\(i)".utf8), Array("value\(i)".utf8)) }
         }
-        cluster.nodes[0].stop()
+        cluster.release(0)
         let store = try Store(directory: cluster.directory.path + "/node-0", durability: .fsync)
         defer { store.close() }
         let reader = try store.makeReader()
         for i in 0..<200 { #expect(try reader.get(Array("r\(i)".utf8)) == Array("value\(i)".utf8)) }
+    }
+
+    @Test("a data directory serves one node at a time: a second store on it is refused until the first closes")
+    func dataDirectoryIsLocked() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "none")
+        let path = cluster.directory.path + "/node-0"
+        #expect(throws: StoreError.inUse(path: path)) { _ = try Store(directory: path, durability: .nosync) }
+        cluster.release(0)
+        let store = try Store(directory: path, durability: .nosync)
+        store.close()
     }
 
     /// An operator sees what a node dropped and why: a stray datagram and a forged packet for a
@@ -389,6 +405,34 @@ struct ScanMergeTests {
     /// Any record a put accepts (the longest key with the largest value) fits a scan reply alone.
     /// One stored beyond that (by an older node, whose put limit was 9 bytes higher) is an error
     /// that names its key, not a scan that ends early or skips it.
+    /// Keys a node holds for slots it no longer serves (an earlier cluster layout left them)
+    /// are not its to answer: a get or delete goes to their owner, so a scan must not show them.
+    @Test("a scan leaves out keys of slots the node does not serve, at any limit")
+    func scanSkipsKeysOfOtherNodes() throws {
+        let cluster = try TestCluster(nodes: 2, crypto: "none")
+        let client = try cluster.client()
+        func owner(_ k: [UInt8]) -> Int { k.withUnsafeBytes { cluster.config.node(for: $0).id } }
+        let keys = (0..<60).map { Array(("key" + String(1_000 + $0).dropFirst()).utf8) }  // key000 … key059
+        for k in keys { try client.put(k, k) }
+        // Node 0 also holds a stale copy of every node-1 key, and node 1 of every node-0 key.
+        for k in keys {
+            #expect(SyncWriter(cluster.nodes[1 - owner(k)].store).write(.put, k, Array("stale".utf8)) == .committed)
+        }
+        for limit in [1, 7, 100] {
+            let rows = try client.scan(from: [], limit: limit)
+            #expect(rows.map(\.0) == Array(keys.prefix(limit)), "limit \(limit)")
+            #expect(rows.allSatisfy { $0.0 == $0.1 }, "a stale copy was returned at limit \(limit)")
+        }
+        // Paging through in sevens (each page from just after the last key) finds each key once.
+        var paged: [[UInt8]] = []
+        var from: [UInt8] = []
+        while case let page = try client.scan(from: from, limit: 7), let last = page.last?.0 {
+            paged += page.map(\.0)
+            from = last + [0]
+        }
+        #expect(paged == keys)
+    }
+
     @Test("the largest record a put takes comes back in a scan; one too large for any reply is named")
     func recordTooLargeForScan() throws {
         let cluster = try TestCluster(nodes: 1, crypto: "none")
@@ -410,6 +454,15 @@ struct ScanMergeTests {
             return message.contains("jjjjjjjj") && message.contains("511 bytes")
         }
         #expect(try client.get(tooLarge)?.count == oldLimit.count)
+        // One beyond any reply is refused by name, not answered "busy" (which clients retry).
+        let huge = [UInt8](repeating: 4, count: Wire.maxMessageSize)
+        #expect(SyncWriter(cluster.nodes[0].store).write(.put, [0x68], huge) == .committed)
+        #expect {
+            _ = try client.get([0x68])
+        } throws: { error in
+            guard case KVClientError.tooLarge(let message) = error else { return false }
+            return message.contains("too large for any reply")
+        }
     }
 }
 

@@ -35,9 +35,34 @@ struct ConfigTests {
             "[cluster]\ncrypto = \"none\"\n" + node + "[node]\nid = 1\nhost = \"h\"\nport = 1\nudp_port = 2\n",  // [node], not [[node]]
             "[cluster]\ncrypto = \"none\"\n[[node]]\nid = -1\nhost = \"h\"\nport = 1000\nudp_port = 2000\n",  // negative id
             "[cluster]\ncrypto = \"none\"\n[[node]]\nid = 9223372036854775807\nhost = \"h\"\nport = 1000\nudp_port = 2000\n",  // huge id
+            "[cluster]\ncrypto = \"none\"\n" + node + node.replacing("id = 0", with: "id = 1").replacing("udp_port = 2000", with: "udp_port = 3000"),  // one TCP port for two nodes
+            "[cluster]\ncrypto = \"none\"\n" + node + "threads = 4\n" + node.replacing("id = 0", with: "id = 1").replacing("port = 1000", with: "port = 1001").replacing("udp_port = 2000", with: "udp_port = 2003"),  // UDP ranges overlap
+            "[cluster]\ncrypto = \"none\"\n" + node + "threads = 1_\n",  // an underscore not between digits
+            "[cluster]\ncrypto = \"none\"\n" + node + "threads = _1\n",
         ])
     func rejected(text: String) {
         #expect(throws: ClusterConfig.Error.self) { try ClusterConfig.parse(text, source: "test.toml") }
+    }
+
+    @Test("nodes on one host need their own TCP port and UDP ports; on different hosts they may share them")
+    func distinctAddresses() throws {
+        let second = Self.node.replacing("id = 0", with: "id = 1").replacing("port = 1000", with: "port = 1001")
+            .replacing("udp_port = 2000", with: "udp_port = 2004")
+        let four = "[cluster]\ncrypto = \"none\"\n" + Self.node + "threads = 4\n" + second
+        #expect(try ClusterConfig.parse(four, source: "t.toml").nodes.count == 2)  // 2000-2003 and 2004
+        let elsewhere = "[cluster]\ncrypto = \"none\"\n" + Self.node + Self.node.replacing("id = 0", with: "id = 1")
+            .replacing("127.0.0.1", with: "127.0.0.2")
+        #expect(try ClusterConfig.parse(elsewhere, source: "t.toml").nodes.count == 2)
+        #expect {
+            _ = try ClusterConfig.parse("[cluster]\ncrypto = \"none\"\n" + Self.node + Self.node.replacing("id = 0", with: "id = 1"), source: "t.toml")
+        } throws: { "\($0)".contains("nodes 0 and 1 both use 127.0.0.1 port 1000") }
+    }
+
+    @Test("a config path that cannot be read is reported as such, not as an empty config")
+    func unreadable() {
+        #expect {
+            _ = try ClusterConfig.load(path: "/tmp")
+        } throws: { "\($0)".contains("cannot read the cluster config /tmp: Is a directory") }
     }
 
     @Test("the data-plane MTU defaults to a 1500-byte Ethernet frame's; jumbo frames are a setting")
@@ -86,6 +111,9 @@ struct ConfigTests {
     func slots() {
         #expect(HashSlot.of(Array("123456789".utf8)) == 0x31C3 & 0x3FFF)
         #expect(HashSlot.of(Array("{user1000}.following".utf8)) == HashSlot.of(Array("{user1000}.followers".utf8)))
-        #expect(HashSlot.of(Array("foo{}bar".utf8)) == HashSlot.of(Array("foo{}bar".utf8)))
+        // A tag's hash is the tag's alone: CRC16("user1000") = 0x4D73, not the whole key's (12218).
+        #expect(HashSlot.of(Array("{user1000}.following".utf8)) == 0x4D73 & 0x3FFF)
+        // Empty braces are no tag: the whole key is hashed (CRC16("foo{}bar") = 47060), not "".
+        #expect(HashSlot.of(Array("foo{}bar".utf8)) == 47_060 & 0x3FFF)
     }
 }

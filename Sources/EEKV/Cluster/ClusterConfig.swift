@@ -59,6 +59,10 @@ public struct ClusterConfig: Sendable {
         while fgets(&buffer, Int32(buffer.count), file) != nil {
             text += String(nulTerminated: buffer)
         }
+        // A directory opens, then fails to read: say so rather than parse nothing.
+        if ferror(file) != 0 {
+            throw Error(description: "cannot read the cluster config \(path): \(String(cString: strerror(errno)))")
+        }
         return try parse(text, source: path)
     }
 
@@ -148,6 +152,22 @@ public struct ClusterConfig: Sendable {
         guard !nodes.isEmpty else { throw Error(description: "\(source): no [[node]] entries") }
         nodes.sort { $0.id < $1.id }
         guard Set(nodes.map(\.id)).count == nodes.count else { throw Error(description: "\(source): duplicate node ids") }
+        // Two nodes on one address would be one process answering for both: a client would send
+        // one node's keys to the other.
+        for (i, a) in nodes.enumerated() {
+            for b in nodes[(i + 1)...] where a.host == b.host {
+                if a.port == b.port {
+                    throw Error(description: "\(source): nodes \(a.id) and \(b.id) both use \(a.host) port \(a.port)")
+                }
+                let aUDP = Int(a.udpPort)...(Int(a.udpPort) + a.threads - 1)
+                let bUDP = Int(b.udpPort)...(Int(b.udpPort) + b.threads - 1)
+                if aUDP.overlaps(bUDP) {
+                    throw Error(
+                        description: "\(source): nodes \(a.id) and \(b.id) on \(a.host) share UDP ports "
+                            + "(each uses udp_port up to udp_port + threads - 1)")
+                }
+            }
+        }
         let explicit = (doc.arrays["node"] ?? []).filter { $0["slots"] != nil }.count
         guard explicit == 0 || explicit == nodes.count else {
             throw Error(description: "\(source): give slots for every node or for none")

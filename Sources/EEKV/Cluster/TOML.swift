@@ -135,8 +135,14 @@ public struct TOMLDocument: Sendable {
         s = s.dropFirst(token.count)
         if token == "true" { return .boolean(true) }
         if token == "false" { return .boolean(false) }
+        // TOML 1.0: an underscore only between two digits (`1_000`, not `1_` or `_1`).
+        let chars = Array(token)
+        let underscoresFit = chars.indices.allSatisfy { i in
+            chars[i] != "_" || (i > 0 && i < chars.count - 1 && chars[i - 1].isASCII && chars[i - 1].isNumber
+                && chars[i + 1].isASCII && chars[i + 1].isNumber)
+        }
         let digits = token.filter { $0 != "_" }
-        if let n = Int(digits) {
+        if underscoresFit, let n = Int(digits) {
             // TOML 1.0: a decimal integer has no leading zeros (`0123` is not 123, nor octal).
             let magnitude = digits.drop { $0 == "+" || $0 == "-" }
             guard magnitude.count == 1 || magnitude.first != "0" else {

@@ -8,11 +8,14 @@ final class DispatchState {
     let stats: KVServerStats
     /// The hash slots this node serves (its `slots` in the cluster config).
     let slots: ClosedRange<Int>
+    /// Whether it serves every slot (a node alone in its cluster): scans then skip no key.
+    let servesEverySlot: Bool
     init(reader: StoreReader, store: Store, stats: KVServerStats, slots: ClosedRange<Int>) {
         self.reader = reader
         self.store = store
         self.stats = stats
         self.slots = slots
+        servesEverySlot = slots == 0...(HashSlot.count - 1)
     }
 
     /// Whether `key`'s slot is this node's. A client whose cluster config differs from the
@@ -93,10 +96,15 @@ enum KVHandlers {
         state.stats.gets.add(1, ordering: .relaxed)
         try state.reader.withSnapshot { s throws(StoreError) in
             guard let value = try s.get(k) else { return reply(handle, .notFound) }
+            // Only a value stored beyond `maxValueSize` (by an older node) fits no reply; "busy"
+            // would have the client retry it for ever.
+            guard 1 + value.count <= Wire.maxMessageSize else {
+                return reject(handle, .tooLarge, "the value under key \(describe(k)) is too large for any reply", nil)
+            }
             // Straight from the snapshot: on an encrypted session the seal is the only copy.
             var status = KVStatus.ok.rawValue
             let sent = withUnsafeBytes(of: &status) { handle.respond(copying: $0, value) }
-            // A stored value always fits a reply (`maxValueSize`), so only buffers can run out.
+            // The value fits a reply, so only buffers can run out.
             if !sent { rejectBusy(handle, state) }
         }
     }
@@ -113,14 +121,22 @@ enum KVHandlers {
         state.stats.scans.add(1, ordering: .relaxed)
         let end: UnsafeRawBufferPointer? = flags & KVProtocol.scanHasEnd != 0 ? endKey : nil
         let after = flags & KVProtocol.scanAfterStart != 0
+        // Keys of slots this node does not serve (left by an earlier cluster layout) are skipped:
+        // their owner answers for them, and a get or delete is routed there, not here.
+        let everySlot = state.servesEverySlot
         try state.reader.withSnapshot { s throws(StoreError) in
             // Two passes over one snapshot: size the reply, then fill it.
             let header = 1 + 4 + 1
             var size = header
             var count = 0
+            var walked = 0  // keys the fill pass walks: those in the reply and those skipped before them
             var more = false
             var unfit: UnsafeRawBufferPointer? = nil
-            try s.scan(from: start, after: after, to: end, limit: Int(limit) + 1) { k, v in
+            try s.scan(from: start, after: after, to: end, limit: everySlot ? Int(limit) + 1 : Int.max) { k, v in
+                if !everySlot && !state.serves(k) {
+                    walked += 1
+                    return true
+                }
                 if count == Int(limit) {
                     more = true
                     return false
@@ -133,6 +149,7 @@ enum KVHandlers {
                 }
                 size += entry
                 count += 1
+                walked += 1
                 return true
             }
             // A record goes alone in a reply if need be; only one stored beyond `maxValueSize`
@@ -149,7 +166,8 @@ enum KVHandlers {
             w.u32(UInt32(count))
             w.u8(more ? 1 : 0)
             do throws(StoreError) {
-                try s.scan(from: start, after: after, to: end, limit: count) { k, v in
+                try s.scan(from: start, after: after, to: end, limit: walked) { k, v in
+                    if !everySlot && !state.serves(k) { return true }
                     w.u16(UInt16(k.count))
                     w.bytes(k)
                     w.u32(UInt32(v.count))

@@ -98,6 +98,9 @@ public final class GroupCommitWriter: @unchecked Sendable {
     /// the map, where the put could move it. Allocated by the first merge, used only by the
     /// `committer`, freed in deinit.
     private var mergeScratch: UnsafeMutableRawPointer?
+    /// Why the last failed write failed (an LMDB or errno code, -1 for an unusable store), for
+    /// the reply that tells the client.
+    private var failureCode: Int32 = 0
     /// Batches committed and writes acknowledged (for stats and tests).
     public let commits = Atomic<Int>(0)
     public let writes = Atomic<Int>(0)
@@ -253,6 +256,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
             outcome = 0
         }
         if outcome != 0 {
+            failureCode = outcome
             for i in 0..<n { results[i] = .failed }
             failedWrites.add(n, ordering: .relaxed)
         } else {
@@ -271,6 +275,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
                 results[i] = .full
                 rejectedFull.add(1, ordering: .relaxed)
             } else if r != 0 {
+                failureCode = r
                 results[i] = .failed
                 failedWrites.add(1, ordering: .relaxed)
             }
@@ -360,6 +365,12 @@ public final class GroupCommitWriter: @unchecked Sendable {
             if result == .tooLarge {
                 let message: StaticString = "the merged record would exceed the largest value"
                 w.bytes(UnsafeRawBufferPointer(start: message.utf8Start, count: message.utf8CodeUnitCount))
+            } else if result == .failed {
+                // mdb_strerror covers errno values too; its text is static.
+                let reason = failureCode == -1 ? "the store is unusable after an earlier failure; restart the node"
+                    : "the write's transaction failed: " + String(cString: mdb_strerror(failureCode))
+                var text = reason
+                _ = text.withUTF8 { w.bytes(UnsafeRawBufferPointer($0)) }
             }
             response.resize(to: w.count)
             handle.respond(response)

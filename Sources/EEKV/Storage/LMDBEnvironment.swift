@@ -20,6 +20,9 @@ final class LMDBEnvironment: @unchecked Sendable {
     let env: OpaquePointer
     let dbi: MDB_dbi
     let path: String
+    /// An exclusive lock on `path/eekv.lock`, held while this environment is open: two nodes on
+    /// one directory would each serve the other's keys (and LMDB's own lock lets both in).
+    private let lockFD: Int32
     let durability: Durability
     /// The largest the map may grow to; writes that need more fail with ``StoreError/full``.
     let maxMapSize: Int
@@ -42,9 +45,13 @@ final class LMDBEnvironment: @unchecked Sendable {
         throws(StoreError)
     {
         try Self.makeDirectory(path)
+        let lockFD = try Self.lockDirectory(path)
         var e: OpaquePointer?
-        try check(mdb_env_create(&e), "mdb_env_create")
-        guard let env = e else { throw .lmdb(call: "mdb_env_create", code: -1, message: "no environment") }
+        let created = mdb_env_create(&e)
+        guard created == 0, let env = e else {
+            close(lockFD)
+            throw .lmdb(call: "mdb_env_create", code: created, message: String(cString: mdb_strerror(created)))
+        }
         // nosync: pages are written straight into the map (no write() per dirty page, 4x the put
         // rate here) and the OS flushes them when it likes. fsync: dirty pages go out with
         // pwrite and one fdatasync, which syncs less than msync over the whole map.
@@ -74,8 +81,10 @@ final class LMDBEnvironment: @unchecked Sendable {
             self.dbi = dbi
         } catch {
             mdb_env_close(env)
+            close(lockFD)
             throw error
         }
+        self.lockFD = lockFD
         self.env = env
         self.path = path
         self.durability = durability
@@ -84,7 +93,24 @@ final class LMDBEnvironment: @unchecked Sendable {
         self.maxMapSize = max(maxMapSize, info.me_mapsize)
     }
 
-    deinit { mdb_env_close(env) }
+    deinit {
+        mdb_env_close(env)
+        close(lockFD)
+    }
+
+    /// Takes the directory's lock, or says it is in use. The lock goes with the file descriptor
+    /// (flock), so a node that dies, however it dies, leaves the directory free.
+    private static func lockDirectory(_ path: String) throws(StoreError) -> Int32 {
+        let fd = open(path + "/eekv.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .lmdb(call: "open(eekv.lock)", code: errno, message: String(cString: strerror(errno))) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let e = errno
+            close(fd)
+            if e == EWOULDBLOCK { throw .inUse(path: path) }
+            throw .lmdb(call: "flock(eekv.lock)", code: e, message: String(cString: strerror(e)))
+        }
+        return fd
+    }
 
     /// Allocates the data file's blocks for [from, to).
     private static func allocateFile(_ env: OpaquePointer, path: String, from: Int, to: Int) throws(StoreError) {

@@ -17,6 +17,8 @@ public enum StoreError: Error, Equatable, Sendable {
     /// Growing the map failed after LMDB had released the old one, and the old one could not be
     /// mapped again: the store takes no more reads or writes (restart the node).
     case unusable(String)
+    /// Another store (another node) has the directory open.
+    case inUse(path: String)
 }
 
 extension StoreError: CustomStringConvertible {
@@ -29,6 +31,7 @@ extension StoreError: CustomStringConvertible {
         case .full(let limit): "the store is full: its map reached the limit of \(limit >> 20) MiB"
         case .diskFull(let path): "no space left on the file system of \(path)"
         case .unusable(let why): "the store is unusable until the node restarts: \(why)"
+        case .inUse(let path): "\(path) is in use by another eekv node (each node needs a data directory of its own)"
         }
     }
 }
