@@ -63,6 +63,30 @@ struct RobustnessTests {
         #expect(pair.server.stats.requestsHandled == 17)
     }
 
+    /// A fresh slot's request number is its base, which no client sends: a packet claiming it
+    /// (an empty request of type 0) once reached a nil assembly and a missing handler.
+    @Test("a request for a slot's never-used base number is dropped, and the server keeps serving")
+    func unusedSlotBaseNumber() throws {
+        let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
+        let s = try pair.connect()
+        #expect(try echoOnce(pair, session: s, bytes: [1, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
+        // The first request on slot 0 is base + 8; slots 1-7 still stand at base + 1 ... base + 7.
+        let real = try #require(pair.client.transport.captured.last { header(of: $0)?.type == .request }.flatMap { header(of: $0) })
+        let before = pair.server.stats.drops(.outOfOrder)
+        for slot in 1..<UInt64(8) {
+            var forged = real
+            forged.requestNumber = real.requestNumber - 8 + slot
+            forged.messageSize = 0
+            forged.requestType = 0
+            forged.packetNumber = 0
+            RawSender(port: pair.server.transport.base.port).send(forged, payload: 0)
+        }
+        pair.pump(timeoutNs: 100_000_000) { false }
+        #expect(pair.server.stats.drops(.outOfOrder) - before == 7)
+        for i in 0..<8 { #expect(try echoOnce(pair, session: s, bytes: [UInt8(i + 2), 0, 0, 0, 0, 0, 0, 0])?.0 == .ok) }
+        #expect(pair.server.stats.requestsHandled == 9)
+    }
+
     /// Each datagram opens an 8 MiB request and abandons the previous one: the abandoned buffers
     /// must go back to the pool, or a few kilobytes of traffic would map gigabytes.
     @Test("abandoned multi-packet requests do not leak their buffers")
@@ -144,6 +168,39 @@ struct RobustnessTests {
         try e.destroySession(s)
         #expect(e.sessionState(s) == .free)
         for b in buffers { e.free(b) }
+    }
+
+    /// A continuation may destroy its failed session; that used to happen before the server was
+    /// told, which then found no address to tell and kept the session.
+    @Test("a session destroyed by its failing RPCs' continuation is still disconnected at the server")
+    func destroyedInContinuation() throws {
+        var config = RpcConfig.plaintext
+        config.retransmitTimeoutNs = 1_000_000
+        config.maxRetransmissionsWithoutProgress = 30
+        let pair = try Pair(config: config)
+        let s = try pair.connect()
+        #expect(pair.server.endpoint.sessionCount(role: .server) == 1)
+        let e = pair.client.endpoint
+        let request = e.allocate(size: 64)!
+        let response = e.allocate(size: 64)!
+        var status: RpcStatus?
+        var events = 0
+        e.sessionEventHandler = { if case .connectFailed = $0 { events += 1 } }
+        try e.enqueueRequest(session: s, type: TestRequest.echo, request: request, response: response) { c in
+            status = c.status
+            try? c.rpc.destroySession(c.session)
+        }
+        // Only the client runs until its session fails: the server is "dead".
+        let start = DispatchTime.nowNs
+        while status == nil && DispatchTime.nowNs - start < 5_000_000_000 { pair.client.runOnce() }
+        #expect(status == .sessionFailed)
+        #expect(e.sessionState(s) == .free)
+        #expect(events == 0, "a connectFailed event for a session the application had destroyed")
+        // The server comes back and hears of the disconnect.
+        pair.pump(timeoutNs: 3_000_000_000) { pair.server.endpoint.sessionCount(role: .server) == 0 }
+        #expect(pair.server.endpoint.sessionCount(role: .server) == 0)
+        e.free(request)
+        e.free(response)
     }
 
     @Test("a background handler needs background threads")

@@ -121,6 +121,14 @@ struct RpcTests {
         try e.enqueueRequest(session: s, type: TestRequest.sized, request: request, response: response) { done = $0 }
         #expect(pair.pump { done != nil })
         #expect(done?.status == .responseTooLarge(size: 5_000))
+        // Its size is in its first packet: a 2 MB response is not fetched just to be dropped.
+        request.data.storeBytes(of: UInt32(2_000_000), as: UInt32.self)
+        let received = pair.client.stats.packetsReceived
+        done = nil
+        try e.enqueueRequest(session: s, type: TestRequest.sized, request: request, response: response) { done = $0 }
+        #expect(pair.pump { done != nil })
+        #expect(done?.status == .responseTooLarge(size: 2_000_000))
+        #expect(pair.client.stats.packetsReceived - received < 10, "fetched \(pair.client.stats.packetsReceived - received) packets")
         // The session still works.
         let results = try runEchoLoad(pair, sessions: [s], total: 10, window: 4, sizes: [32])
         #expect(results.ok == 10)

@@ -208,6 +208,12 @@ extension RpcEndpoint {
         sessions[s].credits += 1
         if slot.pointee.numRx == n + slot.pointee.responsePackets - 1 {
             complete(slot: k, status: size <= response.capacity ? .ok : .responseTooLarge(size: size))
+        } else if size > response.capacity {
+            // Known from the first packet: the rest (up to 8 MiB) would be fetched only to be
+            // thrown away. Nothing else is outstanding (the response follows the whole request).
+            sessions[s].credits += slot.pointee.numTx - slot.pointee.numRx
+            slot.pointee.numRx = slot.pointee.numTx
+            complete(slot: k, status: .responseTooLarge(size: size))
         } else if slot.pointee.numTx < n + slot.pointee.responsePackets - 1 {
             // More to ask for: one RFR after this burst covers every packet it returned credits for.
             queueKick(slot: k)

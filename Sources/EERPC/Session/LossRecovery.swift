@@ -47,8 +47,16 @@ extension RpcEndpoint {
         sessions[s].state = .failed
         sessions[s].failure = reason
         for i in 0..<Wire.sessionRequestWindow { withdrawQueuedPackets(slot: s * Wire.sessionRequestWindow + i) }
-        failOutstanding(session: s)
+        // Before the continuations run: one may destroy the session (allowed once it has failed),
+        // which forgets the server's address, and even connect anew under the same number, whose
+        // session this must not disconnect.
         sendBestEffortDisconnect(session: s)
-        sessionEventHandler?(.connectFailed(session: s, reason))
+        let token = sessions[s].token
+        failOutstanding(session: s)
+        // Reported only if the continuations left the session as it was (a destroyed one is the
+        // application's doing; a new one under the number is not the one that failed).
+        if sessions[s].state == .failed && sessions[s].token == token {
+            sessionEventHandler?(.connectFailed(session: s, reason))
+        }
     }
 }

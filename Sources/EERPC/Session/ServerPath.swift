@@ -53,6 +53,10 @@ extension RpcEndpoint {
 
         // Anything but the next or the current request is stale (or forged): drop it.
         guard header.requestNumber == slot.pointee.requestNumber else { return drop(.outOfOrder) }
+        // A slot that has held no request yet starts at its base number, which no client sends
+        // (its first request is the next one): a packet claiming it is forged, and the slot has
+        // no assembly, handler or response to answer it with.
+        guard slot.pointee.serverRequestPackets > 0 else { return drop(.outOfOrder) }
         // The current request.
         if slot.pointee.rejected { return sendRejection(header, slot: k) }
         let packets = slot.pointee.serverRequestPackets

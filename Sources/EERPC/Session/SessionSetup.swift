@@ -321,9 +321,14 @@ extension RpcEndpoint {
             // session was released); nextSealed counts them off as it pops them, so the count
             // must survive, or it goes negative and a later cancellation is skipped.
             let pending = slots[k].offloadPending
+            // Likewise a slot still in the stall queue stays marked, or it could be queued twice
+            // and overrun the queue (sized for one entry per slot); the stale entry finds no
+            // request and is skipped.
+            let stalled = slots[k].stalled
             slots[k] = Slot()
             slots[k].requestNumber = base + UInt64(i)
             slots[k].offloadPending = pending
+            slots[k].stalled = stalled
         }
     }
 
