@@ -127,6 +127,44 @@ struct SecurityTests {
         #expect(try echoOnce(pair, session: s, bytes: Array(repeating: 0x62, count: 40))?.0 == .ok)
     }
 
+    /// The nonce carries the message size, request number and packet number; the rest of the
+    /// header is protected only as the AEAD's associated data. A response turned into a rejection
+    /// (or given another request type) parses, has the same nonce, and would complete the RPC
+    /// as `.rejected` if the header were not authenticated: it must fail to open.
+    @Test("header fields outside the nonce are authenticated: a response made a rejection fails to open")
+    func headerIsAuthenticated() throws {
+        let credentials = try TestCredentials()
+        let pair = try securePair(credentials)
+        let s = try pair.connect()
+        // An empty request's response: no payload and size 0, the shape of a rejection.
+        let e = pair.client.endpoint
+        let request = e.allocate(size: 0)!
+        let response = e.allocate(size: 1)!
+        var status: RpcStatus?
+        try e.enqueueRequest(session: s, type: TestRequest.echo, request: request, response: response) { status = $0.status }
+        #expect(pair.pump { status != nil })
+        #expect(status == .ok)
+        e.free(request)
+        e.free(response)
+        let sealed = try #require(pair.server.transport.captured.last { header(of: $0, sealed: true)?.type == .response })
+        let original = try #require(header(of: sealed, sealed: true))
+        #expect(original.messageSize == 0)
+        var rejection = original
+        rejection.rejected = true
+        var retyped = original
+        retyped.requestType ^= 0x01
+        let client = RawSender(port: pair.client.transport.base.port)
+        let before = pair.client.stats.drops(.authenticationFailed)
+        for forged in [rejection, retyped] {
+            var variant = sealed
+            variant.withUnsafeMutableBytes { forged.encode(to: $0.baseAddress!) }
+            #expect(header(of: variant, sealed: true) != nil, "the variant must parse, or this tests nothing")
+            client.send(variant)
+        }
+        #expect(pair.pump(timeoutNs: 2_000_000_000) { pair.client.stats.drops(.authenticationFailed) - before == 2 })
+        #expect(try echoOnce(pair, session: s, bytes: Array(repeating: 0x62, count: 40))?.0 == .ok)
+    }
+
     /// Replays every packet the client ever sent, after the RPCs completed: nothing runs again.
     /// Then replays them into a new session that got the same session number: all fail to
     /// authenticate (different keys).

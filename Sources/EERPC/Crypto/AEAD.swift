@@ -144,7 +144,7 @@ public enum IPsecMBBackend: AEADBackend {
     }
 
     public static func deinitialize(_ state: UnsafeMutableRawPointer) {
-        state.initializeMemory(as: UInt8.self, repeating: 0, count: stateSize)  // wipe round keys
+        ee_cleanse(state, stateSize)  // wipe round keys (a wipe the compiler cannot drop as dead)
     }
 
     @inline(__always)
@@ -185,7 +185,7 @@ public enum VAESBackend: AEADBackend {
     }
 
     public static func deinitialize(_ state: UnsafeMutableRawPointer) {
-        state.initializeMemory(as: UInt8.self, repeating: 0, count: stateSize)  // wipe round keys and H powers
+        ee_cleanse(state, stateSize)  // wipe round keys and H powers
     }
 
     @inline(__always)
@@ -393,7 +393,7 @@ struct KeyHandle: BitwiseCopyable, @unchecked Sendable {
         case .ipsecMBShortVAES: IPsecMBShortVAESBackend.deinitialize(state)
         }
         state.deallocate()
-        rawKey.initializeMemory(as: UInt8.self, repeating: 0, count: 32)
+        ee_cleanse(rawKey, 32)
         rawKey.deallocate()
     }
 

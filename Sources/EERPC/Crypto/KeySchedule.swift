@@ -149,6 +149,8 @@ struct DirectionKeys: BitwiseCopyable {
         }
         self.current = current
         self.next = next
+        // Only the next phase's secret derives anything more; the current one's key is made.
+        self.current.secret.wipe()
         phaseStarted = now
     }
 
@@ -162,6 +164,8 @@ struct DirectionKeys: BitwiseCopyable {
         previous = current
         current = next
         next = fresh
+        // The new current phase's secret derived `fresh`; nothing needs it any more.
+        current.secret.wipe()
         phase.toggle()
         sealed = 0
         phaseStarted = now
@@ -189,6 +193,8 @@ struct SessionCrypto: BitwiseCopyable {
     mutating func release() {
         tx?.destroy()
         rx?.destroy()
+        // Assigning a fresh value would leave the old secrets' bytes where the optionals were.
+        wipeBytes(of: &self)
         self = SessionCrypto()
     }
 }

@@ -20,10 +20,13 @@ extension RpcEndpoint {
     func installKeys(session s: Int, transmit: Secret, receive: Secret) -> Bool {
         waitForOffloadedJobs()
         crypto[s].release()
-        guard
-            let tx = DirectionKeys(secret: transmit, backend: config.backend, algorithm: config.algorithm, now: now),
-            let rx = DirectionKeys(secret: receive, backend: config.backend, algorithm: config.algorithm, now: now)
+        guard let tx = DirectionKeys(secret: transmit, backend: config.backend, algorithm: config.algorithm, now: now)
         else { return false }
+        guard let rx = DirectionKeys(secret: receive, backend: config.backend, algorithm: config.algorithm, now: now)
+        else {
+            tx.destroy()
+            return false
+        }
         crypto[s].tx = tx
         crypto[s].rx = rx
         return true
