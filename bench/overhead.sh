@@ -59,26 +59,18 @@ else
     CLIENT_CPU=${CLIENT_CPU:-0}
 fi
 OUT=${OUT:-$ROOT/bench/results/overhead}
-BASE_PORT=${BASE_PORT:-33850}
-REDIS_PORT=${REDIS_PORT:-33379}
-REDIS_TLS_PORT=${REDIS_TLS_PORT:-33380}
+# Below Linux's ephemeral range (32768-60999), so no client socket holds one when a server starts.
+BASE_PORT=${BASE_PORT:-23850}
+REDIS_PORT=${REDIS_PORT:-23379}
+REDIS_TLS_PORT=${REDIS_TLS_PORT:-23380}
 
 command -v redis-server >/dev/null || deploy/install-deps.sh
 make -s release >/dev/null
 EEKV=$ROOT/.build/release/eekv
 
-WORK=$(mktemp -d /tmp/eekv-overhead.XXXXXX)
-if [ -z "${DATA_ROOT:-}" ]; then
-    # tmpfs with room for four nodes' data (about 1 GiB at the default shapes), else beside the rest.
-    if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ "$(df -Pk /dev/shm | awk 'NR==2 {print $4}')" -gt 4194304 ]; then
-        DATA_ROOT=/dev/shm
-    else
-        DATA_ROOT=$WORK
-    fi
-fi
-DATA=$(mktemp -d "$DATA_ROOT/eekv-overhead-data.XXXXXX")
+WORK=
+DATA=
 declare -A PIDS=()
-
 # Stops a server: SIGTERM, up to 10 s to finish, then SIGKILL.
 stop_pid() {
     local pid=$1
@@ -96,10 +88,37 @@ stop_all() {
 }
 cleanup() {
     stop_all
-    rm -rf "$WORK" "$DATA"
+    if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
+    if [ -n "$DATA" ]; then rm -rf "$DATA"; fi
 }
-trap cleanup EXIT
+
+# Set before anything is made, so a failure at any point cleans up what exists.
+trap 'cleanup' EXIT
 trap 'exit 130' INT TERM
+WORK=$(mktemp -d /tmp/eekv-overhead.XXXXXX)
+if [ -z "${DATA_ROOT:-}" ]; then
+    # tmpfs with room for four nodes' data (about 1 GiB at the default shapes), else beside the rest.
+    if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ "$(df -Pk /dev/shm | awk 'NR==2 {print $4}')" -gt 4194304 ]; then
+        DATA_ROOT=/dev/shm
+    else
+        DATA_ROOT=$WORK
+    fi
+fi
+DATA=$(mktemp -d "$DATA_ROOT/eekv-overhead-data.XXXXXX")
+
+# Whether something already listens on TCP port $1 of loopback: a server left over from an
+# earlier run (killed without its cleanup) would answer the start-up probe for the new one, which
+# then dies on the busy port, and the study would measure the old server.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+require_free() {
+    local port
+    for port in "$@"; do
+        if port_taken "$port"; then
+            echo "overhead.sh: port $port is already in use (a server left from an earlier run?); stop it or set BASE_PORT/REDIS_PORT" >&2
+            exit 1
+        fi
+    done
+}
 
 "$EEKV" certs init --dir "$WORK/certs" --nodes 1 --clients 1 >/dev/null
 # One node (config, ports, data) per crypto mode; the client's sessions must match its node's
@@ -125,6 +144,7 @@ EOF
 done
 
 start_eekv() { # mode data-dir
+    require_free "$(sed -n 's/^port = //p' "$WORK/node-$1.toml")"
     taskset -c "$SERVER_CPU" "$EEKV" server --config "$WORK/node-$1.toml" --node 0 --data "$2" \
         --idle-spin-us "$IDLE_SPIN_US" >>"$WORK/server-$1.log" 2>&1 &
     PIDS[eekv-$1]=$!
@@ -143,6 +163,7 @@ start_eekv() { # mode data-dir
 }
 
 start_redis() {
+    require_free "$REDIS_PORT" "$REDIS_TLS_PORT"
     taskset -c "$SERVER_CPU" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --tls-port "$REDIS_TLS_PORT" \
         --tls-cert-file "$WORK/certs/node-0.pem" --tls-key-file "$WORK/certs/node-0.key" \
         --tls-ca-cert-file "$WORK/certs/ca.pem" --tls-auth-clients yes \
@@ -162,6 +183,7 @@ start_redis() {
 ycsb() {
     local phase=$1 workload=$2 shape=$3 records=$4 json=$5 config=$6
     shift 6
+    rm -f "$json"  # an earlier phase's file must not pass for this one's
     local target=(--config "$WORK/node-$config.toml")
     case $config in
     redis) target=(--config "$WORK/node-none.toml" --db redis --redis-url "redis://127.0.0.1:$REDIS_PORT") ;;
@@ -174,8 +196,9 @@ ycsb() {
         >"$WORK/last.txt" 2>"$WORK/last.err" || {
         local code=$?
         # Exit 3 with a summary written: the run finished but some operations failed. The JSON
-        # counts them and the report shows them; anything else stops the study.
-        if [ "$code" = 3 ] && [ -s "$json" ]; then
+        # counts them and the report shows them; anything else stops the study, and so does a
+        # load that failed to insert records (every later run would read a partial data set).
+        if [ "$code" = 3 ] && [ "$phase" = run ] && [ -s "$json" ]; then
             echo "overhead.sh: ycsb $phase $workload against $config: some operations failed:" >&2
             grep "Return=ERROR" "$WORK/last.txt" >&2 || true
             return 0
@@ -215,7 +238,9 @@ compare() {
     }
 }
 
-rm -rf "$OUT/raw"
+# The previous study's files go now: a run that fails part-way must not leave its partial raw/
+# beside an older report.
+rm -rf "$OUT/raw" "$OUT"/overhead.md "$OUT"/overhead.json "$OUT"/overhead-*.svg
 mkdir -p "$OUT/raw"
 CONFIGS="$MODES redis redis-tls"
 echo "overhead study: rounds=$ROUNDS seconds=$SECONDS_PER_RUN slice-ms=$SLICE_MS threads=$THREADS outstanding=$OUTSTANDING mtu=$MTU idle-spin-us=$IDLE_SPIN_US client-spin-us=$CLIENT_SPIN_US server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU data=$DATA"
