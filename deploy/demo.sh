@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EEKV=${EEKV:-.build/release/eekv}
 CONFIG=${CONFIG:-deploy/cluster.example.toml}
-export EEKV CONFIG
+RUN_DIR=${RUN_DIR:-run}
+export EEKV CONFIG RUN_DIR
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
@@ -21,12 +22,16 @@ step "$EEKV" mget demo:1 demo:4 demo:6 --config "$CONFIG"
 step "$EEKV" del demo:6 --config "$CONFIG"
 code=0
 "$EEKV" get demo:6 --config "$CONFIG" || code=$?
-echo "(get of a deleted key exits with $code: not found)"
+if [[ $code -ne 1 ]]; then
+    echo "demo: get of a deleted key exited with $code, not 1 (not found)" >&2
+    exit 1
+fi
+echo "(get of a deleted key exits with 1: not found)"
 step "$EEKV" get greeting --json --config "$CONFIG"
 step deploy/local-cluster.sh status
 echo
 echo "Real load: YCSB workload B (95 % reads, 5 % fsync'd updates, Zipfian keys) over the encrypted cluster,"
-echo "8 requests in flight; the latency CDF and throughput go to run/demo-ycsb-b.svg:"
+echo "8 requests in flight; the latency CDF and throughput go to $RUN_DIR/demo-ycsb-b.svg:"
 step "$EEKV" ycsb load --workload b --records 5000 --outstanding 8 --config "$CONFIG"
 step "$EEKV" ycsb run --workload b --records 5000 --operations 40000 --outstanding 8 --config "$CONFIG" \
-    --json run/demo-ycsb-b.json --plot run/demo-ycsb-b.svg
+    --json "$RUN_DIR/demo-ycsb-b.json" --plot "$RUN_DIR/demo-ycsb-b.svg"

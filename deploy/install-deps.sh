@@ -5,6 +5,8 @@ set -euo pipefail
 
 # redis-server: the peer the YCSB study measures eekv against (and the Redis binding's tests).
 packages=(pkg-config libnuma-dev libibverbs-dev libssl-dev liblmdb-dev redis-server)
+# openssl: the command-line tool a security test drives (`openssl s_client` without a certificate).
+packages+=(openssl)
 # What the Swift toolchain in /opt/swift needs to compile and link on Debian 12 (swift.org's list:
 # the linker, the C and C++ runtime headers, and the libraries Foundation and the REPL load).
 packages+=(binutils gcc git libc6-dev libgcc-12-dev libstdc++-12-dev libcurl4 libxml2 libedit2 libsqlite3-0
@@ -31,8 +33,10 @@ if ((${#missing[@]} > 0)); then
             exit 1
         fi
     fi
-    "${sudo[@]}" apt-get update
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    # A freshly booted machine's daily apt jobs may hold the lock for a while: wait for it.
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y \
+        --no-install-recommends "${missing[@]}"
     # The package starts a system-wide Redis on port 6379; the study and the tests start their
     # own on ports they pick, so the one just installed is stopped and left disabled.
     if [[ " ${missing[*]} " == *" redis-server "* ]]; then

@@ -73,7 +73,8 @@ up() {
     local deadline=$((SECONDS + 60))
     for ((i = 0; i < NODES; i++)); do
         until alive "$i" && answers "$i"; do
-            if ((SECONDS > deadline)) || ! alive "$i"; then
+            # kill -0, not alive: just after the fork the child is still this shell, not eekv.
+            if ((SECONDS > deadline)) || ! kill -0 "$(cat "$RUN_DIR/pids/node-$i")" 2>/dev/null; then
                 echo "local-cluster: node $i did not come up; last log lines:" >&2
                 tail -5 "$RUN_DIR/logs/node-$i.log" >&2 || true
                 down >&2  # no half-started cluster left behind
@@ -96,7 +97,8 @@ up() {
 
 down() {
     for ((i = 0; i < NODES; i++)); do
-        if alive "$i"; then kill -TERM "$(cat "$RUN_DIR/pids/node-$i")"; fi
+        # || true: a node may exit between the check and the signal; the others still go down.
+        if alive "$i"; then kill -TERM "$(cat "$RUN_DIR/pids/node-$i")" || true; fi
     done
     for ((i = 0; i < NODES; i++)); do
         local n=0

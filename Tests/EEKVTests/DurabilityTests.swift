@@ -21,7 +21,9 @@ func waitUntilServing(_ config: ClusterConfig) throws -> KVClient {
 @Suite("Durability", .serialized)
 struct DurabilityTests {
     /// SIGKILL the node in the middle of a put load, restart it on the same data, and find every
-    /// put that was acknowledged: an acknowledgement comes only after the group commit's fsync.
+    /// put that was acknowledged: an acknowledgement comes only after the group commit. (A killed
+    /// process leaves the page cache to the kernel, so this proves acknowledgement after commit,
+    /// not after fsync; that needs the machine to lose power, which a test here cannot do.)
     @Test("every acknowledged put survives a SIGKILL in the middle of the load")
     func killDuringPuts() throws {
         let dir = TempDirectory()
