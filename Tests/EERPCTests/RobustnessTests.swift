@@ -140,6 +140,36 @@ struct RobustnessTests {
         #expect(try echoOnce(pair, session: s, bytes: [9, 0, 0, 0, 0, 0, 0, 0])?.0 == .ok)
     }
 
+    /// A rejection's nonce leaves out the request type (it is in the header, the AAD): a copy of
+    /// the rejected request with another type must not get a rejection sealed again under that
+    /// nonce with a different header.
+    @Test("a copy of a rejected request is answered again only if it matches the request")
+    func rejectionCopiesMustMatch() throws {
+        let pair = try Pair(server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()))
+        let s = try pair.connect()
+        let e = pair.client.endpoint
+        let request = e.allocate(size: 8)!
+        let response = e.allocate(size: 8)!
+        var status: RpcStatus? = nil
+        try e.enqueueRequest(session: s, type: 250, request: request, response: response) { status = $0.status }
+        #expect(pair.pump { status != nil })
+        #expect(status == .rejected)
+        let sent = try #require(pair.client.transport.captured.last { header(of: $0)?.type == .request })
+        func rejections() -> Int { pair.server.transport.captured.filter { header(of: $0)?.rejected == true }.count }
+        let before = rejections()
+        let server = RawSender(port: pair.server.transport.base.port)
+        server.send(sent)  // an exact copy: answered again
+        pair.pump(timeoutNs: 100_000_000) { false }
+        #expect(rejections() == before + 1)
+        var retyped = try #require(header(of: sent))
+        retyped.requestType = 251
+        server.send(retyped, payload: 8)  // the same request number and size, another type: dropped
+        pair.pump(timeoutNs: 100_000_000) { false }
+        #expect(rejections() == before + 1)
+        e.free(request)
+        e.free(response)
+    }
+
     @Test("when the server goes silent, the client session fails and its RPCs complete with an error")
     func deadServer() throws {
         var config = RpcConfig.plaintext

@@ -369,7 +369,10 @@ struct OpenSSLKeyCache {
     }
 
     mutating func release() {
-        for e in entries { e.key.destroy() }
+        for i in entries.indices {
+            entries[i].key.destroy()
+            wipeBytes(of: &entries[i].raw)  // the array's storage is freed as it is
+        }
         entries = []
     }
 }

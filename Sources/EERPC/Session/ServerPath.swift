@@ -57,12 +57,13 @@ extension RpcEndpoint {
         // (its first request is the next one): a packet claiming it is forged, and the slot has
         // no assembly, handler or response to answer it with.
         guard slot.pointee.serverRequestPackets > 0 else { return drop(.outOfOrder) }
-        // The current request.
-        if slot.pointee.rejected { return sendRejection(header, slot: k) }
-        let packets = slot.pointee.serverRequestPackets
+        // The current request: its copies must match it, or a rejection (whose nonce leaves out
+        // the request type) would be sealed again under the same nonce with another header.
         guard size == slot.pointee.serverRequestSize, header.requestType == slot.pointee.requestType else {
             return drop(.badPacketNumber)
         }
+        if slot.pointee.rejected { return sendRejection(header, slot: k) }
+        let packets = slot.pointee.serverRequestPackets
         let received = slot.pointee.serverNumRx
         if p < received {
             // A retransmission of a packet we already have.
