@@ -13,7 +13,7 @@ extension Runner {
     /// operations on that target's database for `sliceSeconds`, then waits for its operations in
     /// flight; the threads meet at a barrier before the next slice, so targets never overlap. A
     /// target's time is the sum of its slices, drain included, and each target runs
-    /// `seconds` of slices (or until it has done `operationCount` operations).
+    /// `seconds` of slices (or until it has done `operationCount` operations, if that is not 0).
     ///
     /// Every target has its own key space and the same seeds, so each sees the same sequence of
     /// operations and keys. The per-second series of a summary counts that target's own seconds.

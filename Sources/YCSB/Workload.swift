@@ -100,43 +100,59 @@ public struct Workload: Sendable, Equatable {
     /// Applies YCSB properties (as in a workload file or `-p key=value`) to `base`.
     public static func parse(_ text: String, base: Workload = Workload()) throws(ParseError) -> Workload {
         var w = base
-        for p in PropertiesText.entries(text) {
-            // Java keeps a value's trailing blanks (and then fails to read "500 " as a number);
-            // every value here is a number or a name, so they are dropped.
-            var value = Substring(p.value)
-            while let c = value.last, c == " " || c == "\t" || c == "\u{0C}" { value = value.dropLast() }
-            try w.set(p.key, String(value), line: p.line)
-        }
+        for p in PropertiesText.entries(text) { try w.set(p.key, p.value, line: p.line) }
         return w
     }
 
-    mutating func set(_ key: String, _ value: String, line: Int) throws(ParseError) {
+    /// Applies one `-p name=value` option as Java YCSB's command line does: split at the first
+    /// `=`, with no escapes or other separators (those are a workload file's).
+    public static func parseOption(_ option: String, base: Workload) throws(ParseError) -> Workload {
+        guard let eq = option.firstIndex(of: "=") else { throw ParseError(description: "expected name=value") }
+        var w = base
+        try w.set(String(option[..<eq]), String(option[option.index(after: eq)...]), line: nil)
+        return w
+    }
+
+    /// `text` without spaces, tabs and form feeds at either end.
+    static func withoutBlanks(_ text: String) -> String {
+        func blank(_ c: Character) -> Bool { c == " " || c == "\t" || c == "\u{0C}" }
+        var s = Substring(text)
+        while let c = s.first, blank(c) { s = s.dropFirst() }
+        while let c = s.last, blank(c) { s = s.dropLast() }
+        return String(s)
+    }
+
+    mutating func set(_ key: String, _ value: String, line: Int?) throws(ParseError) {
+        let at = line.map { "line \($0): " } ?? ""  // a -p option has no line
+        // Java keeps a value's trailing blanks (and then fails to read "500 " as a number); every
+        // value here is a number or a name, so blanks around it are dropped.
+        let value = Self.withoutBlanks(value)
         func int() throws(ParseError) -> Int64 {
-            guard let n = Int64(value), n >= 0 else { throw ParseError(description: "line \(line): \(key) needs a number") }
+            guard let n = Int64(value), n >= 0 else { throw ParseError(description: "\(at)\(key) needs a number") }
             return n
         }
         func positiveInt() throws(ParseError) -> Int {
             guard let n = Int(value), n >= 1 else {
-                throw ParseError(description: "line \(line): \(key) needs a number of at least 1")
+                throw ParseError(description: "\(at)\(key) needs a number of at least 1")
             }
             return n
         }
         func double() throws(ParseError) -> Double {
             guard let d = Double(value), d >= 0, d.isFinite else {
-                throw ParseError(description: "line \(line): \(key) needs a number")
+                throw ParseError(description: "\(at)\(key) needs a number")
             }
             return d
         }
         func bool() throws(ParseError) -> Bool {
             // Java reads booleans without regard to case (`Boolean.parseBoolean`).
             guard let b = Bool(value.lowercased()) else {
-                throw ParseError(description: "line \(line): \(key) needs true or false")
+                throw ParseError(description: "\(at)\(key) needs true or false")
             }
             return b
         }
         func distribution() throws(ParseError) -> Distribution {
             guard let d = Distribution(rawValue: value) else {
-                throw ParseError(description: "line \(line): \(key) must be uniform, zipfian or latest (got \(value))")
+                throw ParseError(description: "\(at)\(key) must be uniform, zipfian or latest (got \(value))")
             }
             return d
         }
@@ -160,12 +176,12 @@ public struct Workload: Sendable, Equatable {
             // YCSB draws scan lengths uniformly or Zipfian; "latest" has no meaning for a length.
             let d = try distribution()
             guard d != .latest else {
-                throw ParseError(description: "line \(line): scanlengthdistribution must be uniform or zipfian")
+                throw ParseError(description: "\(at)scanlengthdistribution must be uniform or zipfian")
             }
             scanLengthDistribution = d
         case "insertorder":
             guard value == "hashed" || value == "ordered" else {
-                throw ParseError(description: "line \(line): insertorder must be hashed or ordered")
+                throw ParseError(description: "\(at)insertorder must be hashed or ordered")
             }
             hashedInsertOrder = value == "hashed"
         case "zeropadding": zeroPadding = Int(try int())
@@ -180,11 +196,11 @@ public struct Workload: Sendable, Equatable {
         case "fieldlengthdistribution":
             guard value == "constant" else {
                 throw ParseError(
-                    description: "line \(line): fieldlengthdistribution \(value) is not supported (only constant)")
+                    description: "\(at)fieldlengthdistribution \(value) is not supported (only constant)")
             }
         case "dataintegrity":
             guard try !bool() else {
-                throw ParseError(description: "line \(line): dataintegrity=true is not supported")
+                throw ParseError(description: "\(at)dataintegrity=true is not supported")
             }
         case "insertstart": insertStart = try int()
         case "insertcount": insertCount = try int()

@@ -5,8 +5,12 @@ public struct RedisURL: Sendable, Equatable {
     public var host: String
     public var port: UInt16
     /// The ACL user (Redis 6+); nil authenticates as the default user.
-    public var user: String?
-    public var password: String?
+    public var user: String? { userBytes.map { String(decoding: $0, as: UTF8.self) } }
+    public var password: String? { passwordBytes.map { String(decoding: $0, as: UTF8.self) } }
+    /// As decoded from the URL: a percent-escape may stand for any byte, UTF-8 or not, and AUTH
+    /// sends the bytes themselves (as redis-cli does).
+    var userBytes: [UInt8]?
+    var passwordBytes: [UInt8]?
     /// The logical database to SELECT; nil keeps database 0.
     public var database: Int?
 
@@ -25,10 +29,10 @@ public struct RedisURL: Sendable, Equatable {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
             if let colon = credentials.firstIndex(of: ":") {
-                user = colon == credentials.startIndex ? nil : Self.percentDecoded(credentials[..<colon])
-                password = Self.percentDecoded(credentials[credentials.index(after: colon)...])
+                userBytes = colon == credentials.startIndex ? nil : Self.percentDecoded(credentials[..<colon])
+                passwordBytes = Self.percentDecoded(credentials[credentials.index(after: colon)...])
             } else {
-                password = Self.percentDecoded(credentials)  // redis://PASSWORD@HOST:PORT, as redis-cli reads it
+                passwordBytes = Self.percentDecoded(credentials)  // redis://PASSWORD@HOST:PORT, as redis-cli reads it
             }
         }
         if let slash = rest.firstIndex(of: "/") {
@@ -51,7 +55,7 @@ public struct RedisURL: Sendable, Equatable {
 
     /// `text` with each `%XX` (two hex digits) made the byte it stands for, as redis-cli decodes a
     /// URL's user and password (so `p%40ss` is `p@ss`); any other `%` stays as it is.
-    static func percentDecoded(_ text: Substring) -> String {
+    static func percentDecoded(_ text: Substring) -> [UInt8] {
         let bytes = Array(text.utf8)
         var out: [UInt8] = []
         var i = 0
@@ -66,7 +70,7 @@ public struct RedisURL: Sendable, Equatable {
                 i += 1
             }
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
     }
 
     private static func hexDigit(_ c: UInt8) -> UInt8? {
@@ -93,8 +97,8 @@ public struct RedisURL: Sendable, Equatable {
 
     /// Authenticates and selects the database on a new connection, as the URL asks.
     public func prepare(_ connection: RESPConnection) throws {
-        if let password {
-            _ = try connection.command(([Array("AUTH".utf8)] + (user.map { [Array($0.utf8)] } ?? [])) + [Array(password.utf8)])
+        if let passwordBytes {
+            _ = try connection.command([Array("AUTH".utf8)] + (userBytes.map { [$0] } ?? []) + [passwordBytes])
         }
         if let database { _ = try connection.command("SELECT", "\(database)") }
     }

@@ -253,6 +253,8 @@ struct RedisURLTests {
         // Percent-escapes in the user and password are decoded, as redis-cli decodes them.
         let escaped = try RedisURL("redis://al%69ce:p%40ss%3Aw%2fd%zz%4@h:1")
         #expect(escaped.user == "alice" && escaped.password == "p@ss:w/d%zz%4")
+        // A byte that is not UTF-8 is kept as it is for AUTH.
+        #expect(try RedisURL("redis://:a%FFb@h:1").passwordBytes == [0x61, 0xFF, 0x62])
         #expect(full.redacted == "rediss://alice:***@db.example:6380/3")
         #expect(passwordOnly.redacted == "redis://:***@h:1")
     }

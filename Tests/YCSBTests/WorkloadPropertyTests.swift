@@ -87,6 +87,18 @@ struct WorkloadPropertyTests {
         #expect(continued.map(\.value) == ["1,# 2", "3"] && continued.map(\.line) == [2, 4])
     }
 
+    @Test("a -p option splits at its first '=', as Java YCSB's command line does, with no escapes")
+    func commandLineOption() throws {
+        #expect(try Workload.parseOption("fieldlength=4096", base: Workload()).fieldLength == 4_096)
+        #expect(try Workload.parseOption("a:b=c\\d", base: Workload()).ignoredProperties == ["a:b"])
+        #expect(throws: Workload.ParseError.self) { try Workload.parseOption("fieldlength 4096", base: Workload()) }
+        do {
+            _ = try Workload.parseOption("fieldcount=0", base: Workload())
+        } catch {
+            #expect(error.description == "fieldcount needs a number of at least 1")  // no line number
+        }
+    }
+
     @Test("a workload file in the shape of YCSB's template loads, warning only of what it does not use")
     func templateShapedFile() throws {
         let text = """

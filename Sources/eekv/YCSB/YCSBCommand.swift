@@ -51,7 +51,7 @@ struct WorkloadOptions: ParsableArguments {
             w.name = workload
         }
         for p in property {
-            do { w = try Workload.parse(p, base: w) } catch { throw ValidationError("-p \(p): \(error)") }
+            do { w = try Workload.parseOption(p, base: w) } catch { throw ValidationError("-p \(p): \(error)") }
         }
         if let records { w.recordCount = records }
         if let operations { w.operationCount = operations }
