@@ -33,7 +33,7 @@ if ((${#missing[@]} > 0)); then
             exit 1
         fi
     fi
-    # A freshly booted machine's daily apt jobs may hold the lock for a while: wait for it.
+    # A freshly booted machine's daily apt jobs may hold dpkg's lock for a while: install waits for it.
     "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 update
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y \
         --no-install-recommends "${missing[@]}"

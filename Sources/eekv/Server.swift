@@ -33,7 +33,7 @@ struct Server: ParsableCommand {
     @Option(help: "Crypto mode: none, inline, offload, adaptive (default: the config's).")
     var crypto: String?
 
-    @Option(help: "AES pool workers (0-64; 0: no pool, every packet sealed on its dispatch thread).")
+    @Option(help: "AES pool workers (1-64; 0, no pool, only with crypto modes none and inline).")
     var aesWorkers = 1
 
     @Option(help: "fsync or nosync (default: the config's).")
@@ -59,6 +59,9 @@ struct Server: ParsableCommand {
             throw ValidationError("crypto mode \(mode.name) needs a [tls] dir with the cluster's certificates in \(config)")
         }
         guard (0...64).contains(aesWorkers) else { throw ValidationError("--aes-workers is 0-64") }
+        if aesWorkers == 0 && mode.usesPool {
+            throw ValidationError("crypto mode \(mode.name) needs at least one AES pool worker (--aes-workers 1-64)")
+        }
         var writeDurability = cluster.durability
         if let durability {
             guard let d = Durability(rawValue: durability) else { throw ValidationError("--durability is fsync or nosync") }

@@ -89,11 +89,8 @@ struct CLIExitTests {
     @Test("merge sets fields, fields prints them, and a plain value is refused with exit 2")
     func mergeAndFields() throws {
         let dir = TempDirectory()
-        let config = dir.path + "/cluster.toml"
-        try oneNodeConfig(crypto: "none", durability: "nosync").write(toFile: config, atomically: true, encoding: .utf8)
-        let server = try ServerProcess(config: config, data: dir.path + "/data")
+        let (config, server) = try startPlaintextNode(in: dir)
         defer { server.terminate() }
-        try #require(try nodeServes(config: config), "the node did not start")
         #expect(try runEEKVCapturing(["merge", "user:1", "2=bob", "0=id-1", "--config", config]).status == 0)
         #expect(try runEEKVCapturing(["merge", "user:1", "2=robert", "5=", "--config", config]).status == 0)
         #expect(try runEEKVCapturing(["fields", "user:1", "--config", config]) == (0, "0\tid-1\n2\trobert\n5\t\n"))
@@ -111,11 +108,8 @@ struct CLIExitTests {
     @Test("mget names the keys it did not find, ycsb refuses a run with no end and warns of unused properties, a misrouting config exits 2")
     func mgetAndYCSBSayWhy() throws {
         let dir = TempDirectory()
-        let config = dir.path + "/cluster.toml"
-        try oneNodeConfig(crypto: "none", durability: "nosync").write(toFile: config, atomically: true, encoding: .utf8)
-        let server = try ServerProcess(config: config, data: dir.path + "/data")
+        let (config, server) = try startPlaintextNode(in: dir)
         defer { server.terminate() }
-        try #require(try nodeServes(config: config), "the node did not start")
         #expect(try runEEKV(["put", "a", "1", "--config", config]) == (.exit, 0))
         #expect(try runEEKVCapturing(["mget", "a", "--config", config]) == (0, "1\n"))
         let missing = try runEEKVErrors(["mget", "a", "nope", "gone", "--config", config])

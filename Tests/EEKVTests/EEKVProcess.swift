@@ -52,6 +52,20 @@ func nodeServes(config: String) throws -> Bool {
     return false
 }
 
+/// A plaintext one-node cluster configured in `dir` (`dir/cluster.toml`), its node running in a
+/// process of its own and serving; the caller terminates it.
+func startPlaintextNode(in dir: TempDirectory) throws -> (config: String, server: ServerProcess) {
+    struct NodeDidNotStart: Error {}
+    let config = dir.path + "/cluster.toml"
+    try oneNodeConfig(crypto: "none", durability: "nosync").write(toFile: config, atomically: true, encoding: .utf8)
+    let server = try ServerProcess(config: config, data: dir.path + "/data")
+    guard try nodeServes(config: config) else {
+        server.terminate()
+        throw NodeDidNotStart()
+    }
+    return (config, server)
+}
+
 /// A cluster configuration of one node on free loopback ports; with `tls`, certificates from
 /// `certs/` beside it and client `client-0`.
 func oneNodeConfig(crypto: String, durability: String, tls: Bool = false) -> String {

@@ -21,6 +21,14 @@ func echoOnce<T: Transport & ~Copyable>(_ pair: Pair<T>, session s: Int, bytes: 
 
 @Suite("Robustness: stale packets, abandoned requests, dead peers")
 struct RobustnessTests {
+    /// A client that gives up on a silent server within about 30 ms (30 retransmissions 1 ms apart).
+    static let quickToGiveUp: RpcConfig = {
+        var config = RpcConfig.plaintext
+        config.retransmitTimeoutNs = 1_000_000
+        config.maxRetransmissionsWithoutProgress = 30
+        return config
+    }()
+
     /// A late copy of a request from an earlier session that had the same session number must
     /// not run again, nor be mistaken for the new session's request with the same slot.
     @Test("a request captured from a previous session is not executed by its successor")
@@ -172,10 +180,7 @@ struct RobustnessTests {
 
     @Test("when the server goes silent, the client session fails and its RPCs complete with an error")
     func deadServer() throws {
-        var config = RpcConfig.plaintext
-        config.retransmitTimeoutNs = 1_000_000
-        config.maxRetransmissionsWithoutProgress = 30
-        let pair = try Pair(config: config)
+        let pair = try Pair(config: Self.quickToGiveUp)
         let s = try pair.connect()
         let e = pair.client.endpoint
         var statuses: [RpcStatus] = []
@@ -204,10 +209,7 @@ struct RobustnessTests {
     /// told, which then found no address to tell and kept the session.
     @Test("a session destroyed by its failing RPCs' continuation is still disconnected at the server")
     func destroyedInContinuation() throws {
-        var config = RpcConfig.plaintext
-        config.retransmitTimeoutNs = 1_000_000
-        config.maxRetransmissionsWithoutProgress = 30
-        let pair = try Pair(config: config)
+        let pair = try Pair(config: Self.quickToGiveUp)
         let s = try pair.connect()
         #expect(pair.server.endpoint.sessionCount(role: .server) == 1)
         let e = pair.client.endpoint

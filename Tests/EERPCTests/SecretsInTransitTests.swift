@@ -40,15 +40,15 @@ struct SecretsInTransitTests {
         var keys = try #require(DirectionKeys(secret: secret, backend: backend, algorithm: .aes128GCM, now: 0))
         func zero(_ s: Secret) -> Bool { s.w0 == 0 && s.w1 == 0 && s.w2 == 0 && s.w3 == 0 }
         #expect(zero(keys.current.secret) && !zero(keys.next.secret))
-        let nextSecret = keys.next.secret
         let advanced = keys.advance(now: 1)
         #expect(advanced)
         #expect(zero(keys.current.secret) && zero(keys.previous!.secret) && !zero(keys.next.secret))
-        // The next secret sits in the session's table until it is released; then no word of it
-        // (nor of the secret before) is left in the table's bytes.
+        // Each direction's next secret sits in the session's table until it is released; then
+        // no word of either is left in the table's bytes.
         var crypto = SessionCrypto()
         crypto.tx = keys
-        let rx = try #require(DirectionKeys(secret: nextSecret, backend: backend, algorithm: .aes128GCM, now: 0))
+        let other = Secret(w0: 0x5555, w1: 0x6666, w2: 0x7777, w3: 0x8888)
+        let rx = try #require(DirectionKeys(secret: other, backend: backend, algorithm: .aes128GCM, now: 0))
         crypto.rx = rx
         let words = [keys.next.secret, crypto.rx!.next.secret].flatMap { [$0.w0, $0.w1, $0.w2, $0.w3] }
         func table() -> [UInt64] {

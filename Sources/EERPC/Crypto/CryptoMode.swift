@@ -24,7 +24,8 @@ public enum CryptoMode: Sendable, Equatable {
     }
 
     public var encrypts: Bool { self != .none }
-    var usesPool: Bool {
+    /// Whether sessions of this mode need an AES pool (offload and adaptive hand packets to it).
+    public var usesPool: Bool {
         switch self {
         case .offload, .adaptive: true
         case .none, .inline: false

@@ -141,9 +141,12 @@ struct DirectionKeys: BitwiseCopyable {
 
     init?(secret: Secret, backend: AEADBackendKind, algorithm: AEADAlgorithm, now: UInt64) {
         guard let current = KeyEpoch.derive(from: secret, backend: backend, algorithm: algorithm) else { return nil }
-        guard let nextSecret = secret.next(),
-            let next = KeyEpoch.derive(from: nextSecret, backend: backend, algorithm: algorithm)
-        else {
+        guard var nextSecret = secret.next() else {
+            current.destroy()
+            return nil
+        }
+        defer { nextSecret.wipe() }  // the epoch keeps its own copy
+        guard let next = KeyEpoch.derive(from: nextSecret, backend: backend, algorithm: algorithm) else {
             current.destroy()
             return nil
         }
@@ -157,8 +160,9 @@ struct DirectionKeys: BitwiseCopyable {
     /// Moves to the next phase: previous ← current ← next, and derives a new next.
     /// Returns false (and stays put) if the derivation failed.
     mutating func advance(now: UInt64) -> Bool {
-        guard let secret = next.secret.next(),
-            let fresh = KeyEpoch.derive(from: secret, backend: next.key.backend, algorithm: next.key.algorithm)
+        guard var secret = next.secret.next() else { return false }
+        defer { secret.wipe() }  // the epoch keeps its own copy
+        guard let fresh = KeyEpoch.derive(from: secret, backend: next.key.backend, algorithm: next.key.algorithm)
         else { return false }
         previous?.destroy()
         previous = current
