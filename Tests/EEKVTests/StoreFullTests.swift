@@ -154,6 +154,27 @@ struct StoreFullTests {
         try checkStillServing(store, writer, committed: committed, value: value)
     }
 
+    /// A nosync store allocates its whole map at open (writes through the map must never find a
+    /// hole the file system cannot fill); with the default 64 MiB map on an 8 MiB file system it
+    /// used to refuse to start at all.
+    @Test(
+        "a nosync store starts on a file system with less room than its initial map, then fills it",
+        .enabled(if: getuid() == 0, "mounts a small tmpfs"))
+    func nosyncStartsOnSmallFileSystem() throws {
+        let dir = TempDirectory()
+        let mountPoint = dir.path + "/small"
+        #expect(mkdir(mountPoint, 0o755) == 0)
+        try #require(mount("tmpfs", mountPoint, "tmpfs", 0, "size=8m") == 0, "mount: \(String(cString: strerror(errno)))")
+        defer { umount2(mountPoint, Int32(MNT_DETACH)) }
+        let store = try Store(directory: mountPoint + "/store", durability: .nosync)
+        defer { store.close() }
+        #expect(store.mapSize < 8 << 20)
+        let writer = SyncWriter(store)
+        let committed = Self.fill(writer)
+        #expect(committed.count > 1_000)
+        try Self.checkStillServing(store, writer, committed: committed)
+    }
+
     @Test("a store over a lower limit keeps its data when reopened and refuses to grow")
     func reopenAboveLimit() throws {
         let dir = TempDirectory()

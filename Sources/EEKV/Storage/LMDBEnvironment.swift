@@ -65,7 +65,7 @@ final class LMDBEnvironment: @unchecked Sendable {
             mdb_env_info(env, &info)
             // LMDB has sized the file to the map (its holes not yet allocated); nothing has been
             // written through the map yet.
-            if durability == .nosync { try Self.allocateFile(env, path: path, from: 0, to: info.me_mapsize) }
+            if durability == .nosync { try Self.allocateInitialMap(env, path: path, info: &info) }
             // Slots left by a process that died holding a read transaction pin old pages forever.
             var dead: Int32 = 0
             try check(mdb_reader_check(env, &dead), "mdb_reader_check")
@@ -110,6 +110,25 @@ final class LMDBEnvironment: @unchecked Sendable {
             throw .lmdb(call: "flock(eekv.lock)", code: e, message: String(cString: strerror(e)))
         }
         return fd
+    }
+
+    /// Allocates the blocks of the whole map; where the file system has no room for it all, a
+    /// smaller map (halving, down to ``minimumGrowth`` and never below the data already there),
+    /// so a node still starts on a nearly full disk and grows as room allows.
+    private static func allocateInitialMap(_ env: OpaquePointer, path: String, info: inout MDB_envinfo) throws(StoreError) {
+        var stat = MDB_stat()
+        try check(mdb_env_stat(env, &stat), "mdb_env_stat")
+        let used = (info.me_last_pgno + 1) * Int(stat.ms_psize)
+        while true {
+            do {
+                return try allocateFile(env, path: path, from: 0, to: info.me_mapsize)
+            } catch .diskFull {
+                let smaller = (info.me_mapsize / 2) & ~4095
+                guard smaller >= minimumGrowth, smaller >= used else { throw .diskFull(path: path) }
+                try check(mdb_env_set_mapsize(env, smaller), "mdb_env_set_mapsize")
+                mdb_env_info(env, &info)
+            }
+        }
     }
 
     /// Allocates the data file's blocks for [from, to).
