@@ -93,6 +93,10 @@ public final class Nexus: @unchecked Sendable {
     private let malformedRequests = Atomic<Int>(0)
     /// Session-management connections read at once, and the time each gets (see the gate).
     private let gate: SessionManagementGate
+    /// This Nexus's own session-management requests, each given a deadline for the whole
+    /// exchange (connect, handshake, answer), kept by a watchdog of their own.
+    private let clientGate = SessionManagementGate(limit: .max, deadlineMs: 6_000)  // each socket gets its own
+    private var clientWatchdog: JoinableThread?
     private var watchdog: JoinableThread?
     /// Session-management connections closed unread because too many were being read at once.
     public var sessionManagementOverflows: Int { gate.overflows.load(ordering: .relaxed) }
@@ -141,6 +145,8 @@ public final class Nexus: @unchecked Sendable {
         listener = Threads.spawn(name: "eerpc-sm") { [unowned(unsafe) self] in self.acceptLoop() }
         let gate = self.gate
         watchdog = Threads.spawn(name: "eerpc-sm-watch") { gate.watch() }
+        let clientGate = self.clientGate
+        clientWatchdog = Threads.spawn(name: "eerpc-sm-cwatch") { clientGate.watch() }
     }
 
     deinit { shutdown() }
@@ -159,6 +165,8 @@ public final class Nexus: @unchecked Sendable {
         gate.endReaders()
         gate.stop()
         watchdog?.join()
+        clientGate.stop()
+        clientWatchdog?.join()
         for t in backgroundThreads { t.stop() }
         aesPool?.shutdown()
     }
@@ -328,8 +336,10 @@ public final class Nexus: @unchecked Sendable {
             var reply: SessionManagementMessage? = nil
             var error: SessionError? = nil
             var secrets: SessionSecrets? = nil
+            // The whole exchange: connect, handshake, request and answer, each within `timeout`.
             switch SessionManagementConnection.connect(
-                ip: ip, port: port, timeoutMs: timeout, contexts: self.tls, peerName: peerName)
+                ip: ip, port: port, timeoutMs: timeout, contexts: self.tls, peerName: peerName, gate: self.clientGate,
+                deadlineMs: 3 * timeout)
             {
             case .failure(let e): error = e
             case .success(let connection):
@@ -356,6 +366,7 @@ public final class Nexus: @unchecked Sendable {
                     case .failure(let e): error = e
                     }
                 }
+                self.clientGate.release(connection.fd)
                 connection.close()
             }
             // The secrets leave this thread in a cell of their own, wiped here.

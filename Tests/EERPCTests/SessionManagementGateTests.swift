@@ -2,6 +2,7 @@ import CCryptoShims
 import CSystemShims
 @testable import EERPC
 import Glibc
+import Synchronization
 import Testing
 
 /// Before a session-management peer has authenticated, anyone can connect: the listener reads
@@ -92,7 +93,8 @@ struct MalformedSessionManagementTests {
         #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
         let contexts = try TLSContexts(credentials.config("client-0"))
         guard case .success(let connection) = SessionManagementConnection.connect(
-            ip: ip, port: nexus.port, timeoutMs: 2_000, contexts: contexts, peerName: "node-0")
+            ip: ip, port: nexus.port, timeoutMs: 2_000, contexts: contexts, peerName: "node-0",
+            gate: SessionManagementGate(limit: 1, deadlineMs: 60_000), deadlineMs: 60_000)  // a gate nobody watches
         else {
             Issue.record("no TLS connection")
             return nil
@@ -159,5 +161,61 @@ struct MalformedSessionManagementTests {
         encoded.withUnsafeMutableBytes { reply.encode(to: $0.baseAddress!) }
         #expect(encoded.withUnsafeBytes { SessionManagementMessage.foreignVersion($0.baseAddress!) } == nil)
         #expect(try clientConnects(credentials, to: nexus, server: server))
+    }
+
+    /// Request numbers go out in clear in every packet header; the token authorises a disconnect.
+    /// The first request number is therefore a one-way function of the token, not its bits.
+    @Test("a session's request numbers do not show its token")
+    func requestBaseHidesToken() {
+        var random = SystemRandomNumberGenerator()
+        var bases = Set<UInt64>()
+        for _ in 0..<1_000 {
+            let token = random.next() as UInt64
+            let base = Session.requestBase(token: token)
+            #expect(base & 7 == 0 && base < 1 << 40, "slots 0-7 and 48-bit request numbers")
+            #expect(base != token & 0x0000_00FF_FFFF_FFF8, "the token's own bits")
+            #expect(Session.requestBase(token: token) == base, "both ends derive the same base")
+            bases.insert(base)
+        }
+        #expect(bases.count == 1_000)
+    }
+}
+
+/// A server that reads the request, then answers one byte every 100 ms: each read returns well
+/// within its timeout, so only a deadline for the whole exchange ends it.
+@Suite("Session management, client side")
+struct SessionManagementClientDeadlineTests {
+    @Test("a server answering a byte at a time cannot hold a connect past the exchange's deadline")
+    func drippingServer() throws {
+        let listener = ee_tcp_listen(0x7F00_0001, 0)
+        let port = UInt16(ee_socket_port(listener))
+        let stop = Atomic<Bool>(false)
+        let server = Threads.spawn(name: "dripper") {
+            let fd = accept(listener, nil, nil)
+            guard fd >= 0 else { return }
+            var request = [UInt8](repeating: 0, count: SessionManagementMessage.size)
+            _ = recv(fd, &request, request.count, Int32(MSG_WAITALL))
+            var byte: UInt8 = 0x45
+            for _ in 0..<SessionManagementMessage.size where !stop.load(ordering: .relaxed) {
+                usleep(100_000)
+                if send(fd, &byte, 1, Int32(MSG_NOSIGNAL)) != 1 { break }
+            }
+            close(fd)
+        }
+        defer {
+            stop.store(true, ordering: .relaxed)
+            ee_shutdown(listener)
+            server.join()
+            close(listener)
+        }
+        let nexus = try Nexus()
+        var config = RpcConfig.plaintext
+        config.sessionManagementTimeoutMs = 300  // each read; the exchange gets 3 × that
+        let rpc = try Rpc(nexus: nexus, id: 2, transport: try UDPTransport(), config: config)
+        let start = ee_now_ns()
+        #expect(throws: SessionError.self) { _ = try rpc.connect(host: "127.0.0.1", port: port, remoteRpcID: 1) }
+        let seconds = Double(ee_now_ns() - start) / 1e9
+        // Without the deadline the 64 bytes take 6.4 s to drip in.
+        #expect(seconds < 3, "the connect took \(seconds) s")
     }
 }

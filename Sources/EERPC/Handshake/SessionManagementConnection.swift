@@ -22,15 +22,21 @@ struct SessionManagementConnection: @unchecked Sendable {
     }
 
     /// Client side: connects and runs the TLS handshake (if configured), refusing a server whose
-    /// certificate is not issued to `peerName` (when given).
-    static func connect(ip: UInt32, port: UInt16, timeoutMs: Int32, contexts: TLSContexts?, peerName: String?)
-        -> Result<SessionManagementConnection, SessionError>
-    {
+    /// certificate is not issued to `peerName` (when given). The socket is registered with
+    /// `gate` from the connect on, for `deadlineMs`: each read's timeout alone would let a server
+    /// answering a byte at a time hold the exchange for ever. The caller releases it from the
+    /// gate before closing it.
+    static func connect(
+        ip: UInt32, port: UInt16, timeoutMs: Int32, contexts: TLSContexts?, peerName: String?,
+        gate: SessionManagementGate, deadlineMs: Int32
+    ) -> Result<SessionManagementConnection, SessionError> {
         let fd = ee_tcp_connect(ip, port, timeoutMs)
         if fd < 0 { return .failure(fd == -ETIMEDOUT ? .timedOut : .connectFailed(errno: -fd)) }
+        _ = gate.admit(fd, deadlineMs: deadlineMs)  // a gate without a limit admits every socket
         guard let contexts else { return .success(SessionManagementConnection(fd: fd, tls: nil)) }
         var message = [CChar](repeating: 0, count: 512)
         guard let ssl = ee_tls_handshake(contexts.client, fd, 0, peerName, &message, 512) else {
+            gate.release(fd)
             Glibc.close(fd)
             return .failure(.handshakeFailed(String(nulTerminated: message)))
         }

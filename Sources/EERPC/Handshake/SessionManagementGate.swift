@@ -31,11 +31,12 @@ final class SessionManagementGate: Sendable {
     }
 
     /// Registers an accepted socket; false (counted) when `limit` are being read already, and the
-    /// caller then closes it.
-    func admit(_ fd: Int32) -> Bool {
+    /// caller then closes it. `deadlineMs` overrides the gate's own time for this socket.
+    func admit(_ fd: Int32, deadlineMs: Int32? = nil) -> Bool {
+        let deadline = deadlineMs.map { UInt64($0) * 1_000_000 } ?? deadlineNs
         let admitted = open.withLock { sockets -> Bool in
             guard sockets.count < limit else { return false }
-            sockets[fd] = ee_now_ns() &+ deadlineNs
+            sockets[fd] = ee_now_ns() &+ deadline
             return true
         }
         if !admitted { overflows.add(1, ordering: .relaxed) }

@@ -1,6 +1,6 @@
 /// The fixed 64-byte message of the session-management (SM) channel. Little-endian:
 /// ```
-/// 0-3   "EESM"          4  version (3)     5  kind        6  error code   7  transport kind
+/// 0-3   "EESM"          4  version (4)     5  kind        6  error code   7  transport kind
 /// 8-15  session token   16 client Rpc id   17 server Rpc id
 /// 18-19 client session  20-21 server session               22-23 zero
 /// 24-27 sender's MTU    28 data-plane key length (0 = plaintext)   29-31 zero
@@ -13,7 +13,10 @@ struct SessionManagementMessage: Equatable, Sendable {
     /// 3: an RFR's size field carries the client's attempt number beside its run length, and
     /// the server answers each RFR once (a peer of version 2 would take a retransmitted RFR for
     /// an oversized run, or send its retransmissions as repeats, and stall on the first loss).
-    static let version: UInt8 = 3
+    /// 4: a session's first request number is derived from its token one way, so the request
+    /// numbers in every packet header no longer show 37 of the token's bits (a peer of version 3
+    /// would start its slots at other numbers, and every request would be dropped).
+    static let version: UInt8 = 4
     /// `serverSession` of a disconnect from a client that never learnt the number.
     static let unknownSession: UInt16 = 0xFFFF
 
