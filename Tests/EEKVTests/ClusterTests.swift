@@ -454,7 +454,7 @@ struct ScanMergeTests {
             return message.contains("jjjjjjjj") && message.contains("511 bytes")
         }
         #expect(try client.get(tooLarge)?.count == oldLimit.count)
-        // One beyond any reply is refused by name, not answered "busy" (which clients retry).
+        // One beyond any reply is refused by name, not answered "busy" (which a caller would retry).
         let huge = [UInt8](repeating: 4, count: Wire.maxMessageSize)
         #expect(SyncWriter(cluster.nodes[0].store).write(.put, [0x68], huge) == .committed)
         #expect {

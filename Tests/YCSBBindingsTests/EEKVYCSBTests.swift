@@ -113,30 +113,35 @@ struct EEKVYCSBTests {
     func asynchronousClient() throws {
         let node = try Node()
         let client = try KVClient(config: node.config, tls: nil)
+        // Completions as they came, errors kept (a call that fails must show, not hang the test).
         final class Results {
-            var puts = 0
-            var gets: [Int: [UInt8]?] = [:]
-            var scanned: [[UInt8]] = []
-            var deleted: Bool?
+            var puts: [Result<Void, KVClientError>] = []
+            var gets: [Int: Result<[UInt8]?, KVClientError>] = [:]
+            var scanned: Result<[([UInt8], [UInt8])], KVClientError>?
+            var deleted: Result<Bool, KVClientError>?
         }
         let results = Results()
-        for i in 0..<40 {
-            try client.put(Array("k\(100 + i)".utf8), Array("v\(i)".utf8)) { r in
-                if case .success = r { results.puts += 1 }
-            }
+        /// Polls until `done` or 10 s pass.
+        func poll(until done: () -> Bool) {
+            let deadline = ee_now_ns() + 10_000_000_000
+            while !done() && ee_now_ns() < deadline { client.poll() }
         }
-        while results.puts < 40 { client.poll() }
         for i in 0..<40 {
-            try client.get(Array("k\(100 + i)".utf8)) { r in results.gets[i] = try? r.get() }
+            try client.put(Array("k\(100 + i)".utf8), Array("v\(i)".utf8)) { results.puts.append($0) }
         }
-        try client.get(Array("absent".utf8)) { r in results.gets[-1] = try? r.get() }
-        try client.scan(from: Array("k110".utf8), limit: 5) { r in results.scanned = (try? r.get())?.map(\.0) ?? [] }
-        try client.delete(Array("k100".utf8)) { r in results.deleted = try? r.get() }
-        while results.gets.count < 41 || results.scanned.isEmpty || results.deleted == nil { client.poll() }
-        for i in 0..<40 { #expect(results.gets[i] == .some(Array("v\(i)".utf8))) }
-        #expect(results.gets[-1] == .some(nil))
-        #expect(results.scanned == (110..<115).map { Array("k\($0)".utf8) })
-        #expect(results.deleted == true)
+        poll { results.puts.count == 40 }
+        #expect(results.puts.count == 40 && results.puts.allSatisfy { (try? $0.get()) != nil }, "\(results.puts)")
+        for i in 0..<40 {
+            try client.get(Array("k\(100 + i)".utf8)) { results.gets[i] = $0 }
+        }
+        try client.get(Array("absent".utf8)) { results.gets[-1] = $0 }
+        try client.scan(from: Array("k110".utf8), limit: 5) { results.scanned = $0 }
+        try client.delete(Array("k100".utf8)) { results.deleted = $0 }
+        poll { results.gets.count == 41 && results.scanned != nil && results.deleted != nil }
+        for i in 0..<40 { #expect((try? results.gets[i]?.get()) == .some(Array("v\(i)".utf8)), "get \(i)") }
+        #expect(results.gets[-1].map { (try? $0.get()) == .some(nil) } == true, "absent: \(String(describing: results.gets[-1]))")
+        #expect((try? results.scanned?.get())?.map(\.0) == (110..<115).map { Array("k\($0)".utf8) })
+        #expect((try? results.deleted?.get()) == true)
         // A bad request fails when it is started, not later.
         #expect(throws: KVClientError.self) { try client.get([]) { _ in Issue.record("completed") } }
     }

@@ -14,14 +14,16 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
     case storeFull
     /// No session to the node (not running, wrong config, refused certificate...).
     case unreachable(node: Int, String)
-    /// The node did not answer in time, or the session failed.
+    /// The node did not answer in time, or the session failed. The outcome is unknown: a write
+    /// may have been applied, or may still be (the request stays in flight until its session
+    /// gives up, and so could land after a later write of the same key).
     case timedOut(node: Int)
     /// A merge found a value that is not a ``FieldRecord`` under its key; nothing was written.
     case notARecord
     /// The reply did not parse.
     case protocolError(String)
     /// The node had no buffer left for the reply; nothing was changed, and the call may be
-    /// made again.
+    /// made again (this client does not retry it itself).
     case busy(String)
     /// The node does not serve the key's slot: this client's cluster config differs from the
     /// node's. Nothing was read or written.

@@ -97,7 +97,7 @@ enum KVHandlers {
         try state.reader.withSnapshot { s throws(StoreError) in
             guard let value = try s.get(k) else { return reply(handle, .notFound) }
             // Only a value stored beyond `maxValueSize` (by an older node) fits no reply; "busy"
-            // would have the client retry it for ever.
+            // would have a caller retry it for ever.
             guard 1 + value.count <= Wire.maxMessageSize else {
                 return reject(handle, .tooLarge, "the value under key \(describe(k)) is too large for any reply", nil)
             }
