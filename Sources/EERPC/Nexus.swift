@@ -283,8 +283,10 @@ public final class Nexus: @unchecked Sendable {
         switch SessionManagementConnection.accept(fd: fd, contexts: tls) {
         case .success(let c): connection = c
         case .failure(let error):
-            gate.release(fd)
+            let expired = gate.release(fd)
             close(fd)
+            // A handshake cut off at its deadline is counted there (a timeout), not as a refusal.
+            guard !expired else { return }
             let reason = if case .handshakeFailed(let why) = error { why } else { "\(error)" }
             refusals.withLock {
                 $0.count += 1
@@ -293,7 +295,7 @@ public final class Nexus: @unchecked Sendable {
             return
         }
         let request = connection.receiveOrExplain()
-        gate.release(fd)
+        let expired = gate.release(fd)
         if case .failure(.versionMismatch(let peer)) = request {
             // Answered in this end's version, which the peer recognises as foreign and reports.
             refusals.withLock {
@@ -310,7 +312,7 @@ public final class Nexus: @unchecked Sendable {
         guard case .success(let m) = request, m.kind == .connectRequest || m.kind == .disconnectRequest else {
             // An authenticated peer that sent something other than a request (a slow one is the
             // gate's): counted, and closed.
-            if case .failure(.timedOut) = request {} else { malformedRequests.add(1, ordering: .relaxed) }
+            if case .failure(.timedOut) = request {} else if !expired { malformedRequests.add(1, ordering: .relaxed) }
             connection.close()
             return
         }

@@ -43,8 +43,10 @@ final class SessionManagementGate: Sendable {
         return admitted
     }
 
-    /// The reader is done with `fd`; call before closing it or handing it on.
-    func release(_ fd: Int32) { open.withLock { _ = $0.removeValue(forKey: fd) } }
+    /// The reader is done with `fd`; call before closing it or handing it on. Returns whether the
+    /// watchdog had shut it down (its read then failed for want of time, not for what it read).
+    @discardableResult
+    func release(_ fd: Int32) -> Bool { open.withLock { $0.removeValue(forKey: fd) == .max } }
 
     /// Shuts down every socket past its deadline (under the lock, so none is closed meanwhile).
     func expire(now: UInt64 = ee_now_ns()) { shutDownSockets(where: { $0 <= now }, counted: true) }
