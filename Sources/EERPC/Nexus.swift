@@ -94,9 +94,8 @@ public final class Nexus: @unchecked Sendable {
     /// Session-management connections read at once, and the time each gets (see the gate).
     private let gate: SessionManagementGate
     /// This Nexus's own session-management requests, each given a deadline for the whole
-    /// exchange (connect, handshake, answer), kept by a watchdog of their own.
+    /// exchange (connect, handshake, answer), kept by the same watchdog.
     private let clientGate = SessionManagementGate(limit: .max, deadlineMs: 6_000)  // each socket gets its own
-    private var clientWatchdog: JoinableThread?
     private var watchdog: JoinableThread?
     /// Session-management connections closed unread because too many were being read at once.
     public var sessionManagementOverflows: Int { gate.overflows.load(ordering: .relaxed) }
@@ -144,9 +143,8 @@ public final class Nexus: @unchecked Sendable {
         // outlives it; plain `unowned` would trap when the loop notices shutdown during deinit.
         listener = Threads.spawn(name: "eerpc-sm") { [unowned(unsafe) self] in self.acceptLoop() }
         let gate = self.gate
-        watchdog = Threads.spawn(name: "eerpc-sm-watch") { gate.watch() }
         let clientGate = self.clientGate
-        clientWatchdog = Threads.spawn(name: "eerpc-sm-cwatch") { clientGate.watch() }
+        watchdog = Threads.spawn(name: "eerpc-sm-watch") { gate.watch(alongside: [clientGate]) }
     }
 
     deinit { shutdown() }
@@ -165,8 +163,6 @@ public final class Nexus: @unchecked Sendable {
         gate.endReaders()
         gate.stop()
         watchdog?.join()
-        clientGate.stop()
-        clientWatchdog?.join()
         for t in backgroundThreads { t.stop() }
         aesPool?.shutdown()
     }

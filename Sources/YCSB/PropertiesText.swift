@@ -59,6 +59,14 @@ public enum PropertiesText {
         Array(line.drop(while: isBlank))
     }
 
+    /// `text` without blanks at either end.
+    static func withoutBlanks(_ text: String) -> String {
+        var s = Substring(text).unicodeScalars
+        while let c = s.first, isBlank(c) { s.removeFirst() }
+        while let c = s.last, isBlank(c) { s.removeLast() }
+        return String(s)
+    }
+
     static func endsInContinuation(_ line: [Unicode.Scalar]) -> Bool {
         line.reversed().prefix(while: { $0 == "\\" }).count % 2 == 1
     }

@@ -113,20 +113,11 @@ public struct Workload: Sendable, Equatable {
         return w
     }
 
-    /// `text` without spaces, tabs and form feeds at either end.
-    static func withoutBlanks(_ text: String) -> String {
-        func blank(_ c: Character) -> Bool { c == " " || c == "\t" || c == "\u{0C}" }
-        var s = Substring(text)
-        while let c = s.first, blank(c) { s = s.dropFirst() }
-        while let c = s.last, blank(c) { s = s.dropLast() }
-        return String(s)
-    }
-
     mutating func set(_ key: String, _ value: String, line: Int?) throws(ParseError) {
         let at = line.map { "line \($0): " } ?? ""  // a -p option has no line
         // Java keeps a value's trailing blanks (and then fails to read "500 " as a number); every
         // value here is a number or a name, so blanks around it are dropped.
-        let value = Self.withoutBlanks(value)
+        let value = PropertiesText.withoutBlanks(value)
         func int() throws(ParseError) -> Int64 {
             guard let n = Int64(value), n >= 0 else { throw ParseError(description: "\(at)\(key) needs a number") }
             return n

@@ -181,6 +181,10 @@ struct MalformedSessionManagementTests {
             bases.insert(base)
         }
         #expect(bases.count == 1_000)
+        // HMAC-SHA256(key: the token's 8 bytes, little-endian; "eeRPC request base" ‖ 0x01), its
+        // first 8 bytes little-endian, masked: worked out apart from the code. Both ends of a
+        // session must agree on it, whatever builds them.
+        #expect(Session.requestBase(token: 0x1234_5678_90AB_CDEF) == 0x66_8F08_F270)
     }
 }
 

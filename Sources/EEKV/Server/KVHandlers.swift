@@ -21,6 +21,11 @@ final class DispatchState {
     /// Whether `key`'s slot is this node's. A client whose cluster config differs from the
     /// node's would otherwise write where correctly routed reads never look.
     func serves(_ key: UnsafeRawBufferPointer) -> Bool { slots.contains(HashSlot.of(key)) }
+
+    /// Whether a scan lists `key`: not if an earlier cluster layout left it here for a slot
+    /// another node serves (its owner answers for it; a get or delete is routed there).
+    @inline(__always)
+    func scanShows(_ key: UnsafeRawBufferPointer) -> Bool { servesEverySlot || serves(key) }
 }
 
 /// Counters of a node (all threads), safe to read from anywhere.
@@ -121,9 +126,6 @@ enum KVHandlers {
         state.stats.scans.add(1, ordering: .relaxed)
         let end: UnsafeRawBufferPointer? = flags & KVProtocol.scanHasEnd != 0 ? endKey : nil
         let after = flags & KVProtocol.scanAfterStart != 0
-        // Keys of slots this node does not serve (left by an earlier cluster layout) are skipped:
-        // their owner answers for them, and a get or delete is routed there, not here.
-        let everySlot = state.servesEverySlot
         try state.reader.withSnapshot { s throws(StoreError) in
             // Two passes over one snapshot: size the reply, then fill it.
             let header = 1 + 4 + 1
@@ -132,8 +134,10 @@ enum KVHandlers {
             var walked = 0  // keys the fill pass walks: those in the reply and those skipped before them
             var more = false
             var unfit: UnsafeRawBufferPointer? = nil
-            try s.scan(from: start, after: after, to: end, limit: everySlot ? Int(limit) + 1 : Int.max) { k, v in
-                if !everySlot && !state.serves(k) {
+            // Skipped keys do not count towards the limit, so with any to skip the walk is open.
+            let walkLimit = state.servesEverySlot ? Int(limit) + 1 : Int.max
+            try s.scan(from: start, after: after, to: end, limit: walkLimit) { k, v in
+                if !state.scanShows(k) {
                     walked += 1
                     return true
                 }
@@ -167,7 +171,7 @@ enum KVHandlers {
             w.u8(more ? 1 : 0)
             do throws(StoreError) {
                 try s.scan(from: start, after: after, to: end, limit: walked) { k, v in
-                    if !everySlot && !state.serves(k) { return true }
+                    if !state.scanShows(k) { return true }
                     w.u16(UInt16(k.count))
                     w.bytes(k)
                     w.u32(UInt32(v.count))

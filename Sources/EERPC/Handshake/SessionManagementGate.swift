@@ -78,12 +78,14 @@ final class SessionManagementGate: Sendable {
         }
     }
 
-    /// The watchdog's loop, until `stop`: checks ten times per deadline (at least every 100 ms).
-    func watch() {
+    /// The watchdog's loop, until `stop`: checks ten times per deadline (at least every 100 ms),
+    /// and expires the sockets of `others` (gates that share this watchdog) as it goes.
+    func watch(alongside others: [SessionManagementGate] = []) {
         let periodUs = UInt32(min(100_000, max(1_000, deadlineNs / 10_000)))
         while !stopping.load(ordering: .relaxed) {
             usleep(periodUs)
             expire()
+            for gate in others { gate.expire() }
         }
     }
 

@@ -1,4 +1,3 @@
-import CCryptoShims
 /// Lifecycle of a session end.
 public enum SessionState: UInt8, Sendable {
     /// Number not in use.
@@ -47,21 +46,15 @@ struct Session {
 
     /// First request number of slot 0: random per session, so packets of an earlier session that
     /// had the same number can never look current to this one. Derived from the token one way
-    /// (HMAC-SHA256 keyed by it, through HKDF-Expand): request numbers travel in clear in every
-    /// packet header, and the token is what authorises a disconnect, so they must not reveal it.
+    /// (HKDF-Expand, HMAC-SHA256 keyed by it): request numbers travel in clear in every packet
+    /// header, and the token is what authorises a disconnect, so they must not reveal it.
     /// (Version 3 used 37 of the token's bits as the base itself.) Run once per session.
     static func requestBase(token: UInt64) -> UInt64 {
-        var key = token.littleEndian
+        // The token as a key: HMAC pads a short key with zeros, so its 8 bytes alone key it.
+        let key = Secret(w0: token.littleEndian)
         var out: UInt64 = 0
-        let info: StaticString = "eeRPC request base"
-        let ok = withUnsafeBytes(of: &key) { k in
-            withUnsafeMutableBytes(of: &out) { o in
-                ee_hkdf_expand_sha256(
-                    k.baseAddress!.assumingMemoryBound(to: UInt8.self), 8, info.utf8Start, info.utf8CodeUnitCount,
-                    o.baseAddress!.assumingMemoryBound(to: UInt8.self), 8)
-            }
-        }
-        precondition(ok == 1, "HKDF-SHA256 failed (libcrypto without HKDF?)")
+        let ok = withUnsafeMutableBytes(of: &out) { key.expand("eeRPC request base", into: $0.baseAddress!, count: 8) }
+        precondition(ok, "HKDF-SHA256 failed (libcrypto without HKDF?)")
         return UInt64(littleEndian: out) & 0x0000_00FF_FFFF_FFF8
     }
 }

@@ -212,16 +212,17 @@ struct BenchReport: ParsableCommand {
     /// interleaved in time slices, so the machine's slow spells cancel); nil without a common round.
     func pairedRatio(_ a: Cell?, _ b: Cell?) -> Double? {
         guard let a, let b else { return nil }
-        let ratios = a.byRound.keys.sorted().compactMap { r -> Double? in
-            guard let x = a.byRound[r], let y = b.byRound[r], y > 0 else { return nil }
-            return x / y
-        }
-        return ratios.isEmpty ? nil : median(ratios)
+        return medianRatio(a.byRound, b.byRound)
     }
 
     /// The median over rounds of `a`'s p99 for `op` over `b`'s, within each round.
     func pairedP99Ratio(_ a: Cell, _ b: Cell, _ op: String) -> Double? {
         guard let x = a.p99ByRound[op], let y = b.p99ByRound[op] else { return nil }
+        return medianRatio(x, y)
+    }
+
+    /// The median of x / y over the rounds both have (y above 0); nil without one.
+    func medianRatio(_ x: [Int: Double], _ y: [Int: Double]) -> Double? {
         let ratios = x.keys.sorted().compactMap { r -> Double? in
             guard let p = x[r], let q = y[r], q > 0 else { return nil }
             return p / q
