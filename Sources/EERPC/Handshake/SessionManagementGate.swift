@@ -43,10 +43,18 @@ final class SessionManagementGate: Sendable {
         return admitted
     }
 
-    /// The reader is done with `fd`; call before closing it or handing it on. Returns whether the
-    /// watchdog had shut it down (its read then failed for want of time, not for what it read).
+    /// The reader is done with `fd`; call before closing it or handing it on. Returns whether its
+    /// time was up: the watchdog had shut it down, or its deadline had passed (the socket's own
+    /// read timeout, as long, may fire first when the watchdog is slow to run). A read that
+    /// failed then failed for want of time, not for what it read.
     @discardableResult
-    func release(_ fd: Int32) -> Bool { open.withLock { $0.removeValue(forKey: fd) == .max } }
+    func release(_ fd: Int32) -> Bool {
+        let now = ee_now_ns()
+        return open.withLock { sockets in
+            guard let deadline = sockets.removeValue(forKey: fd) else { return false }
+            return deadline == .max || now >= deadline
+        }
+    }
 
     /// Shuts down every socket past its deadline (under the lock, so none is closed meanwhile).
     func expire(now: UInt64 = ee_now_ns()) { shutDownSockets(where: { $0 <= now }, counted: true) }
