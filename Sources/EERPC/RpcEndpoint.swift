@@ -11,6 +11,10 @@ public struct RpcConfig: Sendable {
     /// Timeouts in a row without progress after which a client session is declared failed
     /// (its RPCs complete with `.sessionFailed`): 400 × 5 ms = 2 s of silence by default.
     public var maxRetransmissionsWithoutProgress = 400
+    /// How long a client waits for a handler the server says is still running (a retransmitted
+    /// last request packet is answered with that notice, which counts as progress). Past this
+    /// the session fails as `.timedOut`, like a silent one.
+    public var maxHandlerWaitNs: UInt64 = 60_000_000_000
     /// How long a client waits for a session-management answer.
     public var sessionManagementTimeoutMs = 2_000
     /// A server session whose peer has sent nothing that authenticated for this long may be
@@ -19,6 +23,12 @@ public struct RpcConfig: Sendable {
     /// then, and only the longest-silent one. A live client whose session was taken sees its next
     /// RPC fail with `.sessionFailed` and connects again. 0: never.
     public var reclaimIdleSessionsAfterNs: UInt64 = 60_000_000_000
+    /// Bytes of multi-packet requests a server holds while their packets arrive, over all its
+    /// sessions. Each takes its whole size at its first packet, and a peer could otherwise hold
+    /// 8 slots × 8 MiB per session by never sending the rest. A first packet that would go over
+    /// is dropped (`assembly_budget`; its client sends it again), after freeing any request that
+    /// has made no progress for longer than this end's silence limit (its client has given up).
+    public var maxAssemblingBytes = 128 << 20
     /// Data-plane protection. Anything but `.none` needs a Nexus with TLS credentials.
     public var crypto: CryptoMode = .adaptive
     public var algorithm: AEADAlgorithm = .aes128GCM
@@ -128,6 +138,9 @@ public final class RpcEndpoint: @unchecked Sendable {
 
     // MARK: Statistics (plain counters, dispatch thread only)
     var counters = RpcStats()
+    /// Sizes of the multi-packet requests whose packets are still arriving (see
+    /// ``RpcConfig/maxAssemblingBytes``).
+    var assemblingBytes = 0
     let dropCounts: UnsafeMutablePointer<UInt64>
 
     init(

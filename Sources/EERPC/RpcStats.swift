@@ -8,6 +8,8 @@ public struct RpcStats: Sendable, Equatable {
     public var retransmissions: UInt64 = 0
     /// Duplicate requests answered again from the response cache.
     public var responsesResent: UInt64 = 0
+    /// Notices that a request's handler is still running: sent (server) or accepted (client).
+    public var handlerRunningNotices: UInt64 = 0
     public var packetsReceived: UInt64 = 0
     public var packetsSent: UInt64 = 0
     /// Responses given for a request that was no longer current (ignored).
@@ -27,6 +29,9 @@ public struct RpcStats: Sendable, Equatable {
     /// Server sessions taken back from peers silent for `RpcConfig.reclaimIdleSessionsAfterNs`,
     /// to make room for a new session when the table was full.
     public var sessionsReclaimed: UInt64 = 0
+    /// Partly received requests freed because their client had been silent past the silence
+    /// limit when a new one needed the room (``RpcConfig/maxAssemblingBytes``).
+    public var assembliesAbandoned: UInt64 = 0
     /// Packets dropped, by reason.
     public var drops: [DropReason: UInt64] = [:]
 
@@ -41,6 +46,7 @@ public struct RpcStats: Sendable, Equatable {
         requestsHandled &+= other.requestsHandled
         retransmissions &+= other.retransmissions
         responsesResent &+= other.responsesResent
+        handlerRunningNotices &+= other.handlerRunningNotices
         packetsReceived &+= other.packetsReceived
         packetsSent &+= other.packetsSent
         staleResponses &+= other.staleResponses
@@ -50,6 +56,7 @@ public struct RpcStats: Sendable, Equatable {
         presealedPackets &+= other.presealedPackets
         resealedPackets &+= other.resealedPackets
         sessionsReclaimed &+= other.sessionsReclaimed
+        assembliesAbandoned &+= other.assembliesAbandoned
         drops.merge(other.drops, uniquingKeysWith: &+)
     }
 }

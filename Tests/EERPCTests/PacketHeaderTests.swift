@@ -109,6 +109,26 @@ struct PacketHeaderTests {
         #expect(parse(bytes) == .failure(.oversizedMessage))
     }
 
+    @Test("only a credit return may carry the handler-running mark, and it carries no message")
+    func handlerRunningMark() throws {
+        for type in [PacketType.request, .response, .requestForResponse, .creditReturn] {
+            var bytes = encode(PacketHeader(type: type, destSession: 1, requestType: 1, messageSize: 0, requestNumber: 8, packetNumber: 2))
+            bytes[5] = 0xFF
+            bytes[6] = 0xFF
+            bytes[7] = 0xFF
+            if type == .creditReturn {
+                let h = try parse(bytes).get()
+                #expect(h.isHandlerRunningNotice)
+                #expect(h.carriedMessageSize == 0, "a notice is never handed to the AES pool as a large message")
+                #expect(PacketHeader.carriedMessageSize(word0: h.words.0.littleEndian) == 0)
+            } else {
+                #expect(parse(bytes) == .failure(.oversizedMessage))
+            }
+        }
+        let plain = PacketHeader(type: .creditReturn, destSession: 1, requestType: 1, messageSize: 0, requestNumber: 8, packetNumber: 2)
+        #expect(!plain.isHandlerRunningNotice)
+    }
+
     @Test("control packets carry no payload; data packets carry one", arguments: [PacketType.requestForResponse, .creditReturn, .request, .response])
     func payloadPresence(type: PacketType) {
         let h = PacketHeader(type: type, destSession: 1, requestType: 1, messageSize: 100, requestNumber: 8, packetNumber: 0)

@@ -288,7 +288,8 @@ struct RobustnessTests {
     }
 }
 
-@Suite("Late answers")
+/// Serialized: its tests share `heldHandles`.
+@Suite("Late answers", .serialized)
 struct LateAnswerTests {
     /// A foreground handler may keep its handle and answer later on the dispatch thread. If the
     /// client gave up meanwhile (its session failed and it told the server), the session's keys
@@ -298,6 +299,7 @@ struct LateAnswerTests {
         let credentials = try TestCredentials()
         var config = RpcConfig.encrypted()
         config.maxRetransmissionsWithoutProgress = 3
+        config.maxHandlerWaitNs = 20_000_000
         let pair = try Pair(config: config, tls: credentials.config("node-0"))
         let s = try pair.connect()
         var request = try #require(pair.client.endpoint.allocate(size: 64))
@@ -317,5 +319,80 @@ struct LateAnswerTests {
         #expect(sent)
         #expect(pair.server.stats.staleResponses == 1)
     }
-}
 
+    /// A handler may run longer than the client's silence limit (here 3 ms): the server answers
+    /// each retransmitted request with a notice that it is still running, sealed under a nonce of
+    /// its own, and the client keeps waiting.
+    @Test("a handler slower than the silence limit still completes, and its notices reuse no nonce")
+    func slowHandlerCompletes() throws {
+        let credentials = try TestCredentials()
+        var config = RpcConfig.encrypted()
+        config.retransmitTimeoutNs = 1_000_000
+        config.maxRetransmissionsWithoutProgress = 3
+        let pair = try Pair(
+            server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()), config: config,
+            tls: credentials.config("node-0"))
+        let s = try pair.connect()
+        // Two packets, so the notice answers a request's last packet that is not its first.
+        let size = 2 * pair.client.endpoint.dataPerPacket
+        var request = try #require(pair.client.endpoint.allocate(size: size))
+        fill(&request, size: size, seed: 7)
+        let response = try #require(pair.client.endpoint.allocate(size: size))
+        var status: RpcStatus? = nil
+        var echoed: [UInt8] = []
+        try pair.client.endpoint.enqueueRequest(session: s, type: TestRequest.held, request: request, response: response) {
+            status = $0.status
+            echoed = Array(UnsafeRawBufferPointer(start: $0.response.data, count: $0.response.size))
+        }
+        var handle: RequestHandle? = nil
+        let held = DispatchTime.nowNs
+        // 100 silence limits.
+        pair.pump(timeoutNs: 300_000_000) {
+            if handle == nil { handle = heldHandles.pop() }
+            return DispatchTime.nowNs - held > 300_000_000 || pair.client.endpoint.sessionState(s) != .connected
+        }
+        #expect(pair.client.endpoint.sessionState(s) == .connected)
+        #expect(pair.server.stats.handlerRunningNotices >= 10)
+        #expect(pair.client.stats.handlerRunningNotices == pair.server.stats.handlerRunningNotices)
+        echo(try #require(handle))
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { status != nil })
+        #expect(status == .ok)
+        #expect(echoed.elementsEqual(UnsafeRawBufferPointer(start: request.data, count: size)), "the echo differs")
+        let sent = pair.server.transport.captured
+        #expect(sent.contains { header(of: $0, sealed: true)?.isHandlerRunningNotice == true })
+        let check = checkNonceUniqueness(sent)
+        #expect(check.repeats >= 10, "every notice repeats the first, byte for byte")
+    }
+
+    @Test("a handler past maxHandlerWaitNs fails its client's session as timed out")
+    func handlerWaitIsBounded() throws {
+        var config = RpcConfig.plaintext
+        config.retransmitTimeoutNs = 1_000_000
+        config.maxRetransmissionsWithoutProgress = 3
+        config.maxHandlerWaitNs = 50_000_000
+        let pair = try Pair(config: config)
+        let s = try pair.connect()
+        var request = try #require(pair.client.endpoint.allocate(size: 64))
+        fill(&request, size: 64, seed: 2)
+        let response = try #require(pair.client.endpoint.allocate(size: 64))
+        var status: RpcStatus? = nil
+        let start = DispatchTime.nowNs
+        try pair.client.endpoint.enqueueRequest(session: s, type: TestRequest.held, request: request, response: response) {
+            status = $0.status
+        }
+        var handle: RequestHandle? = nil
+        #expect(pair.pump(timeoutNs: 5_000_000_000) {
+            if handle == nil { handle = heldHandles.pop() }
+            return status != nil
+        })
+        let waited = DispatchTime.nowNs - start
+        #expect(status == .sessionFailed)
+        #expect(pair.client.endpoint.sessionFailure(s) == .timedOut)
+        #expect(waited >= 50_000_000, "failed after \(waited) ns, before the handler wait ran out")
+        #expect(pair.client.stats.handlerRunningNotices >= 10)
+        // The client told the server; the handler's late answer is then dropped as stale.
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { pair.server.endpoint.sessionsInUse == 0 })
+        echo(try #require(handle))
+        #expect(pair.server.stats.staleResponses == 1)
+    }
+}

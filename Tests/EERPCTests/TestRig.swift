@@ -117,14 +117,15 @@ final class Pair<T: Transport & ~Copyable> {
     let client: Rpc<T>
     let counter = ExecutionCounter()
 
+    /// `clientConfig`: the client's, if not `config`.
     init(
-        server: consuming T, client: consuming T, config: RpcConfig = .plaintext, backgroundThreads: Int = 1,
-        tls: TLSConfig? = nil
+        server: consuming T, client: consuming T, config: RpcConfig = .plaintext, clientConfig: RpcConfig? = nil,
+        backgroundThreads: Int = 1, tls: TLSConfig? = nil
     ) throws {
         nexus = try Nexus(backgroundThreads: backgroundThreads, tls: tls)
         try registerTestHandlers(nexus)
         self.server = try Rpc(nexus: nexus, id: 1, transport: server, config: config)
-        self.client = try Rpc(nexus: nexus, id: 2, transport: client, config: config)
+        self.client = try Rpc(nexus: nexus, id: 2, transport: client, config: clientConfig ?? config)
         self.server.endpoint.context = Unmanaged.passUnretained(counter).toOpaque()
     }
 
@@ -216,6 +217,36 @@ struct TapTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
             captured.append(bytes)
         }
         return n
+    }
+    mutating func receive() -> Int { base.receive() }
+    func received(_ index: Int) -> UnsafeMutableRawBufferPointer { base.received(index) }
+}
+
+/// A transport wrapper that, while its switch is on, loses every request packet but a
+/// message's first: the server then holds partly received requests. Test-only.
+struct RequestTailLosingTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
+    final class Switch { var on = false }
+    static var kind: TransportKind { Base.kind }
+    var base: Base
+    let losing: Switch
+    init(_ base: consuming Base, losing: Switch) {
+        self.base = base
+        self.losing = losing
+    }
+    var mtu: Int { base.mtu }
+    var maxBurst: Int { base.maxBurst }
+    var maxReceive: Int { base.maxReceive }
+    var localRoute: RoutingInfo { base.localRoute }
+    var stats: TransportStats { base.stats }
+    func resolve(_ remote: RoutingInfo) -> RoutingInfo? { base.resolve(remote) }
+    mutating func transmit(_ items: UnsafePointer<TxItem>, count: Int) -> Int {
+        for i in 0..<count {
+            let type = UInt8(truncatingIfNeeded: UInt64(littleEndian: items[i].header0) >> 8) & 0x03
+            let packetNumber = UInt16(truncatingIfNeeded: UInt64(littleEndian: items[i].header1) >> 48)
+            if losing.on && type == PacketType.request.rawValue && packetNumber > 0 { continue }
+            if base.transmit(items + i, count: 1) == 0 { return i }
+        }
+        return count
     }
     mutating func receive() -> Int { base.receive() }
     func received(_ index: Int) -> UnsafeMutableRawBufferPointer { base.received(index) }

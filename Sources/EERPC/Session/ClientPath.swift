@@ -85,6 +85,7 @@ extension RpcEndpoint {
         slot.pointee.lastProgress = now
         slot.pointee.retriesWithoutProgress = 0
         slot.pointee.attempt = 0
+        slot.pointee.handlerWaitStart = 0
         kick(slot: k)
     }
 
@@ -170,12 +171,34 @@ extension RpcEndpoint {
     }
 
     func clientReceiveCreditReturn(_ header: PacketHeader, session s: Int) {
+        if header.isHandlerRunningNotice { return clientReceiveHandlerRunning(header, session: s) }
         guard let k = acceptInOrder(header, session: s) else { return }
         guard Int(header.packetNumber) < slots[k].requestPackets - 1 else { return drop(.badPacketNumber) }
         slots[k].retriesWithoutProgress = 0
         slots[k].numRx += 1
         sessions[s].credits += 1
         kick(slot: k)
+    }
+
+    /// The server has the whole request and its handler is still running: progress, though no
+    /// exchange is answered. The slot keeps its last request packet outstanding, so the next
+    /// timeout sends it again and asks anew, until the response comes or `maxHandlerWaitNs` has
+    /// passed since the first notice.
+    private func clientReceiveHandlerRunning(_ header: PacketHeader, session s: Int) {
+        let k = s * Wire.sessionRequestWindow + Int(header.requestNumber % UInt64(Wire.sessionRequestWindow))
+        let slot = slots + k
+        let last = slot.pointee.requestPackets - 1
+        guard slot.pointee.request != nil, slot.pointee.requestNumber == header.requestNumber,
+            Int(header.packetNumber) == last, slot.pointee.numRx == last, slot.pointee.numTx > last
+        else { return drop(.outOfOrder) }
+        counters.handlerRunningNotices &+= 1
+        if slot.pointee.handlerWaitStart == 0 {
+            slot.pointee.handlerWaitStart = now
+        } else if now &- slot.pointee.handlerWaitStart > config.maxHandlerWaitNs {
+            return failSession(s, reason: .timedOut)
+        }
+        slot.pointee.retriesWithoutProgress = 0
+        slot.pointee.lastProgress = now
     }
 
     func clientReceiveResponse(_ header: PacketHeader, payload: UnsafeRawBufferPointer, session s: Int) {

@@ -6,7 +6,9 @@ import Synchronization
 // The server keeps no timers and sends nothing unsolicited: every packet it sends answers one
 // it received. Per slot it keeps the current request number and, once the handler has answered,
 // the response, so a retransmitted request is answered from this cache and the handler runs at
-// most once per request.
+// most once per request. One that arrives while its handler still runs is answered with a
+// "handler running" notice, so a client waiting on a slow handler (a long scan, a disk that
+// stalls a commit) can tell it from a dead server.
 
 extension RpcEndpoint {
     func serverReceiveRequest(_ header: PacketHeader, payload: UnsafeRawBufferPointer, session s: Int) {
@@ -30,13 +32,18 @@ extension RpcEndpoint {
             guard p == 0 else { return drop(.outOfOrder) }  // its first packet was lost or is late
             let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
             var assembly: MsgBuffer? = nil
+            releasePartialAssembly(slot: k)  // a multi-packet request its client gave up on
+            if let leftover = slot.pointee.assembly {  // a copy no background thread took
+                free(leftover)
+                slot.pointee.assembly = nil
+            }
             if packets > 1 || entry.mode != .foreground {
+                guard packets == 1 || admitsAssembly(size: size) else { return drop(.assemblyBudget) }
                 guard let buffer = pool.allocate(size: size) else { return drop(.noBuffer) }
                 assembly = buffer
                 if payload.count > 0 { ee_copy(buffer.data, payload.baseAddress!, payload.count) }
             }
             retireResponse(slot: k)
-            if let partial = slot.pointee.assembly { free(partial) }  // an abandoned multi-packet request
             slot.pointee.requestNumber = header.requestNumber
             slot.pointee.requestType = header.requestType
             slot.pointee.serverRequestSize = size
@@ -46,6 +53,8 @@ extension RpcEndpoint {
             if packets == 1 {
                 runHandler(entry, slot: k, session: s, zeroCopyRequest: payload)
             } else {
+                assemblingBytes += size
+                slot.pointee.serverLastRx = now
                 sendCreditReturn(header, slot: k)
             }
             return
@@ -73,17 +82,20 @@ extension RpcEndpoint {
                 counters.responsesResent &+= 1
                 sendResponsePacket(slot: k, index: 0)
             } else {
-                drop(.outOfOrder)  // the handler is still running; the client will ask again
+                sendHandlerRunningNotice(header, slot: k)
             }
             return
         }
         guard p == received else { return drop(.outOfOrder) }
-        let assembly = slot.pointee.assembly.unsafelyUnwrapped
+        // Nil if the request was freed as abandoned (`freeAbandonedAssemblies`).
+        guard let assembly = slot.pointee.assembly else { return drop(.outOfOrder) }
         place(payload, at: assembly.data + p * dataPerPacket)
         slot.pointee.serverNumRx = received + 1
+        slot.pointee.serverLastRx = now
         if p < packets - 1 {
             sendCreditReturn(header, slot: k)
         } else {
+            assemblingBytes -= size
             // The type had a handler at packet 0 and the table never changes.
             let entry = handlers[Int(slot.pointee.requestType)].unsafelyUnwrapped
             runHandler(entry, slot: k, session: s, zeroCopyRequest: nil)
@@ -132,6 +144,43 @@ extension RpcEndpoint {
         }
     }
 
+    /// Whether a multi-packet request of `size` bytes may start assembling now (see
+    /// ``RpcConfig/maxAssemblingBytes``). Over the budget, requests whose clients have gone
+    /// silent are freed first.
+    private func admitsAssembly(size: Int) -> Bool {
+        if assemblingBytes + size <= config.maxAssemblingBytes { return true }
+        freeAbandonedAssemblies()
+        return assemblingBytes + size <= config.maxAssemblingBytes
+    }
+
+    /// Frees the partly received requests that have had no packet for longer than a client
+    /// waits before it fails the session (this end's `maxRetransmissionsWithoutProgress` timeouts).
+    /// Their clients have given up, or crashed without a disconnect. Later packets of such a
+    /// request are dropped; a new request on the slot starts afresh.
+    private func freeAbandonedAssemblies() {
+        let silence = config.retransmitTimeoutNs &* UInt64(config.maxRetransmissionsWithoutProgress)
+        for k in 0..<(maxSessions * Wire.sessionRequestWindow)
+        where isAssembling(slot: k) && now &- slots[k].serverLastRx > silence {
+            releasePartialAssembly(slot: k)
+            counters.assembliesAbandoned &+= 1
+        }
+    }
+
+    /// Slot `k` holds a multi-packet request whose packets are still arriving.
+    @inline(__always)
+    private func isAssembling(slot k: Int) -> Bool {
+        slots[k].assembly != nil && slots[k].serverRequestPackets > 1 && slots[k].serverNumRx < slots[k].serverRequestPackets
+    }
+
+    /// Frees slot `k`'s request buffer if the request is still being assembled. (A whole
+    /// request's buffer belongs to its handler until the response.)
+    func releasePartialAssembly(slot k: Int) {
+        guard isAssembling(slot: k) else { return }
+        assemblingBytes -= slots[k].serverRequestSize
+        free(slots[k].assembly.unsafelyUnwrapped)
+        slots[k].assembly = nil
+    }
+
     private func sendCreditReturn(_ request: PacketHeader, slot k: Int) {
         let s = k / Wire.sessionRequestWindow
         let header = PacketHeader(
@@ -140,16 +189,26 @@ extension RpcEndpoint {
         queuePacket(header, data: nil, length: 0, slot: k)
     }
 
+    /// Tells the client that the handler of its request is still running: a credit return for
+    /// the last request packet, marked by its size. One per copy received, so it amplifies
+    /// nothing, and every copy is the same packet under the same nonce.
+    private func sendHandlerRunningNotice(_ request: PacketHeader, slot k: Int) {
+        let s = k / Wire.sessionRequestWindow
+        counters.handlerRunningNotices &+= 1
+        let header = PacketHeader(
+            type: .creditReturn, destSession: sessions[s].remoteNumber, requestType: request.requestType,
+            messageSize: Wire.handlerRunningMark, requestNumber: request.requestNumber,
+            packetNumber: request.packetNumber)
+        queuePacket(header, data: nil, length: 0, slot: k)
+    }
+
     /// Refuses a request whose type has no handler: the slot moves to it (so duplicates are
     /// refused again) and the client completes it with `.rejected` instead of retrying forever.
     private func rejectRequest(_ request: PacketHeader, slot k: Int) {
         drop(.noHandler)
         retireResponse(slot: k)
+        releasePartialAssembly(slot: k)
         let slot = slots + k
-        if let partial = slot.pointee.assembly {
-            free(partial)
-            slot.pointee.assembly = nil
-        }
         slot.pointee.requestNumber = request.requestNumber
         slot.pointee.requestType = request.requestType
         slot.pointee.serverRequestSize = Int(request.messageSize)

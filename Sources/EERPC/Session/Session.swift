@@ -87,6 +87,8 @@ struct Slot {
     var retriesWithoutProgress = 0
     /// Go-back-N rollbacks of this request so far: the attempt number its RFRs carry.
     var attempt = 0
+    /// When the server first said this request's handler was still running (0: it has not).
+    var handlerWaitStart: UInt64 = 0
     /// The flush epoch in which this slot last queued a packet (see `withdrawQueuedPackets`).
     var queuedEpoch: UInt64 = 0
     /// Packets of this slot waiting in the AES pool to be sealed.
@@ -97,6 +99,8 @@ struct Slot {
     var assembly: MsgBuffer? = nil
     /// Request packets received in order for `requestNumber`.
     var serverNumRx = 0
+    /// When the last of them arrived (multi-packet requests; see `freeAbandonedAssemblies`).
+    var serverLastRx: UInt64 = 0
     var serverRequestPackets = 0
     var serverRequestSize = 0
     /// Highest response packet index queued for the current response (-1: none yet). An RFR at

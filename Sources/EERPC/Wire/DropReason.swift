@@ -28,6 +28,9 @@ public enum DropReason: Int, Error, CaseIterable, Sendable {
     /// A request-for-response the server has answered already: a replayed or duplicated copy
     /// (the client's retransmissions carry a new attempt number).
     case repeatedRequestForResponse
+    /// The first packet of a multi-packet request, while the requests being assembled already
+    /// hold ``RpcConfig/maxAssemblingBytes`` (its client sends it again).
+    case assemblyBudget
 
     public var name: String {
         switch self {
@@ -44,6 +47,7 @@ public enum DropReason: Int, Error, CaseIterable, Sendable {
         case .noHandler: "no_handler"
         case .authenticationFailed: "authentication_failed"
         case .repeatedRequestForResponse: "repeated_rfr"
+        case .assemblyBudget: "assembly_budget"
         }
     }
 }

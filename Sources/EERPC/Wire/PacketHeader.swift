@@ -11,6 +11,8 @@
 ///              and bits 8-22 the client's attempt number (its go-back-N retransmissions of
 ///              this request so far), which makes every RFR the client sends for a request a
 ///              different packet, so the server can tell a replayed copy from a new question
+///              on a credit return, 0, or ``Wire/handlerRunningMark`` on the notice that the
+///              handler of the request is still running
 /// bytes 8-13   request number (48 bits)
 /// bytes 14-15  packet number
 /// ```
@@ -68,17 +70,23 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
     public var runAttempt: Int { Int(messageSize) >> Wire.rfrCountBits }
 
     /// The size of the message whose bytes this packet carries part of, which decides whether
-    /// the AES pool handles it: 0 for a request-for-response, whose size field holds its run.
+    /// the AES pool handles it: 0 for the payload-free control packets, whose size field holds
+    /// a run (request-for-response) or a mark (credit return).
     @inlinable
-    public var carriedMessageSize: Int { type == .requestForResponse ? 0 : Int(messageSize) }
+    public var carriedMessageSize: Int { type == .request || type == .response ? Int(messageSize) : 0 }
 
     /// ``carriedMessageSize`` from header word 0 as stored in a TX descriptor (little-endian).
     @inlinable
     public static func carriedMessageSize(word0 stored: UInt64) -> Int {
         let word = UInt64(littleEndian: stored)
         let type = UInt8(truncatingIfNeeded: word >> 8) & 0x03
-        return type == PacketType.requestForResponse.rawValue ? 0 : Int(truncatingIfNeeded: word >> 40)
+        let carries = type == PacketType.request.rawValue || type == PacketType.response.rawValue
+        return carries ? Int(truncatingIfNeeded: word >> 40) : 0
     }
+
+    /// On a credit return: the server's notice that the request's handler is still running.
+    @inlinable
+    public var isHandlerRunningNotice: Bool { type == .creditReturn && messageSize == Wire.handlerRunningMark }
 
     /// The header as two little-endian words, the form stored in TX descriptors.
     @inlinable
@@ -118,7 +126,8 @@ public struct PacketHeader: Equatable, Sendable, BitwiseCopyable {
         let rejected = flags & 0x04 != 0
         guard !rejected || type == .response else { return .failure(.reservedBits) }
         let size = UInt32(truncatingIfNeeded: w0 >> 40) & 0xFF_FFFF
-        guard size <= Wire.maxMessageSize else { return .failure(.oversizedMessage) }
+        let runningNotice = size == Wire.handlerRunningMark && type == .creditReturn
+        guard size <= Wire.maxMessageSize || runningNotice else { return .failure(.oversizedMessage) }
         let payload = length - Wire.headerSize - trailer
         switch type {
         case .request, .response:

@@ -25,6 +25,11 @@ public enum Wire {
     public static let rfrCountMask = (1 << rfrCountBits) - 1
     /// Largest RFR attempt number: 15 bits, so the size field stays within ``maxMessageSize``.
     public static let maxRFRAttempt = 0x7FFF
+    /// The size field of a "handler running" notice: a credit return for a request's last packet,
+    /// sent when that packet arrives again while the handler still works on it. No message has
+    /// this size, so the notice's nonce (size ‖ request ‖ packet number) is none of the
+    /// response's, whose packet 0 has the same packet number.
+    public static let handlerRunningMark: UInt32 = 0xFF_FFFF
     /// Default UDP payload per packet: a 1500-byte Ethernet MTU less IPv4 and UDP headers.
     public static let defaultMTU = 1472
     /// Largest UDP payload (loopback only; real NICs use `defaultMTU`).

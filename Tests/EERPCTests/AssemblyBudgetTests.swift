@@ -1,0 +1,103 @@
+import EERPC
+import Testing
+
+/// A server takes a multi-packet request's whole size at its first packet. Without a bound, a
+/// peer that sends only first packets would make it hold 8 slots × 8 MiB per session.
+@Suite("Requests being assembled share a bounded budget")
+struct AssemblyBudgetTests {
+    /// 4,000 bytes: three packets at the default MTU.
+    static let size = 4_000
+
+    /// A pair whose client loses every request packet but the first while `losing` is on.
+    static func pair(server: RpcConfig, client: RpcConfig, losing: RequestTailLosingTransport<UDPTransport>.Switch)
+        throws -> Pair<RequestTailLosingTransport<UDPTransport>>
+    {
+        try Pair(
+            server: RequestTailLosingTransport(try UDPTransport(), losing: .init()),
+            client: RequestTailLosingTransport(try UDPTransport(), losing: losing), config: server,
+            clientConfig: client)
+    }
+
+    /// Starts an echo of `size` bytes (seeded by `seed`); its status lands in `statuses[index]`.
+    static func startEcho<T: Transport & ~Copyable>(
+        _ pair: Pair<T>, session s: Int, seed: UInt64, into results: Results, index: Int
+    ) throws {
+        let e = pair.client.endpoint
+        var request = try #require(e.allocate(size: size))
+        fill(&request, size: size, seed: seed)
+        let response = try #require(e.allocate(size: size))
+        try e.enqueueRequest(session: s, type: TestRequest.echo, request: request, response: response) { c in
+            results.statuses[index] = c.status
+            results.echoed[index] = c.status == .ok && sameBytes(c.request, c.response)
+            e.free(c.request)
+            e.free(c.response)
+        }
+    }
+
+    final class Results {
+        var statuses: [RpcStatus?]
+        var echoed: [Bool]
+        init(_ n: Int) {
+            statuses = Array(repeating: nil, count: n)
+            echoed = Array(repeating: false, count: n)
+        }
+        var done: Bool { statuses.allSatisfy { $0 != nil } }
+    }
+
+    @Test("first packets over the budget are dropped and counted, and get in once there is room")
+    func overBudgetWaits() throws {
+        var server = RpcConfig.plaintext
+        server.maxAssemblingBytes = 10_000  // two of the four requests
+        var client = RpcConfig.plaintext
+        client.retransmitTimeoutNs = 2_000_000
+        client.maxRetransmissionsWithoutProgress = 1_000
+        let losing = RequestTailLosingTransport<UDPTransport>.Switch()
+        let pair = try Self.pair(server: server, client: client, losing: losing)
+        let s = try pair.connect()
+        losing.on = true
+        let results = Results(4)
+        for i in 0..<4 { try Self.startEcho(pair, session: s, seed: UInt64(i), into: results, index: i) }
+        pair.pump(timeoutNs: 50_000_000) { false }
+        #expect(pair.server.stats.drops(.assemblyBudget) >= 2, "the third and fourth first packets, each sent again")
+        #expect(pair.server.stats.requestsHandled == 0)
+        losing.on = false
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done })
+        #expect(results.statuses.allSatisfy { $0 == .ok })
+        #expect(results.echoed.allSatisfy { $0 })
+        #expect(pair.server.stats.requestsHandled == 4)
+        #expect(pair.server.stats.assembliesAbandoned == 0)
+    }
+
+    @Test("requests whose client went silent are freed for new ones, and their late packets are dropped")
+    func abandonedAreFreed() throws {
+        var server = RpcConfig.plaintext
+        server.maxAssemblingBytes = 10_000
+        server.retransmitTimeoutNs = 1_000_000
+        server.maxRetransmissionsWithoutProgress = 3  // silent for 3 ms: given up
+        var client = RpcConfig.plaintext
+        client.retransmitTimeoutNs = 2_000_000
+        client.maxRetransmissionsWithoutProgress = 100
+        let losing = RequestTailLosingTransport<UDPTransport>.Switch()
+        let pair = try Self.pair(server: server, client: client, losing: losing)
+        let s = try pair.connect()
+        losing.on = true
+        let results = Results(3)
+        for i in 0..<2 { try Self.startEcho(pair, session: s, seed: UInt64(i), into: results, index: i) }
+        pair.pump(timeoutNs: 20_000_000) { false }
+        try Self.startEcho(pair, session: s, seed: 2, into: results, index: 2)
+        pair.pump(timeoutNs: 20_000_000) { false }
+        #expect(pair.server.stats.assembliesAbandoned == 2)
+        #expect(pair.server.stats.drops(.assemblyBudget) == 0)
+        losing.on = false
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done })
+        #expect(results.statuses[2] == .ok && results.echoed[2], "the request that took their room")
+        // The freed ones' remaining packets find no buffer: their client fails the session.
+        #expect(results.statuses[0] == .sessionFailed && results.statuses[1] == .sessionFailed)
+        #expect(pair.server.stats.drops(.outOfOrder) >= 1)
+        let fresh = try pair.connect()
+        let results2 = Results(1)
+        try Self.startEcho(pair, session: fresh, seed: 9, into: results2, index: 0)
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { results2.done })
+        #expect(results2.statuses[0] == .ok && results2.echoed[0])
+    }
+}
