@@ -135,7 +135,7 @@ struct ClusterTests {
             (KVProtocol.readType, [2, 1, 0, 65, 66], "put on the read type"),
             (KVProtocol.readType, [4, 1, 0, 65, 2, 0, 0], "malformed scan"),
             (KVProtocol.readType, [4, 1, 0, 65, 0, 0, 0, 0, 0, 0, 0], "scan limit 0"),
-            (KVProtocol.readType, [4, 1, 0, 65, 4, 0, 0, 1, 0, 0, 0], "scan with an unknown flag"),
+            (KVProtocol.readType, [4, 1, 0, 65, 8, 0, 0, 1, 0, 0, 0], "scan with an unknown flag"),
             (KVProtocol.readType, [5, 0, 0], "mget of no keys"),
             (KVProtocol.readType, [5, 2, 0, 1, 0, 65], "mget truncated"),
             (KVProtocol.writeType, [], "empty write"),
@@ -431,6 +431,42 @@ struct ScanMergeTests {
             from = last + [0]
         }
         #expect(paged == keys)
+    }
+
+    /// A node can hold any number of keys for slots it no longer serves. A scan reply walks past
+    /// at most `maxScanSkips` of them and says where it stopped; the client asks on from there.
+    @Test("a scan walks past a bounded number of other nodes' keys per reply and still finds every key")
+    func scanSkipsAreBounded() throws {
+        let cluster = try TestCluster(nodes: 2, crypto: "none")
+        let client = try cluster.client()
+        func owner(_ k: [UInt8]) -> Int { k.withUnsafeBytes { cluster.config.node(for: $0).id } }
+        // 2.5 bounds' worth of node-1 keys that only node 0 holds (stale), before every real key.
+        let stale = (0..<100_000).lazy.map { Array("a\($0)".utf8) }.filter { owner($0) == 1 }
+            .prefix(KVProtocol.maxScanSkips * 5 / 2)
+        let writer = SyncWriter(cluster.nodes[0].store)
+        for k in stale { #expect(writer.write(.put, k, [0x53]) == .committed) }
+        let keys = (0..<20).map { Array("k\(100 + $0)".utf8) }
+        for k in keys { try client.put(k, k) }
+        for limit in [1, 5, 20, 100] {
+            let rows = try client.scan(from: [], limit: limit)
+            #expect(rows.map(\.0) == Array(keys.prefix(limit)), "limit \(limit)")
+            #expect(rows.allSatisfy { $0.0 == $0.1 })
+        }
+        #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) >= 2 * 4)
+        #expect(cluster.nodes[1].stats.scanSkipBounds.load(ordering: .relaxed) == 0)
+        // Stopping among records: a start inside the stale run, the real keys after it.
+        let fromInside = try client.scan(from: Array("a5".utf8), limit: 3)
+        #expect(fromInside.map(\.0) == Array(keys.prefix(3)))
+        // A reply full to the byte (the longest key with the largest value) when the bound is
+        // reached has no room to say where it stopped: it ends at its record instead.
+        let full = (0..<256).lazy.map { [UInt8](repeating: 0x41, count: Store.maxKeySize - 1) + [UInt8($0)] }
+            .first { owner($0) == 0 }!
+        try client.put(full, [UInt8](repeating: 0x46, count: KVProtocol.maxValueSize))
+        let bounds = cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed)
+        let fromFull = try client.scan(from: full, limit: 3)
+        #expect(fromFull.map(\.0) == [full] + keys.prefix(2))
+        #expect(fromFull.first?.1.count == KVProtocol.maxValueSize)
+        #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) >= bounds + 3)
     }
 
     @Test("the largest record a put takes comes back in a scan; one too large for any reply is named")

@@ -243,7 +243,9 @@ public final class KVClient {
         try startAll(config.nodes.map { ($0, 0) }, type: KVProtocol.readType) { w in
             w.u8(KVOperation.scan.rawValue)
             from.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            w.u8((end == nil ? 0 : KVProtocol.scanHasEnd) | (after ? KVProtocol.scanAfterStart : 0))
+            w.u8(
+                KVProtocol.scanResumable | (end == nil ? 0 : KVProtocol.scanHasEnd)
+                    | (after ? KVProtocol.scanAfterStart : 0))
             (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
             w.u32(UInt32(wanted))
         } done: { [weak self] replies in
@@ -263,10 +265,24 @@ public final class KVClient {
                             merged.append((Array(copying: k), Array(copying: v)))
                             last = Array(copying: k)
                         }
-                        if more == 1 {
+                        // The node may have keys beyond the last it looked at: the merge trusts
+                        // no key past the lowest such bound.
+                        var nodeBound: [UInt8]? = nil
+                        switch more {
+                        case 0: break
+                        case 1:
                             guard let last else { throw KVClientError.tooLarge("a record is too large for a scan reply") }
-                            if bound == nil || last.lexicographicallyPrecedes(bound!) { bound = last }
+                            nodeBound = last
+                        case 2:
+                            // It stopped after walking past keys of other nodes' slots.
+                            guard let kl = reader.u16(), let k = reader.take(Int(kl)) else {
+                                throw KVClientError.protocolError("truncated scan reply")
+                            }
+                            nodeBound = Array(copying: k)
+                        default: throw KVClientError.protocolError("bad scan reply")
                         }
+                        guard reader.remaining == 0 else { throw KVClientError.protocolError("trailing bytes in a scan reply") }
+                        if let nodeBound, bound == nil || nodeBound.lexicographicallyPrecedes(bound!) { bound = nodeBound }
                     }
                     return (merged, bound)
                 }

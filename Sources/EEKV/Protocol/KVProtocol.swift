@@ -16,10 +16,13 @@ import EERPC
 /// A merge sets the patch's fields in the stored record (creating it if the key does not exist),
 /// atomically, on the node: one round trip where a get and a put would take two and could lose a
 /// concurrent writer's fields.
-/// A scan's flags: ``KVProtocol/scanHasEnd`` (`end` bounds it; else it runs to the last key) and
-/// ``KVProtocol/scanAfterStart`` (it starts after `start`, not at it).
+/// A scan's flags: ``KVProtocol/scanHasEnd`` (`end` bounds it; else it runs to the last key),
+/// ``KVProtocol/scanAfterStart`` (it starts after `start`, not at it) and
+/// ``KVProtocol/scanResumable`` (the client reads `more` = 2, below).
 /// Replies: `status u8 | body`. Bodies of `ok` replies: get → the value; scan → `count u32 | more u8 |
-/// (klen u16 | key | vlen u32 | value) × count`; mget → `count u16 | (found u8 | vlen u32 | value) × count`.
+/// (klen u16 | key | vlen u32 | value) × count`, then, if `more` is 2, `klen u16 | key`: the node
+/// walked past ``KVProtocol/maxScanSkips`` keys of slots it does not serve and stopped after `key`
+/// (`more` 1: the reply was cut after its last record); mget → `count u16 | (found u8 | vlen u32 | value) × count`.
 /// An mget reply answers the request's first `count` keys (at least one): those whose values fit
 /// one message. The client asks again for the rest.
 /// Error replies carry a UTF-8 message as the body.
@@ -42,6 +45,13 @@ public enum KVProtocol {
     /// Scan flag: the scan starts after `start`. A scan resumes after the last key it has seen
     /// this way: "that key + 0x00" would be one byte too long after a key of the longest length.
     public static let scanAfterStart: UInt8 = 2
+    /// Scan flag: the client takes a reply that stops at ``maxScanSkips`` and says where. Without
+    /// it a node walks any number of keys it does not serve (an earlier cluster layout left them
+    /// here) to fill the reply, on its dispatch thread.
+    public static let scanResumable: UInt8 = 4
+    /// Keys of slots a node does not serve that one scan reply walks past, at most (a few
+    /// hundred µs of LMDB cursor steps), when the client allows it (``scanResumable``).
+    public static let maxScanSkips = 4_096
 }
 
 public enum KVOperation: UInt8, Sendable {

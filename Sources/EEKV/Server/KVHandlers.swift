@@ -45,6 +45,8 @@ public final class KVServerStats: Sendable {
     public let wrongNode = Atomic<Int>(0)
     /// Replies refused for want of a buffer (answered with `busy`).
     public let busy = Atomic<Int>(0)
+    /// Scan replies that stopped at ``KVProtocol/maxScanSkips`` keys of other nodes' slots.
+    public let scanSkipBounds = Atomic<Int>(0)
     public init() {}
 }
 
@@ -116,7 +118,8 @@ enum KVHandlers {
 
     private static func scan(_ handle: RequestHandle, _ r: inout ByteReader, _ state: DispatchState) throws(StoreError) {
         guard let startLength = r.u16(), let start = r.take(Int(startLength)), startLength <= Store.maxKeySize,
-            let flags = r.u8(), flags & ~(KVProtocol.scanHasEnd | KVProtocol.scanAfterStart) == 0,
+            let flags = r.u8(),
+            flags & ~(KVProtocol.scanHasEnd | KVProtocol.scanAfterStart | KVProtocol.scanResumable) == 0,
             let endLength = r.u16(), let endKey = r.take(Int(endLength)),
             endLength <= Store.maxKeySize, let limit = r.u32(), r.remaining == 0,
             limit >= 1 && limit <= KVProtocol.maxScanLimit
@@ -126,28 +129,49 @@ enum KVHandlers {
         state.stats.scans.add(1, ordering: .relaxed)
         let end: UnsafeRawBufferPointer? = flags & KVProtocol.scanHasEnd != 0 ? endKey : nil
         let after = flags & KVProtocol.scanAfterStart != 0
+        let resumable = flags & KVProtocol.scanResumable != 0
         try state.reader.withSnapshot { s throws(StoreError) in
             // Two passes over one snapshot: size the reply, then fill it.
             let header = 1 + 4 + 1
             var size = header
             var count = 0
             var walked = 0  // keys the fill pass walks: those in the reply and those skipped before them
-            var more = false
+            var skipped = 0
+            var more: UInt8 = 0
             var unfit: UnsafeRawBufferPointer? = nil
+            // Keys point into the snapshot's pages: valid until `withSnapshot` returns.
+            var lastSkipped: UnsafeRawBufferPointer? = nil
+            var resumeAfter: UnsafeRawBufferPointer? = nil
             // Skipped keys do not count towards the limit, so with any to skip the walk is open.
             let walkLimit = state.servesEverySlot ? Int(limit) + 1 : Int.max
             try s.scan(from: start, after: after, to: end, limit: walkLimit) { k, v in
                 if !state.scanShows(k) {
+                    if resumable && skipped == KVProtocol.maxScanSkips {
+                        // Stop after the last key walked: named in the reply if it fits, else
+                        // the reply ends at its last record and the client asks on from there.
+                        let last = lastSkipped.unsafelyUnwrapped
+                        if count == 0 || size + 2 + last.count <= Wire.maxMessageSize {
+                            resumeAfter = last
+                            size += 2 + last.count
+                            more = 2
+                        } else {
+                            more = 1
+                        }
+                        state.stats.scanSkipBounds.add(1, ordering: .relaxed)
+                        return false
+                    }
+                    skipped += 1
                     walked += 1
+                    lastSkipped = k
                     return true
                 }
                 if count == Int(limit) {
-                    more = true
+                    more = 1
                     return false
                 }
                 let entry = 2 + k.count + 4 + v.count
                 if size + entry > Wire.maxMessageSize {
-                    more = true
+                    more = 1
                     if count == 0 { unfit = k }
                     return false
                 }
@@ -168,7 +192,7 @@ enum KVHandlers {
             var w = ByteWriter(response)
             w.u8(KVStatus.ok.rawValue)
             w.u32(UInt32(count))
-            w.u8(more ? 1 : 0)
+            w.u8(more)
             do throws(StoreError) {
                 try s.scan(from: start, after: after, to: end, limit: walked) { k, v in
                     if !state.scanShows(k) { return true }
@@ -181,6 +205,10 @@ enum KVHandlers {
             } catch {
                 handle.discardResponse(response)
                 throw error
+            }
+            if let resumeAfter {
+                w.u16(UInt16(resumeAfter.count))
+                w.bytes(resumeAfter)
             }
             response.resize(to: w.count)
             handle.respond(response)
