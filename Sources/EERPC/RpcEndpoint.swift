@@ -141,6 +141,8 @@ public final class RpcEndpoint: @unchecked Sendable {
     /// Sizes of the multi-packet requests whose packets are still arriving (see
     /// ``RpcConfig/maxAssemblingBytes``).
     var assemblingBytes = 0
+    /// When the server last looked for abandoned requests to free (see `admitsAssembly`).
+    var lastAbandonedScan: UInt64 = 0
     let dropCounts: UnsafeMutablePointer<UInt64>
 
     init(

@@ -1,4 +1,4 @@
-import EERPC
+@testable import EERPC
 import Testing
 
 /// A server takes a multi-packet request's whole size at its first packet. Without a bound, a
@@ -9,12 +9,12 @@ struct AssemblyBudgetTests {
     static let size = 4_000
 
     /// A pair whose client loses every request packet but the first while `losing` is on.
-    static func pair(server: RpcConfig, client: RpcConfig, losing: RequestTailLosingTransport<UDPTransport>.Switch)
-        throws -> Pair<RequestTailLosingTransport<UDPTransport>>
+    static func pair(server: RpcConfig, client: RpcConfig, losing: TailLosingTransport<UDPTransport>.Switch)
+        throws -> Pair<TailLosingTransport<UDPTransport>>
     {
         try Pair(
-            server: RequestTailLosingTransport(try UDPTransport(), losing: .init()),
-            client: RequestTailLosingTransport(try UDPTransport(), losing: losing), config: server,
+            server: TailLosingTransport(try UDPTransport(), losing: .init()),
+            client: TailLosingTransport(try UDPTransport(), losing: losing), config: server,
             clientConfig: client)
     }
 
@@ -51,7 +51,7 @@ struct AssemblyBudgetTests {
         var client = RpcConfig.plaintext
         client.retransmitTimeoutNs = 2_000_000
         client.maxRetransmissionsWithoutProgress = 1_000
-        let losing = RequestTailLosingTransport<UDPTransport>.Switch()
+        let losing = TailLosingTransport<UDPTransport>.Switch()
         let pair = try Self.pair(server: server, client: client, losing: losing)
         let s = try pair.connect()
         losing.on = true
@@ -66,6 +66,7 @@ struct AssemblyBudgetTests {
         #expect(results.echoed.allSatisfy { $0 })
         #expect(pair.server.stats.requestsHandled == 4)
         #expect(pair.server.stats.assembliesAbandoned == 0)
+        #expect(pair.server.endpoint.assemblingBytes == 0)
     }
 
     @Test("requests whose client went silent are freed for new ones, and their late packets are dropped")
@@ -77,7 +78,7 @@ struct AssemblyBudgetTests {
         var client = RpcConfig.plaintext
         client.retransmitTimeoutNs = 2_000_000
         client.maxRetransmissionsWithoutProgress = 100
-        let losing = RequestTailLosingTransport<UDPTransport>.Switch()
+        let losing = TailLosingTransport<UDPTransport>.Switch()
         let pair = try Self.pair(server: server, client: client, losing: losing)
         let s = try pair.connect()
         losing.on = true
@@ -99,5 +100,33 @@ struct AssemblyBudgetTests {
         try Self.startEcho(pair, session: fresh, seed: 9, into: results2, index: 0)
         #expect(pair.pump(timeoutNs: 5_000_000_000) { results2.done })
         #expect(results2.statuses[0] == .ok && results2.echoed[0])
+        #expect(pair.server.endpoint.assemblingBytes == 0)
+    }
+
+    @Test("a session's partly received requests give their room back when the session ends")
+    func releasedWithSession() throws {
+        var server = RpcConfig.plaintext
+        server.maxAssemblingBytes = 10_000
+        let losing = TailLosingTransport<UDPTransport>.Switch()
+        var client = RpcConfig.plaintext
+        client.retransmitTimeoutNs = 2_000_000
+        client.maxRetransmissionsWithoutProgress = 10  // gives up after 20 ms; the server waits 2 s
+        let pair = try Self.pair(server: server, client: client, losing: losing)
+        let first = try pair.connect()
+        losing.on = true
+        let results = Results(2)
+        // 8,000 of 10,000 bytes held, until the client gives the session up and tells the server.
+        for i in 0..<2 { try Self.startEcho(pair, session: first, seed: UInt64(i), into: results, index: i) }
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done && pair.server.endpoint.sessionsInUse == 0 })
+        #expect(results.statuses.allSatisfy { $0 == .sessionFailed })
+        losing.on = false
+        let second = try pair.connect()
+        let results2 = Results(1)
+        try Self.startEcho(pair, session: second, seed: 5, into: results2, index: 0)
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { results2.done })
+        #expect(results2.statuses[0] == .ok && results2.echoed[0])
+        #expect(pair.server.stats.drops(.assemblyBudget) == 0, "the released requests still held their room")
+        #expect(pair.server.stats.assembliesAbandoned == 0)
+        #expect(pair.server.endpoint.assemblingBytes == 0)
     }
 }

@@ -115,14 +115,19 @@ struct RequestForResponseTests {
         #expect(try fetchPatterned(pair, session: s, id: 4, size: 10_000))
     }
 
-    /// The attempt number has 15 bits. A request that would need one more (32,768 timeouts)
+    /// The attempt number has 15 bits. A response that would need one more (32,768 timeouts)
     /// fails its session, as one without progress does, rather than reuse a number the server
-    /// would take for a replay. Here the slot starts at the last number and the server is silent.
+    /// would take for a replay. Here the slot starts at the last number, and the response's
+    /// packets after the first are lost.
     @Test("a request that has used every attempt number fails its session")
     func attemptsExhausted() throws {
         var config = RpcConfig.plaintext
         config.retransmitTimeoutNs = 1_000_000
-        let pair = try Pair(config: config)
+        let losing = TailLosingTransport<UDPTransport>.Switch()
+        losing.on = true
+        let pair = try Pair(
+            server: TailLosingTransport(try UDPTransport(), losing: losing, type: .response),
+            client: TailLosingTransport(try UDPTransport(), losing: .init()), config: config)
         let s = try pair.connect()
         let e = pair.client.endpoint
         var request = e.allocate(size: 12)!
@@ -135,7 +140,7 @@ struct RequestForResponseTests {
             status = $0.status
         }
         e.slots[s * Wire.sessionRequestWindow].attempt = Wire.maxRFRAttempt
-        #expect(pair.client.run(until: { status != nil }, timeoutNs: 5_000_000_000))
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { status != nil })
         #expect(status == .sessionFailed)
         #expect(e.sessionState(s) == .failed)
         #expect(e.stats.retransmissions == 0)

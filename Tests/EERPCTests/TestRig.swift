@@ -222,16 +222,19 @@ struct TapTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
     func received(_ index: Int) -> UnsafeMutableRawBufferPointer { base.received(index) }
 }
 
-/// A transport wrapper that, while its switch is on, loses every request packet but a
-/// message's first: the server then holds partly received requests. Test-only.
-struct RequestTailLosingTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
+/// A transport wrapper that, while its switch is on, loses every packet of one type (requests, or
+/// responses) but those numbered 0: the server then holds partly received requests, or the client
+/// partly received responses. Test-only.
+struct TailLosingTransport<Base: Transport & ~Copyable>: Transport, ~Copyable {
     final class Switch { var on = false }
     static var kind: TransportKind { Base.kind }
     var base: Base
     let losing: Switch
-    init(_ base: consuming Base, losing: Switch) {
+    let type: PacketType
+    init(_ base: consuming Base, losing: Switch, type: PacketType = .request) {
         self.base = base
         self.losing = losing
+        self.type = type
     }
     var mtu: Int { base.mtu }
     var maxBurst: Int { base.maxBurst }
@@ -243,7 +246,7 @@ struct RequestTailLosingTransport<Base: Transport & ~Copyable>: Transport, ~Copy
         for i in 0..<count {
             let type = UInt8(truncatingIfNeeded: UInt64(littleEndian: items[i].header0) >> 8) & 0x03
             let packetNumber = UInt16(truncatingIfNeeded: UInt64(littleEndian: items[i].header1) >> 48)
-            if losing.on && type == PacketType.request.rawValue && packetNumber > 0 { continue }
+            if losing.on && type == self.type.rawValue && packetNumber > 0 { continue }
             if base.transmit(items + i, count: 1) == 0 { return i }
         }
         return count

@@ -4,9 +4,10 @@
 // for one retransmission timeout rolls back to the first unanswered packet (go-back-N): it
 // takes back the credits of the packets presumed lost and sends again from there, as a new
 // attempt. Retransmitted packets carry exactly the bytes of the originals, except RFRs, which
-// carry the new attempt number (the server answers an RFR only once per attempt). A request has
-// 32,767 attempts; one that would need more (it kept making some progress through that many
-// timeouts) fails its session as `.timedOut`, like one that makes none.
+// carry the new attempt number (the server answers an RFR only once per attempt). A response has
+// 32,767 attempts (timeouts while the request goes out or its handler runs take none); one that
+// would need more (it kept making some progress through that many timeouts) fails its session as
+// `.timedOut`, like one that makes none.
 
 extension RpcEndpoint {
     /// Scans a tenth of an RTO apart, as eRPC does, so timeouts fire within 10 % of the RTO.
@@ -24,7 +25,9 @@ extension RpcEndpoint {
                     now &- slot.pointee.lastProgress > rto
                 else { continue }
                 slot.pointee.retriesWithoutProgress += 1
-                slot.pointee.attempt += 1
+                // The attempt number tells RFRs apart, so only timeouts once the response has
+                // begun use one up: a long wait on a handler must not exhaust them.
+                if slot.pointee.numRx >= slot.pointee.requestPackets { slot.pointee.attempt += 1 }
                 if slot.pointee.retriesWithoutProgress > config.maxRetransmissionsWithoutProgress
                     || slot.pointee.attempt > Wire.maxRFRAttempt
                 {

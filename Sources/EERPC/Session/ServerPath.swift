@@ -32,11 +32,7 @@ extension RpcEndpoint {
             guard p == 0 else { return drop(.outOfOrder) }  // its first packet was lost or is late
             let packets = Wire.packetCount(size: size, dataPerPacket: dataPerPacket)
             var assembly: MsgBuffer? = nil
-            releasePartialAssembly(slot: k)  // a multi-packet request its client gave up on
-            if let leftover = slot.pointee.assembly {  // a copy no background thread took
-                free(leftover)
-                slot.pointee.assembly = nil
-            }
+            releaseAssembly(slot: k)  // a multi-packet request its client gave up on, or a copy no background thread took
             if packets > 1 || entry.mode != .foreground {
                 guard packets == 1 || admitsAssembly(size: size) else { return drop(.assemblyBudget) }
                 guard let buffer = pool.allocate(size: size) else { return drop(.noBuffer) }
@@ -54,6 +50,7 @@ extension RpcEndpoint {
                 runHandler(entry, slot: k, session: s, zeroCopyRequest: payload)
             } else {
                 assemblingBytes += size
+                slot.pointee.assemblyCharge = size
                 slot.pointee.serverLastRx = now
                 sendCreditReturn(header, slot: k)
             }
@@ -75,14 +72,17 @@ extension RpcEndpoint {
         let packets = slot.pointee.serverRequestPackets
         let received = slot.pointee.serverNumRx
         if p < received {
-            // A retransmission of a packet we already have.
+            // A retransmission of a packet we already have: its client is still there.
+            slot.pointee.serverLastRx = now
             if p < packets - 1 {
                 sendCreditReturn(header, slot: k)
             } else if slot.pointee.responseReady {
                 counters.responsesResent &+= 1
                 sendResponsePacket(slot: k, index: 0)
-            } else {
+            } else if slot.pointee.handlerActive {
                 sendHandlerRunningNotice(header, slot: k)
+            } else {
+                drop(.outOfOrder)  // no handler will answer (the Nexus is shutting down)
             }
             return
         }
@@ -95,7 +95,8 @@ extension RpcEndpoint {
         if p < packets - 1 {
             sendCreditReturn(header, slot: k)
         } else {
-            assemblingBytes -= size
+            assemblingBytes -= slot.pointee.assemblyCharge
+            slot.pointee.assemblyCharge = 0
             // The type had a handler at packet 0 and the table never changes.
             let entry = handlers[Int(slot.pointee.requestType)].unsafelyUnwrapped
             runHandler(entry, slot: k, session: s, zeroCopyRequest: nil)
@@ -149,36 +150,38 @@ extension RpcEndpoint {
     /// silent are freed first.
     private func admitsAssembly(size: Int) -> Bool {
         if assemblingBytes + size <= config.maxAssemblingBytes { return true }
-        freeAbandonedAssemblies()
+        // At most one walk over the slots per retransmission timeout: a client sends its first
+        // packet again only that often, and many clients waiting must not each cost a walk.
+        if now &- lastAbandonedScan >= config.retransmitTimeoutNs {
+            lastAbandonedScan = now
+            freeAbandonedAssemblies()
+        }
         return assemblingBytes + size <= config.maxAssemblingBytes
     }
 
     /// Frees the partly received requests that have had no packet for longer than a client
-    /// waits before it fails the session (this end's `maxRetransmissionsWithoutProgress` timeouts).
-    /// Their clients have given up, or crashed without a disconnect. Later packets of such a
-    /// request are dropped; a new request on the slot starts afresh.
+    /// waits before it fails the session (this end's `maxRetransmissionsWithoutProgress` timeouts;
+    /// clients configured to wait longer lose such a request, and their session with it). Their
+    /// clients have given up, or crashed without a disconnect. Later packets of such a request
+    /// are dropped; a new request on the slot starts afresh.
     private func freeAbandonedAssemblies() {
         let silence = config.retransmitTimeoutNs &* UInt64(config.maxRetransmissionsWithoutProgress)
         for k in 0..<(maxSessions * Wire.sessionRequestWindow)
-        where isAssembling(slot: k) && now &- slots[k].serverLastRx > silence {
-            releasePartialAssembly(slot: k)
+        where slots[k].assemblyCharge > 0 && now &- slots[k].serverLastRx > silence {
+            releaseAssembly(slot: k)
             counters.assembliesAbandoned &+= 1
         }
     }
 
-    /// Slot `k` holds a multi-packet request whose packets are still arriving.
-    @inline(__always)
-    private func isAssembling(slot k: Int) -> Bool {
-        slots[k].assembly != nil && slots[k].serverRequestPackets > 1 && slots[k].serverNumRx < slots[k].serverRequestPackets
-    }
-
-    /// Frees slot `k`'s request buffer if the request is still being assembled. (A whole
-    /// request's buffer belongs to its handler until the response.)
-    func releasePartialAssembly(slot k: Int) {
-        guard isAssembling(slot: k) else { return }
-        assemblingBytes -= slots[k].serverRequestSize
-        free(slots[k].assembly.unsafelyUnwrapped)
-        slots[k].assembly = nil
+    /// Frees the request buffer slot `k` holds, if any, and gives back its charge. Only for a
+    /// slot whose handler is not running (a running handler owns the buffer until it answers).
+    func releaseAssembly(slot k: Int) {
+        assemblingBytes -= slots[k].assemblyCharge
+        slots[k].assemblyCharge = 0
+        if let a = slots[k].assembly {
+            free(a)
+            slots[k].assembly = nil
+        }
     }
 
     private func sendCreditReturn(_ request: PacketHeader, slot k: Int) {
@@ -207,7 +210,7 @@ extension RpcEndpoint {
     private func rejectRequest(_ request: PacketHeader, slot k: Int) {
         drop(.noHandler)
         retireResponse(slot: k)
-        releasePartialAssembly(slot: k)
+        releaseAssembly(slot: k)
         let slot = slots + k
         slot.pointee.requestNumber = request.requestNumber
         slot.pointee.requestType = request.requestType

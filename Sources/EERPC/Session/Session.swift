@@ -99,8 +99,12 @@ struct Slot {
     var assembly: MsgBuffer? = nil
     /// Request packets received in order for `requestNumber`.
     var serverNumRx = 0
-    /// When the last of them arrived (multi-packet requests; see `freeAbandonedAssemblies`).
+    /// When the last packet of the request arrived, a copy included (multi-packet requests; see
+    /// `freeAbandonedAssemblies`).
     var serverLastRx: UInt64 = 0
+    /// Bytes this slot's partly received request holds of `maxAssemblingBytes` (0: none). Kept
+    /// here, not derived from the request's fields, which other paths rewrite.
+    var assemblyCharge = 0
     var serverRequestPackets = 0
     var serverRequestSize = 0
     /// Highest response packet index queued for the current response (-1: none yet). An RFR at

@@ -343,8 +343,7 @@ extension RpcEndpoint {
             let k = s * Wire.sessionRequestWindow + i
             if slots[k].handlerActive { continue }
             retireResponse(slot: k)
-            releasePartialAssembly(slot: k)
-            if let a = slots[k].assembly { free(a) }
+            releaseAssembly(slot: k)
             if let p = slots[k].preallocated { free(p) }
         }
         sessions[s].backlog.release()
