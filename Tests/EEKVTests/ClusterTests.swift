@@ -257,6 +257,65 @@ struct ClusterTests {
         #expect(try client.get(key).flatMap(FieldRecord.decode)?.count == 2)
     }
 
+    /// As on a pipelined connection. Without the ordering, a get overtakes the put still being
+    /// committed (it is served at once, the put waits for the writer), and completes first.
+    @Test("operations on one key started together take effect, and complete, in the order started")
+    func perKeyOrder() throws {
+        let cluster = try TestCluster(nodes: 2, crypto: "none")
+        let client = try cluster.client()
+        func describe(_ r: Result<[UInt8]?, KVClientError>) -> String {
+            switch r {
+            case .success(let v): v.map { "\($0)" } ?? "nil"
+            case .failure(let e): "\(e)"
+            }
+        }
+        for round in 0..<20 {
+            let key = Array("order\(round)".utf8)
+            var seen: [String] = []
+            try client.put(key, [1]) { seen.append("put \((try? $0.get()) != nil)") }
+            try client.get(key) { seen.append("get " + describe($0)) }
+            try client.put(key, [2]) { seen.append("put \((try? $0.get()) != nil)") }
+            try client.delete(key) { seen.append("delete \((try? $0.get()) ?? false)") }
+            try client.get(key) { seen.append("get " + describe($0)) }
+            try client.merge(key, fields: [0: [3]]) { seen.append("merge \((try? $0.get()) != nil)") }
+            try client.get(key) { seen.append("get " + describe($0)) }
+            let deadline = DispatchTime.nowNs + 10_000_000_000
+            while seen.count < 7 && DispatchTime.nowNs < deadline { client.poll() }
+            let record = "\(FieldRecord.encode([0: [3]]))"
+            #expect(seen == ["put true", "get [1]", "put true", "delete true", "get nil", "merge true", "get " + record])
+        }
+    }
+
+    /// A queued operation that cannot be sent (its node went away) reports it once its turn
+    /// comes, and a completion that then calls the same key synchronously gets that call's own
+    /// answer at once, instead of waiting out its timeout behind a lane with nothing in flight.
+    @Test("an operation queued on a key whose node went away fails, and leaves the key usable at once")
+    func queuedOperationFails() throws {
+        let cluster = try TestCluster(nodes: 1, crypto: "none")
+        let client = try KVClient(config: cluster.config, tls: nil, timeoutSeconds: 0.5)
+        let key = Array("gone".utf8)
+        try client.put(key, [1])  // the session is up
+        cluster.release(0)
+        var put: Result<Void, KVClientError>? = nil
+        var get: Result<[UInt8]?, KVClientError>? = nil
+        var inner: Error? = nil
+        var innerTookNs: UInt64 = 0
+        try client.put(key, [2]) { put = $0 }
+        try client.get(key) { result in
+            get = result
+            let start = DispatchTime.nowNs
+            do { _ = try client.get(key) } catch { inner = error }
+            innerTookNs = DispatchTime.nowNs - start
+        }
+        let deadline = DispatchTime.nowNs + 10_000_000_000
+        while get == nil && DispatchTime.nowNs < deadline { client.poll() }
+        guard case .failure(.timedOut) = put else { Issue.record("put: \(String(describing: put))"); return }
+        guard case .failure = get else { Issue.record("get: \(String(describing: get))"); return }
+        #expect(inner != nil)
+        if case KVClientError.timedOut = inner ?? KVClientError.storeFull { Issue.record("the inner get waited out its timeout") }
+        #expect(innerTookNs < 250_000_000)
+    }
+
     @Test("a node at max_store_mib refuses writes with storeFull and keeps serving reads and deletes")
     func storeFull() throws {
         let cluster = try TestCluster(nodes: 1, crypto: "inline", settings: "max_store_mib = 2\n")

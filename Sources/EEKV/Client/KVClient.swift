@@ -144,6 +144,13 @@ public final class KVClient {
     // `poll()` (or a synchronous call) when the replies are in. A request that cannot be sent
     // (bad key, node unreachable) throws here instead. Requests that the node never answers fail
     // with `.timedOut` once the runtime's retransmissions give up on the session.
+    //
+    // Operations on one key (get, put, merge, delete) take effect, and complete, in the order
+    // they were started, as on a pipelined connection: one waits until the earlier ones on its
+    // key have completed. Without that a get could overtake a put still being committed, and a
+    // put whose packet was lost could land after a later one. One that waits reports a failure
+    // to send through its completion (which may then come before the earlier one's). mget and
+    // scan are not ordered against operations in flight.
 
     /// Starts a get; completes with the value, or nil if the key does not exist.
     public func get(_ key: [UInt8], completion: @escaping (Result<[UInt8]?, KVClientError>) -> Void) throws {
@@ -450,22 +457,87 @@ public final class KVClient {
 
     /// Sends a request to the node that holds `key`; `done` gets the reply's bytes.
     private func start(
-        key: [UInt8], type: UInt8, size: Int = 600, encode: (inout ByteWriter) -> Void,
+        key: [UInt8], type: UInt8, size: Int = 600, encode: @escaping (inout ByteWriter) -> Void,
         done: @escaping (Result<[[UInt8]], KVClientError>) -> Void
     ) throws {
         try start(key: key, type: type, size: size, encode: encode, keep: { Array(copying: $0) }, done: done)
     }
 
-    /// Sends a request to the node that holds `key`; `keep` turns the reply into what `done` gets.
+    /// Sends a request to the node that holds `key`, once the operations started earlier on the
+    /// key have completed; `keep` turns the reply into what `done` gets.
     private func start<Kept>(
-        key: [UInt8], type: UInt8, size: Int = 600, encode: (inout ByteWriter) -> Void,
+        key: [UInt8], type: UInt8, size: Int = 600, encode: @escaping (inout ByteWriter) -> Void,
         keep: @escaping (UnsafeRawBufferPointer) -> Kept, done: @escaping (Result<[Kept], KVClientError>) -> Void
     ) throws {
         try Self.checkKey(key)
-        let slot = HashSlot.of(key)
-        let node = config.node(forSlot: slot)
-        let thread = slot % node.threads
-        try startAll([(node, thread)], type: type, size: size, encode: encode, keep: keep, done: done)
+        let lane = Self.lane(of: key)
+        // Weak: completions can run while the client is being deinitialised (its disconnects
+        // run the event loop), and queued closures live in the client.
+        let send = { [weak self] () throws in
+            guard let self else { throw KVClientError.protocolError("the client was closed") }
+            let slot = HashSlot.of(key)
+            let node = config.node(forSlot: slot)
+            let thread = slot % node.threads
+            try startAll([(node, thread)], type: type, size: size, encode: encode, keep: keep) { [weak self] result in
+                // The next one goes out first: `done` may wait for an operation on this key.
+                self?.startNext(inLane: lane)
+                done(result)
+            }
+        }
+        if keyLanes[lane] != nil {
+            keyLanes[lane]!.waiting.append {
+                do {
+                    try send()
+                    return nil
+                } catch {
+                    return { done(.failure(error as? KVClientError ?? .protocolError("\(error)"))) }
+                }
+            }
+            return
+        }
+        keyLanes[lane] = KeyLane()
+        do { try send() } catch {
+            startNext(inLane: lane)
+            throw error
+        }
+    }
+
+    /// The single-key operations waiting in one lane for the one in flight there, in order.
+    private struct KeyLane {
+        /// Each starts its operation, or returns the completion that reports why it could not.
+        var waiting: [() -> (() -> Void)?] = []
+        var next = 0
+    }
+
+    /// Lanes with an operation in flight, by their key's hash. Two keys that share a lane only
+    /// wait for each other. Operations still waiting when the client goes away never complete.
+    private var keyLanes: [UInt64: KeyLane] = [:]
+
+    /// The key's lane: its 64-bit FNV-1a hash.
+    private static func lane(of key: [UInt8]) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in key { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return h
+    }
+
+    /// The operation in flight in `lane` has completed: the next one waiting there starts, or the
+    /// lane is free. Ones that cannot be sent report it after that, so that a completion waiting
+    /// for an operation on this key never waits on a lane with nothing in flight.
+    private func startNext(inLane lane: UInt64) {
+        var failed: [() -> Void] = []
+        while var l = keyLanes.removeValue(forKey: lane), l.next < l.waiting.count {
+            let start = l.waiting[l.next]
+            l.waiting[l.next] = { nil }  // lets go of what it captured
+            l.next += 1
+            if l.next >= 64 && l.next * 2 >= l.waiting.count {  // a key never idle: drop what has run
+                l.waiting.removeFirst(l.next)
+                l.next = 0
+            }
+            keyLanes[lane] = l
+            guard let failure = start() else { break }
+            failed.append(failure)
+        }
+        for report in failed { report() }
     }
 
     /// The most recently started call, as the timeout of a synchronous call sees it: the first
