@@ -8,14 +8,29 @@ struct AssemblyBudgetTests {
     /// 4,000 bytes: three packets at the default MTU.
     static let size = 4_000
 
-    /// A pair whose client loses every request packet but the first while `losing` is on.
-    static func pair(server: RpcConfig, client: RpcConfig, losing: TailLosingTransport<UDPTransport>.Switch)
-        throws -> Pair<TailLosingTransport<UDPTransport>>
+    /// Plaintext, with a retransmission timeout of `rtoMs` and a silence limit of `timeouts` of
+    /// them, and (servers) a budget of 10,000 bytes: two of these requests.
+    static func config(rtoMs: UInt64 = 5, timeouts: Int = 400) -> RpcConfig {
+        var config = RpcConfig.plaintext
+        config.retransmitTimeoutNs = rtoMs * 1_000_000
+        config.maxRetransmissionsWithoutProgress = timeouts
+        config.maxAssemblingBytes = 10_000
+        return config
+    }
+
+    /// A connected pair whose client, from now until `losing` is turned off, loses every
+    /// request packet but the first.
+    static func losingPair(server: RpcConfig, client: RpcConfig) throws
+        -> (pair: Pair<TailLosingTransport<UDPTransport>>, session: Int, losing: TailLosingTransport<UDPTransport>.Switch)
     {
-        try Pair(
+        let losing = TailLosingTransport<UDPTransport>.Switch()
+        let pair = try Pair(
             server: TailLosingTransport(try UDPTransport(), losing: .init()),
             client: TailLosingTransport(try UDPTransport(), losing: losing), config: server,
             clientConfig: client)
+        let s = try pair.connect()
+        losing.on = true
+        return (pair, s, losing)
     }
 
     /// Starts an echo of `size` bytes (seeded by `seed`); its status lands in `statuses[index]`.
@@ -46,15 +61,7 @@ struct AssemblyBudgetTests {
 
     @Test("first packets over the budget are dropped and counted, and get in once there is room")
     func overBudgetWaits() throws {
-        var server = RpcConfig.plaintext
-        server.maxAssemblingBytes = 10_000  // two of the four requests
-        var client = RpcConfig.plaintext
-        client.retransmitTimeoutNs = 2_000_000
-        client.maxRetransmissionsWithoutProgress = 1_000
-        let losing = TailLosingTransport<UDPTransport>.Switch()
-        let pair = try Self.pair(server: server, client: client, losing: losing)
-        let s = try pair.connect()
-        losing.on = true
+        let (pair, s, losing) = try Self.losingPair(server: Self.config(), client: Self.config(rtoMs: 2, timeouts: 1_000))
         let results = Results(4)
         for i in 0..<4 { try Self.startEcho(pair, session: s, seed: UInt64(i), into: results, index: i) }
         pair.pump(timeoutNs: 50_000_000) { false }
@@ -71,17 +78,9 @@ struct AssemblyBudgetTests {
 
     @Test("requests whose client went silent are freed for new ones, and their late packets are dropped")
     func abandonedAreFreed() throws {
-        var server = RpcConfig.plaintext
-        server.maxAssemblingBytes = 10_000
-        server.retransmitTimeoutNs = 1_000_000
-        server.maxRetransmissionsWithoutProgress = 3  // silent for 3 ms: given up
-        var client = RpcConfig.plaintext
-        client.retransmitTimeoutNs = 2_000_000
-        client.maxRetransmissionsWithoutProgress = 100
-        let losing = TailLosingTransport<UDPTransport>.Switch()
-        let pair = try Self.pair(server: server, client: client, losing: losing)
-        let s = try pair.connect()
-        losing.on = true
+        // The server takes 3 ms of silence for a client that gave up; the client waits 200 ms.
+        let (pair, s, losing) = try Self.losingPair(
+            server: Self.config(rtoMs: 1, timeouts: 3), client: Self.config(rtoMs: 2, timeouts: 100))
         let results = Results(3)
         for i in 0..<2 { try Self.startEcho(pair, session: s, seed: UInt64(i), into: results, index: i) }
         pair.pump(timeoutNs: 20_000_000) { false }
@@ -105,15 +104,8 @@ struct AssemblyBudgetTests {
 
     @Test("a session's partly received requests give their room back when the session ends")
     func releasedWithSession() throws {
-        var server = RpcConfig.plaintext
-        server.maxAssemblingBytes = 10_000
-        let losing = TailLosingTransport<UDPTransport>.Switch()
-        var client = RpcConfig.plaintext
-        client.retransmitTimeoutNs = 2_000_000
-        client.maxRetransmissionsWithoutProgress = 10  // gives up after 20 ms; the server waits 2 s
-        let pair = try Self.pair(server: server, client: client, losing: losing)
-        let first = try pair.connect()
-        losing.on = true
+        // The client gives up after 20 ms; the server would wait 2 s.
+        let (pair, first, losing) = try Self.losingPair(server: Self.config(), client: Self.config(rtoMs: 2, timeouts: 10))
         let results = Results(2)
         // 8,000 of 10,000 bytes held, until the client gives the session up and tells the server.
         for i in 0..<2 { try Self.startEcho(pair, session: first, seed: UInt64(i), into: results, index: i) }
