@@ -316,6 +316,38 @@ struct ClusterTests {
         #expect(innerTookNs < 250_000_000)
     }
 
+    /// Starting an operation may connect to its node, which runs the event loop. A completion
+    /// run then that calls the same key synchronously is answered at once (it cannot connect
+    /// from inside the loop), not left waiting on a key held by an operation not yet sent.
+    @Test("a completion run during a connect that calls the connecting key gets an answer at once")
+    func completionDuringConnect() throws {
+        let cluster = try TestCluster(nodes: 2, crypto: "none")
+        let client = try KVClient(config: cluster.config, tls: nil, timeoutSeconds: 0.5)
+        func owner(_ k: [UInt8]) -> Int { k.withUnsafeBytes { cluster.config.node(for: $0).id } }
+        let keys = (0..<100).map { Array("c\($0)".utf8) }
+        let onZero = keys.first { owner($0) == 0 }!
+        let onOne = keys.first { owner($0) == 1 }!
+        try client.put(onZero, [1])  // connected to node 0 only
+        var innerTookNs: UInt64 = 0
+        var inner: Error? = nil
+        var ran = false
+        try client.get(onZero) { _ in
+            ran = true
+            let start = DispatchTime.nowNs
+            do { _ = try client.get(onOne) } catch { inner = error }
+            innerTookNs = DispatchTime.nowNs - start
+        }
+        var put: Result<Void, KVClientError>? = nil
+        try client.put(onOne, [2]) { put = $0 }  // connects to node 1; the get's reply is in meanwhile
+        let deadline = DispatchTime.nowNs + 10_000_000_000
+        while (!ran || put == nil) && DispatchTime.nowNs < deadline { client.poll() }
+        #expect(ran)
+        #expect(innerTookNs < 250_000_000, "the inner get waited \(innerTookNs) ns")
+        if case KVClientError.timedOut = inner ?? KVClientError.storeFull { Issue.record("the inner get timed out") }
+        #expect(throws: Never.self) { try put?.get() }
+        #expect(try client.get(onOne) == [2])
+    }
+
     @Test("a node at max_store_mib refuses writes with storeFull and keeps serving reads and deletes")
     func storeFull() throws {
         let cluster = try TestCluster(nodes: 1, crypto: "inline", settings: "max_store_mib = 2\n")

@@ -150,7 +150,8 @@ public final class KVClient {
     // key have completed. Without that a get could overtake a put still being committed, and a
     // put whose packet was lost could land after a later one. One that waits reports a failure
     // to send through its completion (which may then come before the earlier one's). mget and
-    // scan are not ordered against operations in flight.
+    // scan are not ordered against operations in flight. A synchronous call's timeout counts
+    // from its call, its wait in the lane included.
 
     /// Starts a get; completes with the value, or nil if the key does not exist.
     public func get(_ key: [UInt8], completion: @escaping (Result<[UInt8]?, KVClientError>) -> Void) throws {
@@ -471,13 +472,16 @@ public final class KVClient {
     ) throws {
         try Self.checkKey(key)
         let lane = Self.lane(of: key)
+        let slot = HashSlot.of(key)
+        let node = config.node(forSlot: slot)
+        let thread = slot % node.threads
+        // Connect before taking the lane: connecting runs the event loop, and a completion run
+        // meanwhile that waits on this key must not find it held by an operation not yet sent.
+        if keyLanes[lane] == nil { _ = try session(node: node, thread: thread) }
         // Weak: completions can run while the client is being deinitialised (its disconnects
         // run the event loop), and queued closures live in the client.
         let send = { [weak self] () throws in
             guard let self else { throw KVClientError.protocolError("the client was closed") }
-            let slot = HashSlot.of(key)
-            let node = config.node(forSlot: slot)
-            let thread = slot % node.threads
             try startAll([(node, thread)], type: type, size: size, encode: encode, keep: keep) { [weak self] result in
                 // The next one goes out first: `done` may wait for an operation on this key.
                 self?.startNext(inLane: lane)
@@ -673,6 +677,11 @@ public final class KVClient {
             // for good, and after 256 the client could reach no node at all.
             rpc.endpoint.abandonConnect(old)
         }
+        // Connecting runs the event loop too: completions that run meanwhile are inside it (a
+        // synchronous call from one fails at once instead of waiting on a lane whose operation
+        // is this connect's, not yet sent).
+        inEventLoop = true
+        defer { inEventLoop = false }
         do {
             // Node n presents the certificate `eekv certs` issued as node-n: another node's, valid
             // as it is for the CA, must not answer in its place.
