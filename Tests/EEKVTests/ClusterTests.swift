@@ -532,7 +532,11 @@ struct ScanMergeTests {
         let client = try cluster.client()
         func owner(_ k: [UInt8]) -> Int { k.withUnsafeBytes { cluster.config.node(for: $0).id } }
         // 2.5 bounds' worth of node-1 keys that only node 0 holds (stale), before every real key.
-        let stale = (0..<100_000).lazy.map { Array("a\($0)".utf8) }.filter { owner($0) == 1 }
+        // Of the longest length, so the client asks on after each bound (not from bound ‖ 0x00).
+        func longest(_ prefix: String) -> [UInt8] {
+            Array(prefix.utf8) + [UInt8](repeating: 0x78, count: Store.maxKeySize - prefix.utf8.count)
+        }
+        let stale = (0..<100_000).lazy.map { longest("a\($0)-") }.filter { owner($0) == 1 }
             .prefix(KVProtocol.maxScanSkips * 5 / 2)
         let writer = SyncWriter(cluster.nodes[0].store)
         for k in stale { #expect(writer.write(.put, k, [0x53]) == .committed) }
@@ -543,8 +547,12 @@ struct ScanMergeTests {
             #expect(rows.map(\.0) == Array(keys.prefix(limit)), "limit \(limit)")
             #expect(rows.allSatisfy { $0.0 == $0.1 })
         }
-        #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) >= 2 * 4)
+        // Each scan stopped exactly twice on node 0: after 4,096 and 8,192 of its 10,240.
+        #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) == 2 * 4)
         #expect(cluster.nodes[1].stats.scanSkipBounds.load(ordering: .relaxed) == 0)
+        // An end inside the stale keys: nothing to show, found in three rounds.
+        #expect(try client.scan(from: [], to: Array("b".utf8), limit: 10).isEmpty)
+        #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) == 2 * 5)
         // Stopping among records: a start inside the stale run, the real keys after it.
         let fromInside = try client.scan(from: Array("a5".utf8), limit: 3)
         #expect(fromInside.map(\.0) == Array(keys.prefix(3)))
@@ -557,7 +565,8 @@ struct ScanMergeTests {
         let fromFull = try client.scan(from: full, limit: 3)
         #expect(fromFull.map(\.0) == [full] + keys.prefix(2))
         #expect(fromFull.first?.1.count == KVProtocol.maxValueSize)
-        #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) >= bounds + 3)
+        // Three stops: the full reply's (cut at its record), then two with the key named.
+        #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) == bounds + 3)
     }
 
     @Test("the largest record a put takes comes back in a scan; one too large for any reply is named")
