@@ -16,7 +16,7 @@ public enum KVClientError: Error, CustomStringConvertible, Sendable {
     case unreachable(node: Int, String)
     /// The node did not answer in time, or the session failed. The outcome is unknown: a write
     /// may have been applied, or may still be (the request stays in flight until its session
-    /// gives up, and so could land after a later write of the same key).
+    /// gives up). A later operation on the same key from this client waits until then.
     case timedOut(node: Int)
     /// A merge found a value that is not a ``FieldRecord`` under its key; nothing was written.
     case notARecord
@@ -87,6 +87,9 @@ public final class KVClient {
         // before the client's own timeout: keep retransmitting for that long.
         rpcConfig.maxRetransmissionsWithoutProgress = max(
             1, Int(timeoutNs / rpcConfig.retransmitTimeoutNs))
+        // Nor wait on a handler the node says is running for longer than that: past the client's
+        // timeout the session fails, and with it what is still in flight.
+        rpcConfig.maxHandlerWaitNs = timeoutNs
         rpc = try Rpc(
             nexus: nexus, id: 0, transport: try UDPTransport(address: local == 0 ? 0x7F00_0001 : local, mtu: config.mtu),
             config: rpcConfig)
