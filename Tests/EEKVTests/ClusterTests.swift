@@ -298,7 +298,7 @@ struct ClusterTests {
         cluster.release(0)
         var put: Result<Void, KVClientError>? = nil
         var get: Result<[UInt8]?, KVClientError>? = nil
-        var inner: Error? = nil
+        var inner: (any Error)? = nil
         var innerTookNs: UInt64 = 0
         try client.put(key, [2]) { put = $0 }
         try client.get(key) { result in
@@ -329,7 +329,7 @@ struct ClusterTests {
         let onOne = keys.first { owner($0) == 1 }!
         try client.put(onZero, [1])  // connected to node 0 only
         var innerTookNs: UInt64 = 0
-        var inner: Error? = nil
+        var inner: (any Error)? = nil
         var ran = false
         try client.get(onZero) { _ in
             ran = true

@@ -241,6 +241,9 @@ public final class KVClient {
         try scanRound(from: start, after: false, to: end, limit: limit, result: [], completion: completion)
     }
 
+    /// A node refused a scan with ``KVProtocol/scanResumable``: scans leave the flag out.
+    private var scanResumableRefused = false
+
     /// One round of a scan. Each node returns its own first keys from `from` (after it, if
     /// `after`). A node whose reply was cut short (by the limit or by the message size) says so,
     /// and its last key bounds what the merge can trust: keys beyond it may exist on that node.
@@ -251,11 +254,12 @@ public final class KVClient {
         completion: @escaping (Result<[([UInt8], [UInt8])], KVClientError>) -> Void
     ) throws {
         let wanted = limit - result.count
+        let resumable = !scanResumableRefused
         try startAll(config.nodes.map { ($0, 0) }, type: KVProtocol.readType) { w in
             w.u8(KVOperation.scan.rawValue)
             from.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
             w.u8(
-                KVProtocol.scanResumable | (end == nil ? 0 : KVProtocol.scanHasEnd)
+                (resumable ? KVProtocol.scanResumable : 0) | (end == nil ? 0 : KVProtocol.scanHasEnd)
                     | (after ? KVProtocol.scanAfterStart : 0))
             (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
             w.u32(UInt32(wanted))
@@ -299,6 +303,18 @@ public final class KVClient {
                 }
             }
             switch merged {
+            case .failure(.badRequest) where resumable:
+                // This client checked the bounds and the limit: a node refusing the scan is one
+                // from before `scanResumable` (a cluster being upgraded). Ask without it, from now on.
+                guard let self else { return completion(.failure(.protocolError("the client was closed during a scan"))) }
+                scanResumableRefused = true
+                do {
+                    try scanRound(from: from, after: after, to: end, limit: limit, result: result, completion: completion)
+                } catch let error as KVClientError {
+                    completion(.failure(error))
+                } catch {
+                    completion(.failure(.protocolError("\(error)")))
+                }
             case .failure(let error): completion(.failure(error))
             case .success(let (unsorted, bound)):
                 var merged = unsorted.sorted { $0.0.lexicographicallyPrecedes($1.0) }

@@ -47,7 +47,8 @@ public enum KVProtocol {
     public static let scanAfterStart: UInt8 = 2
     /// Scan flag: the client takes a reply that stops at ``maxScanSkips`` and says where. Without
     /// it a node walks any number of keys it does not serve (an earlier cluster layout left them
-    /// here) to fill the reply, on its dispatch thread.
+    /// here) to fill the reply, on its dispatch thread. Nodes from before it refuse it as a
+    /// malformed scan; the client then leaves it out.
     public static let scanResumable: UInt8 = 4
     /// Keys of slots a node does not serve that one scan reply walks past, at most (a few
     /// hundred µs of LMDB cursor steps), when the client allows it (``scanResumable``).
