@@ -308,13 +308,7 @@ public final class KVClient {
                 // from before `scanResumable` (a cluster being upgraded). Ask without it, from now on.
                 guard let self else { return completion(.failure(.protocolError("the client was closed during a scan"))) }
                 scanResumableRefused = true
-                do {
-                    try scanRound(from: from, after: after, to: end, limit: limit, result: result, completion: completion)
-                } catch let error as KVClientError {
-                    completion(.failure(error))
-                } catch {
-                    completion(.failure(.protocolError("\(error)")))
-                }
+                continueScan(from: from, after: after, to: end, limit: limit, result: result, completion: completion)
             case .failure(let error): completion(.failure(error))
             case .success(let (unsorted, bound)):
                 var merged = unsorted.sorted { $0.0.lexicographicallyPrecedes($1.0) }
@@ -322,21 +316,26 @@ public final class KVClient {
                 let result = result + merged.prefix(wanted)
                 guard let bound, result.count < limit else { return completion(.success(result)) }
                 guard let self else { return completion(.failure(.protocolError("the client was closed during a scan"))) }
-                do {
-                    // The next key is `bound ‖ 0x00`, unless that is one byte too long: then the
-                    // nodes are asked to start after `bound` (a flag nodes before it refuse).
-                    if bound.count < Store.maxKeySize {
-                        try scanRound(from: bound + [0], after: false, to: end, limit: limit, result: result, completion: completion)
-                    } else {
-                        try scanRound(from: bound, after: true, to: end, limit: limit, result: result, completion: completion)
-                    }
-                } catch let error as KVClientError {
-                    completion(.failure(error))
-                } catch {
-                    completion(.failure(.protocolError("\(error)")))
-                }
+                // The next key is `bound ‖ 0x00`, unless that is one byte too long: then the
+                // nodes are asked to start after `bound` (a flag nodes before it refuse).
+                let resumeAfter = bound.count >= Store.maxKeySize
+                continueScan(
+                    from: resumeAfter ? bound : bound + [0], after: resumeAfter, to: end, limit: limit, result: result,
+                    completion: completion)
             }
         }
+    }
+
+    /// Runs the next round of a scan from a completion: one that cannot be sent ends the scan
+    /// with its error.
+    private func continueScan(
+        from: [UInt8], after: Bool, to end: [UInt8]?, limit: Int, result: [([UInt8], [UInt8])],
+        completion: @escaping (Result<[([UInt8], [UInt8])], KVClientError>) -> Void
+    ) {
+        let sent = Self.capture {
+            try scanRound(from: from, after: after, to: end, limit: limit, result: result, completion: completion)
+        }
+        if case .failure(let error) = sent { completion(.failure(error)) }
     }
 
     /// Runs the client's event loop once: sends what is queued and completes what has arrived.
@@ -509,12 +508,8 @@ public final class KVClient {
         }
         if keyLanes[lane] != nil {
             keyLanes[lane]!.waiting.append {
-                do {
-                    try send()
-                    return nil
-                } catch {
-                    return { done(.failure(error as? KVClientError ?? .protocolError("\(error)"))) }
-                }
+                guard case .failure(let error) = Self.capture(send) else { return nil }
+                return { done(.failure(error)) }
             }
             return
         }

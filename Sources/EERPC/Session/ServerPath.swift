@@ -49,8 +49,7 @@ extension RpcEndpoint {
             if packets == 1 {
                 runHandler(entry, slot: k, session: s, zeroCopyRequest: payload)
             } else {
-                assemblingBytes += size
-                slot.pointee.assemblyCharge = size
+                charge(slot: k, size)
                 slot.pointee.serverLastRx = now
                 sendCreditReturn(header, slot: k)
             }
@@ -95,8 +94,7 @@ extension RpcEndpoint {
         if p < packets - 1 {
             sendCreditReturn(header, slot: k)
         } else {
-            assemblingBytes -= slot.pointee.assemblyCharge
-            slot.pointee.assemblyCharge = 0
+            uncharge(slot: k)  // whole: the buffer is the handler's now
             // The type had a handler at packet 0 and the table never changes.
             let entry = handlers[Int(slot.pointee.requestType)].unsafelyUnwrapped
             runHandler(entry, slot: k, session: s, zeroCopyRequest: nil)
@@ -173,11 +171,24 @@ extension RpcEndpoint {
         }
     }
 
+    /// Counts slot `k`'s partly received request of `size` bytes against the budget.
+    @inline(__always)
+    private func charge(slot k: Int, _ size: Int) {
+        assemblingBytes += size
+        slots[k].assemblyCharge = size
+    }
+
+    /// Gives back what slot `k` is charged (nothing if it holds no partly received request).
+    @inline(__always)
+    private func uncharge(slot k: Int) {
+        assemblingBytes -= slots[k].assemblyCharge
+        slots[k].assemblyCharge = 0
+    }
+
     /// Frees the request buffer slot `k` holds, if any, and gives back its charge. Only for a
     /// slot whose handler is not running (a running handler owns the buffer until it answers).
     func releaseAssembly(slot k: Int) {
-        assemblingBytes -= slots[k].assemblyCharge
-        slots[k].assemblyCharge = 0
+        uncharge(slot: k)
         if let a = slots[k].assembly {
             free(a)
             slots[k].assembly = nil
