@@ -29,6 +29,12 @@ public struct RpcConfig: Sendable {
     /// is dropped (`assembly_budget`; its client sends it again), after freeing any request that
     /// has made no progress for longer than this end's silence limit (its client has given up).
     public var maxAssemblingBytes = 128 << 20
+    /// The most of `maxAssemblingBytes` one session's partly received requests may hold, so one
+    /// peer's uploads (live or stalled) cannot take the whole budget: with the defaults it takes
+    /// four sessions, each a separate authenticated handshake. A session holding nothing may always
+    /// start one request of any size the budget has room for. A first packet over the session's
+    /// share is dropped (`assembly_session_share`) and sent again by its client.
+    public var maxAssemblingBytesPerSession = 32 << 20
     /// Data-plane protection. Anything but `.none` needs a Nexus with TLS credentials.
     public var crypto: CryptoMode = .adaptive
     public var algorithm: AEADAlgorithm = .aes128GCM

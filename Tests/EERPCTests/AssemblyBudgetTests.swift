@@ -76,6 +76,47 @@ struct AssemblyBudgetTests {
         #expect(pair.server.endpoint.assemblingBytes == 0)
     }
 
+    @Test("one session's uploads hold at most its share of the budget, and another session still gets in")
+    func sessionShare() throws {
+        // Budget 16,000 bytes (four requests), each session's share 8,000 (two).
+        var server = Self.config()
+        server.maxAssemblingBytes = 16_000
+        server.maxAssemblingBytesPerSession = 8_000
+        let (pair, first, losing) = try Self.losingPair(server: server, client: Self.config(rtoMs: 2, timeouts: 1_000))
+        let second = try pair.connect()
+        let results = Results(6)
+        for i in 0..<4 { try Self.startEcho(pair, session: first, seed: UInt64(i), into: results, index: i) }
+        pair.pump(timeoutNs: 30_000_000) { false }
+        #expect(pair.server.endpoint.assemblingBytes == 8_000)
+        #expect(pair.server.stats.drops(.assemblySessionShare) >= 2, "the first session's third and fourth")
+        for i in 4..<6 { try Self.startEcho(pair, session: second, seed: UInt64(i), into: results, index: i) }
+        pair.pump(timeoutNs: 30_000_000) { false }
+        #expect(pair.server.endpoint.assemblingBytes == 16_000, "the second session's two are being assembled")
+        #expect(pair.server.stats.drops(.assemblyBudget) == 0, "no first packet of the second session was refused")
+        losing.on = false
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done })
+        #expect(results.statuses.allSatisfy { $0 == .ok })
+        #expect(results.echoed.allSatisfy { $0 })
+        #expect(pair.server.stats.requestsHandled == 6)
+        #expect(pair.server.endpoint.assemblingBytes == 0)
+    }
+
+    @Test("a request larger than a session's share gets in when the session holds nothing else")
+    func largerThanShare() throws {
+        var server = Self.config()
+        server.maxAssemblingBytesPerSession = 1_000
+        let (pair, s, losing) = try Self.losingPair(server: server, client: Self.config(rtoMs: 2, timeouts: 1_000))
+        let results = Results(2)
+        for i in 0..<2 { try Self.startEcho(pair, session: s, seed: UInt64(i), into: results, index: i) }
+        pair.pump(timeoutNs: 30_000_000) { false }
+        #expect(pair.server.endpoint.assemblingBytes == Self.size, "one at a time")
+        #expect(pair.server.stats.drops(.assemblySessionShare) >= 1)
+        losing.on = false
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done })
+        #expect(results.statuses.allSatisfy { $0 == .ok } && results.echoed.allSatisfy { $0 })
+        #expect(pair.server.endpoint.assemblingBytes == 0)
+    }
+
     @Test("requests whose client went silent are freed for new ones, and their late packets are dropped")
     func abandonedAreFreed() throws {
         // The server takes 3 ms of silence for a client that gave up; the client waits 200 ms.

@@ -34,7 +34,10 @@ extension RpcEndpoint {
             var assembly: MsgBuffer? = nil
             releaseAssembly(slot: k)  // a multi-packet request its client gave up on, or a copy no background thread took
             if packets > 1 || entry.mode != .foreground {
-                guard packets == 1 || admitsAssembly(size: size) else { return drop(.assemblyBudget) }
+                if packets > 1 {
+                    guard withinSessionShare(size: size, session: s) else { return drop(.assemblySessionShare) }
+                    guard admitsAssembly(size: size) else { return drop(.assemblyBudget) }
+                }
                 guard let buffer = pool.allocate(size: size) else { return drop(.noBuffer) }
                 assembly = buffer
                 if payload.count > 0 { ee_copy(buffer.data, payload.baseAddress!, payload.count) }
@@ -143,6 +146,15 @@ extension RpcEndpoint {
         }
     }
 
+    /// Whether session `s` may start assembling another request of `size` bytes (see
+    /// ``RpcConfig/maxAssemblingBytesPerSession``): one holding nothing always may, so a request
+    /// larger than the share still gets in on its own.
+    @inline(__always)
+    private func withinSessionShare(size: Int, session s: Int) -> Bool {
+        let held = sessions[s].assemblingBytes
+        return held == 0 || held + size <= config.maxAssemblingBytesPerSession
+    }
+
     /// Whether a multi-packet request of `size` bytes may start assembling now (see
     /// ``RpcConfig/maxAssemblingBytes``). Over the budget, requests whose clients have gone
     /// silent are freed first.
@@ -175,6 +187,7 @@ extension RpcEndpoint {
     @inline(__always)
     private func charge(slot k: Int, _ size: Int) {
         assemblingBytes += size
+        sessions[k / Wire.sessionRequestWindow].assemblingBytes += size
         slots[k].assemblyCharge = size
     }
 
@@ -182,6 +195,7 @@ extension RpcEndpoint {
     @inline(__always)
     private func uncharge(slot k: Int) {
         assemblingBytes -= slots[k].assemblyCharge
+        sessions[k / Wire.sessionRequestWindow].assemblingBytes -= slots[k].assemblyCharge
         slots[k].assemblyCharge = 0
     }
 

@@ -43,6 +43,9 @@ struct Session {
     /// Client: whoever connected stopped waiting (a connect timeout). The answer, when it comes,
     /// frees the session instead of handing it on.
     var abandoned = false
+    /// Server: bytes this session's partly received requests hold of the Rpc's assembly budget
+    /// (the sum of its slots' `assemblyCharge`; see ``RpcConfig/maxAssemblingBytesPerSession``).
+    var assemblingBytes = 0
 
     /// First request number of slot 0: random per session, so packets of an earlier session that
     /// had the same number can never look current to this one. Derived from the token one way

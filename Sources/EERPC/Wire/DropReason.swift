@@ -31,6 +31,9 @@ public enum DropReason: Int, Error, CaseIterable, Sendable {
     /// The first packet of a multi-packet request, while the requests being assembled already
     /// hold ``RpcConfig/maxAssemblingBytes`` (its client sends it again).
     case assemblyBudget
+    /// The first packet of a multi-packet request, while its session's requests being assembled
+    /// already hold ``RpcConfig/maxAssemblingBytesPerSession`` (its client sends it again).
+    case assemblySessionShare
 
     public var name: String {
         switch self {
@@ -48,6 +51,7 @@ public enum DropReason: Int, Error, CaseIterable, Sendable {
         case .authenticationFailed: "authentication_failed"
         case .repeatedRequestForResponse: "repeated_rfr"
         case .assemblyBudget: "assembly_budget"
+        case .assemblySessionShare: "assembly_session_share"
         }
     }
 }
