@@ -241,8 +241,17 @@ int ee_tcp_listen(uint32_t ip, uint16_t port) {
 }
 
 int ee_tcp_connect(uint32_t ip, uint16_t port, int timeout_ms) {
+    return ee_tcp_connect_from(0, ip, port, timeout_ms);
+}
+
+int ee_tcp_connect_from(uint32_t source_ip, uint32_t ip, uint16_t port, int timeout_ms) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return -errno;
+    if (source_ip != 0) {
+        struct sockaddr_in src;
+        ee_make_sockaddr_in(&src, source_ip, 0);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0) { int e = errno; close(fd); return -e; }
+    }
     struct sockaddr_in sa;
     ee_make_sockaddr_in(&sa, ip, port);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
@@ -265,10 +274,14 @@ int ee_tcp_connect(uint32_t ip, uint16_t port, int timeout_ms) {
     return fd;
 }
 
-int ee_tcp_accept(int listen_fd) {
+int ee_tcp_accept(int listen_fd, uint32_t *peer_ip) {
     int fd;
-    do { fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC); } while (fd < 0 && errno == EINTR);
+    struct sockaddr_in peer;
+    socklen_t len = sizeof peer;
+    memset(&peer, 0, sizeof peer);
+    do { fd = accept4(listen_fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC); } while (fd < 0 && errno == EINTR);
     if (fd < 0) return -errno;
+    if (peer_ip) *peer_ip = peer.sin_family == AF_INET ? ntohl(peer.sin_addr.s_addr) : 0;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;

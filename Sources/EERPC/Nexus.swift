@@ -99,6 +99,9 @@ public final class Nexus: @unchecked Sendable {
     private var watchdog: JoinableThread?
     /// Session-management connections closed unread because too many were being read at once.
     public var sessionManagementOverflows: Int { gate.overflows.load(ordering: .relaxed) }
+    /// Of those, the ones closed because their source address already had
+    /// `maxPendingSessionManagementPerSource` being read.
+    public var sessionManagementSourceOverflows: Int { gate.sourceOverflows.load(ordering: .relaxed) }
     /// Session-management connections shut down for taking longer than the session-management
     /// timeout from accept to their request (slow or silent peers).
     public var sessionManagementTimeouts: Int { gate.expirations.load(ordering: .relaxed) }
@@ -111,13 +114,18 @@ public final class Nexus: @unchecked Sendable {
     /// With `tls`, every session-management exchange runs over TLS 1.3 with mutual certificate
     /// authentication against the cluster CA, and encrypted sessions take their keys from it.
     /// At most `maxPendingSessionManagement` incoming session-management connections are read at
-    /// once (more are closed unread), each for at most 2 s from accept to its request.
+    /// once (more are closed unread), at most `maxPendingSessionManagementPerSource` of them from
+    /// one IP address (default: a quarter), each for at most 2 s from accept to its request.
     public init(
         host: String = "127.0.0.1", port: UInt16 = 0, backgroundThreads: Int = 1, numaNode: Int = 0,
-        tls: TLSConfig? = nil, aesWorkers: Int = 1, maxPendingSessionManagement: Int = 64
+        tls: TLSConfig? = nil, aesWorkers: Int = 1, maxPendingSessionManagement: Int = 64,
+        maxPendingSessionManagementPerSource: Int? = nil
     ) throws(NexusError) {
         precondition(maxPendingSessionManagement >= 1)
-        gate = SessionManagementGate(limit: maxPendingSessionManagement, deadlineMs: smTimeoutMs)
+        let perSource = maxPendingSessionManagementPerSource ?? max(1, maxPendingSessionManagement / 4)
+        precondition(perSource >= 1)
+        gate = SessionManagementGate(
+            limit: maxPendingSessionManagement, perSourceLimit: perSource, deadlineMs: smTimeoutMs)
         var ip: UInt32 = 0
         guard ee_resolve_ipv4(host, &ip) == 0 else { throw .unresolvableHost(host) }
         do {
@@ -231,7 +239,8 @@ public final class Nexus: @unchecked Sendable {
     /// same connection from its event loop.
     private func acceptLoop() {
         while true {
-            let fd = ee_tcp_accept(listenFD)
+            var source: UInt32 = 0
+            let fd = ee_tcp_accept(listenFD, &source)
             if fd < 0 {
                 if isShuttingDown { return }
                 // EMFILE, ENOBUFS and the like pass; back off instead of spinning or giving up.
@@ -239,7 +248,7 @@ public final class Nexus: @unchecked Sendable {
                 continue
             }
             // Unauthenticated so far: only so many are read at once, each for a bounded time.
-            guard gate.admit(fd) else {
+            guard gate.admit(fd, source: source) else {
                 close(fd)
                 continue
             }

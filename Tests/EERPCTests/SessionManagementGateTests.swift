@@ -21,7 +21,8 @@ struct SessionManagementGateTests {
     @Test("past the limit connections are closed unread, a trickling one at its deadline, and then a client connects")
     func boundedAndTimed() throws {
         let credentials = try TestCredentials()
-        let nexus = try Nexus(tls: credentials.config("node-0"), maxPendingSessionManagement: 4)
+        let nexus = try Nexus(
+            tls: credentials.config("node-0"), maxPendingSessionManagement: 4, maxPendingSessionManagementPerSource: 4)
         try registerTestHandlers(nexus)
         defer { nexus.shutdown() }
         let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
@@ -63,6 +64,49 @@ struct SessionManagementGateTests {
 }
 
 extension SessionManagementGateTests {
+    /// Loopback answers on all of 127/8, so other source addresses stand in for other hosts.
+    @Test("one source address holds at most its share of the places, and other sources still get in")
+    func perSourceShare() throws {
+        let credentials = try TestCredentials()
+        let nexus = try Nexus(
+            tls: credentials.config("node-0"), maxPendingSessionManagement: 8, maxPendingSessionManagementPerSource: 2)
+        try registerTestHandlers(nexus)
+        defer { nexus.shutdown() }
+        let server = try Rpc(nexus: nexus, id: 1, transport: try UDPTransport(), config: .encrypted())
+        var ip: UInt32 = 0, flooder: UInt32 = 0, other: UInt32 = 0
+        #expect(ee_resolve_ipv4("127.0.0.1", &ip) == 0)
+        #expect(ee_resolve_ipv4("127.0.0.2", &flooder) == 0)
+        #expect(ee_resolve_ipv4("127.0.0.3", &other) == 0)
+        let silent = (0..<2).map { _ in ee_tcp_connect_from(flooder, ip, nexus.port, 1_000) }
+        defer { for fd in silent where fd >= 0 { close(fd) } }
+        #expect(silent.allSatisfy { $0 >= 0 })
+        usleep(200_000)
+        let third = ee_tcp_connect_from(flooder, ip, nexus.port, 1_000)
+        defer { if third >= 0 { close(third) } }
+        #expect(third >= 0)
+        #expect(closedByPeer(third, withinMs: 1_000), "a third from the same source is closed unread")
+        #expect(nexus.sessionManagementSourceOverflows == 1)
+        #expect(nexus.sessionManagementOverflows == 1)
+        let elsewhere = ee_tcp_connect_from(other, ip, nexus.port, 1_000)
+        defer { if elsewhere >= 0 { close(elsewhere) } }
+        #expect(elsewhere >= 0)
+        #expect(!closedByPeer(elsewhere, withinMs: 300), "another source's connection is read")
+        for fd in silent { #expect(!closedByPeer(fd, withinMs: 0), "the first two are still being read") }
+        // A client with a certificate, from a third address, connects while the flood holds its share.
+        #expect(try clientConnects(credentials, to: nexus, server: server))
+        #expect(nexus.sessionManagementOverflows == 1)
+        // Once the flood's places are released (their deadline), its source may connect again.
+        for fd in silent { #expect(closedByPeer(fd, withinMs: 4_000), "closed by its deadline") }
+        // Their readers release the places once their reads return.
+        let deadline = ee_now_ns() + 2_000_000_000
+        while nexus.sessionManagementReaders > 0 && ee_now_ns() < deadline { usleep(1_000) }
+        let later = ee_tcp_connect_from(flooder, ip, nexus.port, 1_000)
+        defer { if later >= 0 { close(later) } }
+        #expect(later >= 0)
+        #expect(!closedByPeer(later, withinMs: 300), "its places came back")
+        #expect(nexus.sessionManagementOverflows == 1)
+    }
+
     /// The listener may accept a connection while the Nexus is being torn down, and its reader
     /// then ran on for up to the read timeout after `shutdown()` (and a deinit) had returned.
     @Test("shutdown ends the reads of silent connections and returns only once their readers are gone")

@@ -82,8 +82,11 @@ void ee_set_thread_name(const char *name);
 int ee_tcp_listen(uint32_t ip_host_order, uint16_t port);
 /// Connects to `ip:port` with a timeout in milliseconds. Returns the fd or -errno.
 int ee_tcp_connect(uint32_t ip_host_order, uint16_t port, int timeout_ms);
-/// Accepts one connection (blocking). Returns the fd or -errno.
-int ee_tcp_accept(int listen_fd);
+/// Same, from `source_ip` (host order; 0: the kernel picks), e.g. another loopback address in tests.
+int ee_tcp_connect_from(uint32_t source_ip_host_order, uint32_t ip_host_order, uint16_t port, int timeout_ms);
+/// Accepts one connection (blocking). Returns the fd or -errno; `peer_ip` (may be NULL) gets the
+/// peer's IPv4 address in host order.
+int ee_tcp_accept(int listen_fd, uint32_t *peer_ip);
 /// Sets SO_RCVTIMEO and SO_SNDTIMEO.
 int ee_set_io_timeout(int fd, int timeout_ms);
 /// Writes all `len` bytes. Returns 0 or -errno.

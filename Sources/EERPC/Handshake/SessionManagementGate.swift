@@ -11,35 +11,64 @@ import Synchronization
 /// shuts down those past their deadline, so the reader's blocked read returns. A reader must
 /// `release` its socket before it closes it (or hands it on): a closed descriptor's number is
 /// soon another socket's, which the watchdog must never touch.
+///
+/// One source address may hold at most `perSourceLimit` of the places, so a flood from one host
+/// leaves the rest to everyone else.
 final class SessionManagementGate: Sendable {
     let limit: Int
+    let perSourceLimit: Int
     let deadlineNs: UInt64
-    /// Socket → deadline (ns on the `ee_now_ns` clock).
-    private let open = Mutex<[Int32: UInt64]>([:])
+    private struct Registered {
+        /// ns on the `ee_now_ns` clock; `.max` once shut down.
+        var deadline: UInt64
+        /// The peer's IPv4 address, nil where sources are not limited (this end's own connects).
+        var source: UInt32?
+    }
+    private struct State {
+        var sockets: [Int32: Registered] = [:]
+        /// Registered sockets per source address.
+        var bySource: [UInt32: Int] = [:]
+    }
+    private let open = Mutex<State>(State())
     private let stopping = Atomic<Bool>(false)
-    /// Connections closed unread because `limit` were being read already.
+    /// Connections closed unread because `limit` were being read already, or `perSourceLimit`
+    /// from their source.
     let overflows = Atomic<Int>(0)
+    /// Of those, the ones refused for their source's share.
+    let sourceOverflows = Atomic<Int>(0)
     /// Connections shut down at their deadline.
     let expirations = Atomic<Int>(0)
     /// Reader threads started and not yet finished. The Nexus waits for none to be left before
     /// its memory goes: readers use it without holding a reference (see `Nexus.acceptLoop`).
     private let readers = Atomic<Int>(0)
 
-    init(limit: Int, deadlineMs: Int32) {
+    init(limit: Int, perSourceLimit: Int? = nil, deadlineMs: Int32) {
         self.limit = limit
+        self.perSourceLimit = perSourceLimit ?? limit
         deadlineNs = UInt64(deadlineMs) * 1_000_000
     }
 
-    /// Registers an accepted socket; false (counted) when `limit` are being read already, and the
-    /// caller then closes it. `deadlineMs` overrides the gate's own time for this socket.
-    func admit(_ fd: Int32, deadlineMs: Int32? = nil) -> Bool {
+    /// Registers an accepted socket from `source` (nil: not limited per source); false (counted)
+    /// when `limit` are being read already, or `perSourceLimit` from `source`, and the caller
+    /// then closes it. `deadlineMs` overrides the gate's own time for this socket.
+    func admit(_ fd: Int32, source: UInt32? = nil, deadlineMs: Int32? = nil) -> Bool {
         let deadline = deadlineMs.map { UInt64($0) * 1_000_000 } ?? deadlineNs
-        let admitted = open.withLock { sockets -> Bool in
-            guard sockets.count < limit else { return false }
-            sockets[fd] = ee_now_ns() &+ deadline
+        var sourceFull = false
+        let admitted = open.withLock { state -> Bool in
+            guard state.sockets.count < limit else { return false }
+            if let source {
+                let held = state.bySource[source, default: 0]
+                guard held < perSourceLimit else {
+                    sourceFull = true
+                    return false
+                }
+                state.bySource[source] = held + 1
+            }
+            state.sockets[fd] = Registered(deadline: ee_now_ns() &+ deadline, source: source)
             return true
         }
         if !admitted { overflows.add(1, ordering: .relaxed) }
+        if sourceFull { sourceOverflows.add(1, ordering: .relaxed) }
         return admitted
     }
 
@@ -50,9 +79,13 @@ final class SessionManagementGate: Sendable {
     @discardableResult
     func release(_ fd: Int32) -> Bool {
         let now = ee_now_ns()
-        return open.withLock { sockets in
-            guard let deadline = sockets.removeValue(forKey: fd) else { return false }
-            return deadline == .max || now >= deadline
+        return open.withLock { state in
+            guard let registered = state.sockets.removeValue(forKey: fd) else { return false }
+            if let source = registered.source {
+                let held = state.bySource[source, default: 1] - 1
+                state.bySource[source] = held > 0 ? held : nil
+            }
+            return registered.deadline == .max || now >= registered.deadline
         }
     }
 
@@ -62,11 +95,11 @@ final class SessionManagementGate: Sendable {
     /// Shuts down the registered sockets whose deadline satisfies `due`, each once: the reader
     /// releases it when its read returns. `counted`: as expirations.
     private func shutDownSockets(where due: (UInt64) -> Bool, counted: Bool) {
-        open.withLock { sockets in
-            for (fd, deadline) in sockets where due(deadline) {
+        open.withLock { state in
+            for (fd, registered) in state.sockets where due(registered.deadline) {
                 // Counted first: the peer may see the socket close before this thread runs again.
                 if counted { expirations.add(1, ordering: .relaxed) }
-                sockets[fd] = .max
+                state.sockets[fd]!.deadline = .max
                 ee_shutdown(fd)
             }
         }
