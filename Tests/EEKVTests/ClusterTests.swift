@@ -542,11 +542,15 @@ struct ScanMergeTests {
         for k in stale { #expect(writer.write(.put, k, [0x53]) == .committed) }
         let keys = (0..<20).map { Array("k\(100 + $0)".utf8) }
         for k in keys { try client.put(k, k) }
+        let node1Scans = cluster.nodes[1].stats.scans.load(ordering: .relaxed)
         for limit in [1, 5, 20, 100] {
             let rows = try client.scan(from: [], limit: limit)
             #expect(rows.map(\.0) == Array(keys.prefix(limit)), "limit \(limit)")
             #expect(rows.allSatisfy { $0.0 == $0.1 })
         }
+        // Node 1 gave all its keys in each scan's first round and was not asked again while the
+        // client walked node 0 on.
+        #expect(cluster.nodes[1].stats.scans.load(ordering: .relaxed) == node1Scans + 4)
         // Each scan stopped exactly twice on node 0: after 4,096 and 8,192 of its 10,240.
         #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) == 2 * 4)
         #expect(cluster.nodes[1].stats.scanSkipBounds.load(ordering: .relaxed) == 0)

@@ -238,90 +238,80 @@ public final class KVClient {
         guard start.count <= Store.maxKeySize, (end?.count ?? 0) <= Store.maxKeySize else {
             throw KVClientError.badRequest("scan bounds must be at most \(Store.maxKeySize) bytes")
         }
-        try scanRound(from: start, after: false, to: end, limit: limit, result: [], completion: completion)
+        try scanRound(ScanMerge(nodes: config.nodes.count, from: start, limit: limit), to: end, completion: completion)
     }
 
     /// A node refused a scan with ``KVProtocol/scanResumable``: scans leave the flag out.
     private var scanResumableRefused = false
 
-    /// One round of a scan. Each node returns its own first keys from `from` (after it, if
-    /// `after`). A node whose reply was cut short (by the limit or by the message size) says so,
-    /// and its last key bounds what the merge can trust: keys beyond it may exist on that node.
-    /// The round merges up to the lowest such bound; the next round continues after it until
-    /// `limit` keys are in or no node has more.
+    /// One round of a scan (see ``ScanMerge``): asks the nodes the merge is waiting on, merges
+    /// what their replies let it trust, and runs the next round until it is done.
     private func scanRound(
-        from: [UInt8], after: Bool, to end: [UInt8]?, limit: Int, result: [([UInt8], [UInt8])],
+        _ scan: ScanMerge, to end: [UInt8]?,
         completion: @escaping (Result<[([UInt8], [UInt8])], KVClientError>) -> Void
     ) throws {
-        let wanted = limit - result.count
         let resumable = !scanResumableRefused
-        try startAll(config.nodes.map { ($0, 0) }, type: KVProtocol.readType) { w in
+        let asked = scan.pending
+        try startAll(asked.map { (config.nodes[$0], 0) }, type: KVProtocol.readType) { w in
             w.u8(KVOperation.scan.rawValue)
-            from.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
+            scan.from.withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
             w.u8(
                 (resumable ? KVProtocol.scanResumable : 0) | (end == nil ? 0 : KVProtocol.scanHasEnd)
-                    | (after ? KVProtocol.scanAfterStart : 0))
+                    | (scan.after ? KVProtocol.scanAfterStart : 0))
             (end ?? []).withUnsafeBytes { w.u16(UInt16($0.count)); w.bytes($0) }
-            w.u32(UInt32(wanted))
+            w.u32(UInt32(scan.wanted))
         } done: { [weak self] replies in
-            let merged = replies.flatMap { replies in
-                Self.decode(replies) { readers -> ([([UInt8], [UInt8])], [UInt8]?) in
-                    var merged: [([UInt8], [UInt8])] = []
-                    var bound: [UInt8]? = nil
-                    for var reader in readers {
+            let decoded = replies.flatMap { replies in
+                Self.decode(replies) { readers -> [([([UInt8], [UInt8])], [UInt8]?)] in
+                    try readers.map { reader in
+                        var reader = reader
                         guard try Self.status(&reader) == .ok, let n = reader.u32(), let more = reader.u8() else {
                             throw KVClientError.protocolError("bad scan reply")
                         }
+                        var records: [([UInt8], [UInt8])] = []
                         var last: [UInt8]? = nil
                         for _ in 0..<n {
                             guard let kl = reader.u16(), let k = reader.take(Int(kl)), let vl = reader.u32(),
                                 let v = reader.take(Int(vl))
                             else { throw KVClientError.protocolError("truncated scan reply") }
-                            merged.append((Array(copying: k), Array(copying: v)))
+                            records.append((Array(copying: k), Array(copying: v)))
                             last = Array(copying: k)
                         }
-                        // The node may have keys beyond the last it looked at: the merge trusts
-                        // no key past the lowest such bound.
-                        var nodeBound: [UInt8]? = nil
+                        // Past its bound the node may have keys it has not returned.
+                        var bound: [UInt8]? = nil
                         switch more {
                         case 0: break
                         case 1:
                             guard let last else { throw KVClientError.tooLarge("a record is too large for a scan reply") }
-                            nodeBound = last
+                            bound = last
                         case 2:
                             // It stopped after walking past keys of other nodes' slots.
                             guard let kl = reader.u16(), let k = reader.take(Int(kl)) else {
                                 throw KVClientError.protocolError("truncated scan reply")
                             }
-                            nodeBound = Array(copying: k)
+                            bound = Array(copying: k)
                         default: throw KVClientError.protocolError("bad scan reply")
                         }
                         guard reader.remaining == 0 else { throw KVClientError.protocolError("trailing bytes in a scan reply") }
-                        if let nodeBound, bound == nil || nodeBound.lexicographicallyPrecedes(bound!) { bound = nodeBound }
+                        return (records, bound)
                     }
-                    return (merged, bound)
                 }
             }
-            switch merged {
+            switch decoded {
             case .failure(.badRequest) where resumable:
                 // This client checked the bounds and the limit: a node refusing the scan is one
                 // from before `scanResumable` (a cluster being upgraded). Ask without it, from now on.
                 guard let self else { return completion(.failure(.protocolError("the client was closed during a scan"))) }
                 scanResumableRefused = true
-                continueScan(from: from, after: after, to: end, limit: limit, result: result, completion: completion)
+                continueScan(scan, to: end, completion: completion)
             case .failure(let error): completion(.failure(error))
-            case .success(let (unsorted, bound)):
-                var merged = unsorted.sorted { $0.0.lexicographicallyPrecedes($1.0) }
-                if let bound { merged.removeAll { bound.lexicographicallyPrecedes($0.0) } }
-                let result = result + merged.prefix(wanted)
-                guard let bound, result.count < limit else { return completion(.success(result)) }
+            case .success(let replies):
+                var scan = scan
+                for (node, (records, bound)) in zip(asked, replies) { scan.absorb(node: node, records: records, bound: bound) }
+                scan.merge()
+                guard !scan.done else { return completion(.success(scan.result)) }
                 guard let self else { return completion(.failure(.protocolError("the client was closed during a scan"))) }
-                // The next key is `bound ‖ 0x00`, unless that is one byte too long: then the
-                // nodes are asked to start after `bound` (a flag nodes before it refuse).
-                let resumeAfter = bound.count >= Store.maxKeySize
-                continueScan(
-                    from: resumeAfter ? bound : bound + [0], after: resumeAfter, to: end, limit: limit, result: result,
-                    completion: completion)
+                continueScan(scan, to: end, completion: completion)
             }
         }
     }
@@ -329,12 +319,10 @@ public final class KVClient {
     /// Runs the next round of a scan from a completion: one that cannot be sent ends the scan
     /// with its error.
     private func continueScan(
-        from: [UInt8], after: Bool, to end: [UInt8]?, limit: Int, result: [([UInt8], [UInt8])],
+        _ scan: ScanMerge, to end: [UInt8]?,
         completion: @escaping (Result<[([UInt8], [UInt8])], KVClientError>) -> Void
     ) {
-        let sent = Self.capture {
-            try scanRound(from: from, after: after, to: end, limit: limit, result: result, completion: completion)
-        }
+        let sent = Self.capture { try scanRound(scan, to: end, completion: completion) }
         if case .failure(let error) = sent { completion(.failure(error)) }
     }
 
