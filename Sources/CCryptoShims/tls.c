@@ -339,6 +339,13 @@ int ee_tls_peer_name(void *s, char *out, size_t out_len) {
     return X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, out, (int)out_len) > 0;
 }
 
+int ee_tls_peer_fingerprint(void *s, uint8_t *out) {
+    X509 *peer = SSL_get0_peer_certificate((SSL *)s);
+    unsigned int len = 0;
+    if (!peer || X509_digest(peer, EVP_sha256(), out, &len) != 1 || len != 32) return 0;
+    return 1;
+}
+
 void ee_tls_free(void *s) {
     SSL_shutdown((SSL *)s);
     SSL_free((SSL *)s);

@@ -32,6 +32,9 @@ public struct RpcStats: Sendable, Equatable {
     /// Partly received requests freed because their client had been silent past the silence
     /// limit when a new one needed the room (``RpcConfig/maxAssemblingBytes``).
     public var assembliesAbandoned: UInt64 = 0
+    /// Disconnect requests with a live session's token from a peer with another certificate than
+    /// the one that made the session (refused; the session goes on).
+    public var disconnectsRefused: UInt64 = 0
     /// Packets dropped, by reason.
     public var drops: [DropReason: UInt64] = [:]
 
@@ -57,6 +60,7 @@ public struct RpcStats: Sendable, Equatable {
         resealedPackets &+= other.resealedPackets
         sessionsReclaimed &+= other.sessionsReclaimed
         assembliesAbandoned &+= other.assembliesAbandoned
+        disconnectsRefused &+= other.disconnectsRefused
         drops.merge(other.drops, uniquingKeysWith: &+)
     }
 }

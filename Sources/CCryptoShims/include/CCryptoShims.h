@@ -113,6 +113,8 @@ int ee_tls_export(void *ssl, const char *label, const uint8_t *context, size_t c
                   size_t out_len);
 /// The peer certificate's subject common name; 1 on success.
 int ee_tls_peer_name(void *ssl, char *out, size_t out_len);
+/// SHA-256 of the peer certificate (DER) into `out` (32 bytes); 1 on success, 0 without one.
+int ee_tls_peer_fingerprint(void *ssl, uint8_t *out);
 /// Sends close_notify (best effort) and frees the connection; the socket stays open.
 void ee_tls_free(void *ssl);
 

@@ -104,8 +104,24 @@ struct SessionManagementConnection: @unchecked Sendable {
         return ok == 1 ? secrets : nil
     }
 
+    /// SHA-256 of the peer's certificate: who is on the other end (nil without TLS).
+    func peerFingerprint() -> CertificateFingerprint? {
+        guard let tls else { return nil }
+        var fingerprint = CertificateFingerprint()
+        let ok = withUnsafeMutableBytes(of: &fingerprint.words) {
+            ee_tls_peer_fingerprint(tls, $0.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+        return ok == 1 ? fingerprint : nil
+    }
+
     func close() {
         if let tls { ee_tls_free(tls) }
         Glibc.close(fd)
     }
+}
+
+/// A certificate's SHA-256 digest, compared whole.
+struct CertificateFingerprint: Equatable, Sendable {
+    var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    static func == (a: Self, b: Self) -> Bool { a.words == b.words }
 }

@@ -43,6 +43,10 @@ struct Session {
     /// Client: whoever connected stopped waiting (a connect timeout). The answer, when it comes,
     /// frees the session instead of handing it on.
     var abandoned = false
+    /// Server: the certificate of the peer that asked for this session (nil over plain TCP).
+    /// Only a peer with the same certificate may disconnect it: the token alone would let any
+    /// cluster member who learned it end another's session.
+    var peerCertificate: CertificateFingerprint? = nil
     /// Server: bytes this session's partly received requests hold of the Rpc's assembly budget
     /// (the sum of its slots' `assemblyCharge`; see ``RpcConfig/maxAssemblingBytesPerSession``).
     var assemblingBytes = 0

@@ -135,7 +135,7 @@ extension RpcEndpoint {
                 reply = acceptConnect(message, reply: reply, connection: connection, resolve: resolve)
             case .disconnectRequest:
                 reply.kind = .disconnectResponse
-                reply.error = acceptDisconnect(message)
+                reply.error = acceptDisconnect(message, from: connection)
             default:
                 reply.error = .malformed
             }
@@ -203,6 +203,7 @@ extension RpcEndpoint {
         sessions[s].remoteNumber = m.clientSession
         sessions[s].remoteRpcID = m.clientRpcID
         sessions[s].token = m.token
+        sessions[s].peerCertificate = connection.peerFingerprint()
         routes[s] = route
         resetSlots(session: s)
         for i in 0..<Wire.sessionRequestWindow {
@@ -250,7 +251,9 @@ extension RpcEndpoint {
         return s
     }
 
-    private func acceptDisconnect(_ m: SessionManagementMessage) -> SessionManagementMessage.ErrorCode {
+    private func acceptDisconnect(_ m: SessionManagementMessage, from connection: SessionManagementConnection)
+        -> SessionManagementMessage.ErrorCode
+    {
         // A client that gave up before learning our session number names it by token alone.
         let candidate =
             m.serverSession == SessionManagementMessage.unknownSession
@@ -259,6 +262,12 @@ extension RpcEndpoint {
         guard let s = candidate, s < maxSessions, sessions[s].state == .connected, sessions[s].role == .server,
             sessions[s].token == m.token
         else { return .unknownSession }
+        // Another certificate than the one that made the session: answered as if there were no
+        // such session, so the answer tells nothing about it.
+        guard sessions[s].peerCertificate == connection.peerFingerprint() else {
+            counters.disconnectsRefused &+= 1
+            return .unknownSession
+        }
         releaseSession(s)
         return .ok
     }
