@@ -573,6 +573,45 @@ struct ScanMergeTests {
         #expect(cluster.nodes[0].stats.scanSkipBounds.load(ordering: .relaxed) == bounds + 3)
     }
 
+    /// The client trusts a node's keys up to the key its reply names, and asks on from there:
+    /// named below a record of the reply, that record would come again in the next round.
+    @Test("a reply stopped at the skip bound names a key at or past every record it holds")
+    func skipBoundCoversTheReply() throws {
+        let cluster = try TestCluster(nodes: 2, crypto: "none")
+        let client = try cluster.client()
+        func owner(_ k: [UInt8]) -> Int { k.withUnsafeBytes { cluster.config.node(for: $0).id } }
+        // Node-1 keys that only node 0 holds, one more than a reply walks past.
+        let stale = (0..<100_000).lazy.map { Array("s\(100_000 + $0)".utf8) }.filter { owner($0) == 1 }
+            .prefix(KVProtocol.maxScanSkips + 1)
+        let writer = SyncWriter(cluster.nodes[0].store)
+        for k in stale { #expect(writer.write(.put, k, [0x53]) == .committed) }
+        // A key of node 0's own between the last stale key walked and the one the walk stops at.
+        let lastWalkedStale = Array(stale)[KVProtocol.maxScanSkips - 1]
+        let own = (0..<256).lazy.map { lastWalkedStale + Array("~\($0)".utf8) }.first { owner($0) == 0 }!
+        try client.put(own, Array("mine".utf8))
+        var request: [UInt8] = [KVOperation.scan.rawValue, 0, 0, KVProtocol.scanResumable, 0, 0]
+        request += withUnsafeBytes(of: UInt32(100).littleEndian) { Array($0) }
+        let raw = try RawKVSession(to: cluster.config.nodes[0])
+        let reply = try #require(raw.reply(KVProtocol.readType, request, capacity: 1 << 20))
+        var keys: [[UInt8]] = []
+        var named: [UInt8]? = nil
+        reply.withUnsafeBytes { bytes in
+            var r = ByteReader(bytes)
+            guard r.u8() == KVStatus.ok.rawValue, let n = r.u32(), let more = r.u8() else { return }
+            for _ in 0..<n {
+                guard let kl = r.u16(), let k = r.take(Int(kl)), let vl = r.u32(), r.take(Int(vl)) != nil else { return }
+                keys.append(Array(k))
+            }
+            guard more == 2, let kl = r.u16(), let k = r.take(Int(kl)), r.remaining == 0 else { return }
+            named = Array(k)
+        }
+        #expect(keys == [own])
+        let bound = try #require(named, "the reply stops at the skip bound and names where")
+        #expect(!bound.lexicographicallyPrecedes(own), "named \(String(decoding: bound, as: UTF8.self))")
+        // The client's scan finds it once, and the stale keys not at all.
+        #expect(try client.scan(from: [], limit: 10).map(\.0) == [own])
+    }
+
     @Test("the largest record a put takes comes back in a scan; one too large for any reply is named")
     func recordTooLargeForScan() throws {
         let cluster = try TestCluster(nodes: 1, crypto: "none")
@@ -667,10 +706,16 @@ final class RawKVSession {
 
     /// Sends one request of `type` and returns the reply's status and message.
     func send(_ type: UInt8, _ bytes: [UInt8]) -> (KVStatus?, String) {
+        guard let reply = reply(type, bytes, capacity: 4_096), let first = reply.first else { return (nil, "") }
+        return (KVStatus(rawValue: first), String(decoding: reply.dropFirst(), as: UTF8.self))
+    }
+
+    /// Sends one request of `type` and returns the whole reply (nil: none in 5 s).
+    func reply(_ type: UInt8, _ bytes: [UInt8], capacity: Int) -> [UInt8]? {
         let e = rpc.endpoint
         var request = e.allocate(size: max(bytes.count, 1))!
         bytes.withUnsafeBytes { request.assign($0) }
-        let response = e.allocate(size: 4_096)!
+        let response = e.allocate(size: capacity)!
         var reply: [UInt8]? = nil
         try! e.enqueueRequest(session: session, type: type, request: request, response: response) { c in
             reply = Array(c.response.bytes)
@@ -678,7 +723,6 @@ final class RawKVSession {
         rpc.run(until: { reply != nil }, timeoutNs: 5_000_000_000)
         e.free(request)
         e.free(response)
-        guard let reply, let first = reply.first else { return (nil, "") }
-        return (KVStatus(rawValue: first), String(decoding: reply.dropFirst(), as: UTF8.self))
+        return reply
     }
 }

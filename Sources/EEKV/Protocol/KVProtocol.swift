@@ -21,8 +21,9 @@ import EERPC
 /// ``KVProtocol/scanResumable`` (the client reads `more` = 2, below).
 /// Replies: `status u8 | body`. Bodies of `ok` replies: get → the value; scan → `count u32 | more u8 |
 /// (klen u16 | key | vlen u32 | value) × count`, then, if `more` is 2, `klen u16 | key`: the node
-/// walked past ``KVProtocol/maxScanSkips`` keys of slots it does not serve and stopped after `key`
-/// (`more` 1: the reply was cut after its last record); mget → `count u16 | (found u8 | vlen u32 | value) × count`.
+/// walked past ``KVProtocol/maxScanSkips`` keys of slots it does not serve and stopped after `key`,
+/// the last key it walked (at or past every key in the reply: it has shown all its keys up to it);
+/// `more` 1: the reply was cut after its last record; mget → `count u16 | (found u8 | vlen u32 | value) × count`.
 /// An mget reply answers the request's first `count` keys (at least one): those whose values fit
 /// one message. The client asks again for the rest.
 /// Error replies carry a UTF-8 message as the body.

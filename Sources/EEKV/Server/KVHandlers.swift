@@ -140,7 +140,9 @@ enum KVHandlers {
             var more: UInt8 = 0
             var unfit: UnsafeRawBufferPointer? = nil
             // Keys point into the snapshot's pages: valid until `withSnapshot` returns.
-            var lastSkipped: UnsafeRawBufferPointer? = nil
+            // The last key walked, shown or skipped: a bound the client may trust up to, so it
+            // must not lie below a record of the reply.
+            var lastWalked: UnsafeRawBufferPointer? = nil
             var resumeAfter: UnsafeRawBufferPointer? = nil
             // Skipped keys do not count towards the limit, so with any to skip the walk is open.
             let walkLimit = state.servesEverySlot ? Int(limit) + 1 : Int.max
@@ -149,7 +151,7 @@ enum KVHandlers {
                     if resumable && skipped == KVProtocol.maxScanSkips {
                         // Stop after the last key walked: named in the reply if it fits, else
                         // the reply ends at its last record and the client asks on from there.
-                        let last = lastSkipped.unsafelyUnwrapped
+                        let last = lastWalked.unsafelyUnwrapped
                         if count == 0 || size + 2 + last.count <= Wire.maxMessageSize {
                             resumeAfter = last
                             size += 2 + last.count
@@ -162,7 +164,7 @@ enum KVHandlers {
                     }
                     skipped += 1
                     walked += 1
-                    lastSkipped = k
+                    lastWalked = k
                     return true
                 }
                 if count == Int(limit) {
@@ -178,6 +180,7 @@ enum KVHandlers {
                 size += entry
                 count += 1
                 walked += 1
+                lastWalked = k
                 return true
             }
             // A record goes alone in a reply if need be; only one stored beyond `maxValueSize`
