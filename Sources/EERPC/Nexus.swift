@@ -115,14 +115,17 @@ public final class Nexus: @unchecked Sendable {
     /// authentication against the cluster CA, and encrypted sessions take their keys from it.
     /// At most `maxPendingSessionManagement` incoming session-management connections are read at
     /// once (more are closed unread), at most `maxPendingSessionManagementPerSource` of them from
-    /// one IP address (default: a quarter), each for at most 2 s from accept to its request.
+    /// one IP address (default: three quarters, so a flood from one host leaves a quarter to the
+    /// others and a client host starting many sessions at once is rarely turned away), each for
+    /// at most 2 s from accept to its request.
     public init(
         host: String = "127.0.0.1", port: UInt16 = 0, backgroundThreads: Int = 1, numaNode: Int = 0,
         tls: TLSConfig? = nil, aesWorkers: Int = 1, maxPendingSessionManagement: Int = 64,
         maxPendingSessionManagementPerSource: Int? = nil
     ) throws(NexusError) {
         precondition(maxPendingSessionManagement >= 1)
-        let perSource = maxPendingSessionManagementPerSource ?? max(1, maxPendingSessionManagement / 4)
+        let perSource =
+            maxPendingSessionManagementPerSource ?? max(1, maxPendingSessionManagement - maxPendingSessionManagement / 4)
         precondition(perSource >= 1)
         gate = SessionManagementGate(
             limit: maxPendingSessionManagement, perSourceLimit: perSource, deadlineMs: smTimeoutMs)

@@ -49,6 +49,12 @@ struct AssemblyBudgetTests {
         }
     }
 
+    /// No session of `endpoint` is charged for a partly received request (the per-session
+    /// counters, which the endpoint's total does not show).
+    static func noSessionCharged(_ endpoint: RpcEndpoint) -> Bool {
+        (0..<endpoint.maxSessions).allSatisfy { endpoint.sessions[$0].assemblingBytes == 0 }
+    }
+
     final class Results {
         var statuses: [RpcStatus?]
         var echoed: [Bool]
@@ -74,6 +80,7 @@ struct AssemblyBudgetTests {
         #expect(pair.server.stats.requestsHandled == 4)
         #expect(pair.server.stats.assembliesAbandoned == 0)
         #expect(pair.server.endpoint.assemblingBytes == 0)
+        #expect(Self.noSessionCharged(pair.server.endpoint))
     }
 
     @Test("one session's uploads hold at most its share of the budget, and another session still gets in")
@@ -99,6 +106,7 @@ struct AssemblyBudgetTests {
         #expect(results.echoed.allSatisfy { $0 })
         #expect(pair.server.stats.requestsHandled == 6)
         #expect(pair.server.endpoint.assemblingBytes == 0)
+        #expect(Self.noSessionCharged(pair.server.endpoint))
     }
 
     @Test("a request larger than a session's share gets in when the session holds nothing else")
@@ -115,6 +123,7 @@ struct AssemblyBudgetTests {
         #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done })
         #expect(results.statuses.allSatisfy { $0 == .ok } && results.echoed.allSatisfy { $0 })
         #expect(pair.server.endpoint.assemblingBytes == 0)
+        #expect(Self.noSessionCharged(pair.server.endpoint))
     }
 
     @Test("requests whose client went silent are freed for new ones, and their late packets are dropped")
@@ -141,6 +150,7 @@ struct AssemblyBudgetTests {
         #expect(pair.pump(timeoutNs: 5_000_000_000) { results2.done })
         #expect(results2.statuses[0] == .ok && results2.echoed[0])
         #expect(pair.server.endpoint.assemblingBytes == 0)
+        #expect(Self.noSessionCharged(pair.server.endpoint))
     }
 
     @Test("a session's partly received requests give their room back when the session ends")
@@ -161,5 +171,6 @@ struct AssemblyBudgetTests {
         #expect(pair.server.stats.drops(.assemblyBudget) == 0, "the released requests still held their room")
         #expect(pair.server.stats.assembliesAbandoned == 0)
         #expect(pair.server.endpoint.assemblingBytes == 0)
+        #expect(Self.noSessionCharged(pair.server.endpoint))
     }
 }
