@@ -115,8 +115,9 @@ public final class Nexus: @unchecked Sendable {
     /// authentication against the cluster CA, and encrypted sessions take their keys from it.
     /// At most `maxPendingSessionManagement` incoming session-management connections are read at
     /// once (more are closed unread), at most `maxPendingSessionManagementPerSource` of them from
-    /// one IP address (default: three quarters, so a flood from one host leaves a quarter to the
-    /// others and a client host starting many sessions at once is rarely turned away), each for
+    /// one IP address (default: three quarters, at least one place short of the limit, so a flood
+    /// from one host leaves places to the others and a client host starting many sessions at once
+    /// is rarely turned away), each for
     /// at most 2 s from accept to its request.
     public init(
         host: String = "127.0.0.1", port: UInt16 = 0, backgroundThreads: Int = 1, numaNode: Int = 0,
@@ -124,8 +125,8 @@ public final class Nexus: @unchecked Sendable {
         maxPendingSessionManagementPerSource: Int? = nil
     ) throws(NexusError) {
         precondition(maxPendingSessionManagement >= 1)
-        let perSource =
-            maxPendingSessionManagementPerSource ?? max(1, maxPendingSessionManagement - maxPendingSessionManagement / 4)
+        let limit = maxPendingSessionManagement
+        let perSource = maxPendingSessionManagementPerSource ?? (limit > 1 ? limit - max(1, limit / 4) : 1)
         precondition(perSource >= 1)
         gate = SessionManagementGate(
             limit: maxPendingSessionManagement, perSourceLimit: perSource, deadlineMs: smTimeoutMs)

@@ -36,5 +36,11 @@ struct DisconnectAuthorityTests {
         #expect(pair.pump { endpoint.sessionState(s) == .free })
         #expect(pair.pump { pair.server.endpoint.sessionCount(role: .server) == 0 }, "its owner ends it")
         #expect(pair.server.stats.disconnectsRefused == 2)
+        // The owner's best-effort disconnect, which names the session by token alone (sent when
+        // a client gives a session up before or without an answer), still ends it.
+        let again = try pair.connect()
+        endpoint.sendBestEffortDisconnect(session: again)
+        #expect(pair.pump { pair.server.endpoint.sessionCount(role: .server) == 0 })
+        #expect(pair.server.stats.disconnectsRefused == 2)
     }
 }

@@ -186,6 +186,11 @@ public final class KVNode: @unchecked Sendable {
             "writes": "\(store.writer.writes.load(ordering: .relaxed))", "requests": "\(rpc.requestsHandled)",
             "packets_in": "\(rpc.packetsReceived)", "packets_out": "\(rpc.packetsSent)",
             "refused_handshakes": "\(nexus.handshakeRefusals)",
+            "sm_closed_unread": "\(nexus.sessionManagementOverflows)",
+            "sm_closed_unread_per_source": "\(nexus.sessionManagementSourceOverflows)",
+            "sm_timeouts": "\(nexus.sessionManagementTimeouts)",
+            "refused_disconnects": "\(rpc.disconnectsRefused)",
+            "abandoned_uploads": "\(rpc.assembliesAbandoned)",
         ]
         // Dropped packets by reason: damage and loss, but also tampering, forgeries and replays.
         for (reason, n) in rpc.drops { metadata["dropped_" + reason.name] = "\(n)" }

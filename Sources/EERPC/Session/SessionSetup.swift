@@ -204,6 +204,13 @@ extension RpcEndpoint {
         sessions[s].remoteRpcID = m.clientRpcID
         sessions[s].token = m.token
         sessions[s].peerCertificate = connection.peerFingerprint()
+        // Over TLS the peer has a certificate; one that cannot be read would leave a session
+        // that no disconnect could end.
+        if connection.tls != nil && sessions[s].peerCertificate == nil {
+            sessions[s] = Session()
+            reply.error = .cryptoMismatch
+            return reply
+        }
         routes[s] = route
         resetSlots(session: s)
         for i in 0..<Wire.sessionRequestWindow {
