@@ -55,6 +55,21 @@ struct AssemblyBudgetTests {
         (0..<endpoint.maxSessions).allSatisfy { endpoint.sessions[$0].assemblingBytes == 0 }
     }
 
+    /// Lets every packet through, then checks that each of `results` echoed, the server ran
+    /// `handled` handlers in all, and nothing is left charged to the budget.
+    static func finishAll<T: Transport & ~Copyable>(
+        _ pair: Pair<T>, _ results: Results, losing: TailLosingTransport<UDPTransport>.Switch, handled: Int,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        losing.on = false
+        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done }, sourceLocation: sourceLocation)
+        #expect(results.statuses.allSatisfy { $0 == .ok }, sourceLocation: sourceLocation)
+        #expect(results.echoed.allSatisfy { $0 }, sourceLocation: sourceLocation)
+        #expect(pair.server.stats.requestsHandled == handled, sourceLocation: sourceLocation)
+        #expect(pair.server.endpoint.assemblingBytes == 0, sourceLocation: sourceLocation)
+        #expect(Self.noSessionCharged(pair.server.endpoint), sourceLocation: sourceLocation)
+    }
+
     final class Results {
         var statuses: [RpcStatus?]
         var echoed: [Bool]
@@ -73,14 +88,8 @@ struct AssemblyBudgetTests {
         pair.pump(timeoutNs: 50_000_000) { false }
         #expect(pair.server.stats.drops(.assemblyBudget) >= 2, "the third and fourth first packets, each sent again")
         #expect(pair.server.stats.requestsHandled == 0)
-        losing.on = false
-        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done })
-        #expect(results.statuses.allSatisfy { $0 == .ok })
-        #expect(results.echoed.allSatisfy { $0 })
-        #expect(pair.server.stats.requestsHandled == 4)
+        Self.finishAll(pair, results, losing: losing, handled: 4)
         #expect(pair.server.stats.assembliesAbandoned == 0)
-        #expect(pair.server.endpoint.assemblingBytes == 0)
-        #expect(Self.noSessionCharged(pair.server.endpoint))
     }
 
     @Test("one session's uploads hold at most its share of the budget, and another session still gets in")
@@ -100,13 +109,7 @@ struct AssemblyBudgetTests {
         pair.pump(timeoutNs: 30_000_000) { false }
         #expect(pair.server.endpoint.assemblingBytes == 16_000, "the second session's two are being assembled")
         #expect(pair.server.stats.drops(.assemblyBudget) == 0, "no first packet of the second session was refused")
-        losing.on = false
-        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done })
-        #expect(results.statuses.allSatisfy { $0 == .ok })
-        #expect(results.echoed.allSatisfy { $0 })
-        #expect(pair.server.stats.requestsHandled == 6)
-        #expect(pair.server.endpoint.assemblingBytes == 0)
-        #expect(Self.noSessionCharged(pair.server.endpoint))
+        Self.finishAll(pair, results, losing: losing, handled: 6)
     }
 
     @Test("a request larger than a session's share gets in when the session holds nothing else")
@@ -119,11 +122,7 @@ struct AssemblyBudgetTests {
         pair.pump(timeoutNs: 30_000_000) { false }
         #expect(pair.server.endpoint.assemblingBytes == Self.size, "one at a time")
         #expect(pair.server.stats.drops(.assemblySessionShare) >= 1)
-        losing.on = false
-        #expect(pair.pump(timeoutNs: 5_000_000_000) { results.done })
-        #expect(results.statuses.allSatisfy { $0 == .ok } && results.echoed.allSatisfy { $0 })
-        #expect(pair.server.endpoint.assemblingBytes == 0)
-        #expect(Self.noSessionCharged(pair.server.endpoint))
+        Self.finishAll(pair, results, losing: losing, handled: 2)
     }
 
     @Test("requests whose client went silent are freed for new ones, and their late packets are dropped")
