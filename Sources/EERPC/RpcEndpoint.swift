@@ -35,6 +35,12 @@ public struct RpcConfig: Sendable {
     /// start one request of any size the budget has room for. A first packet over the session's
     /// share is dropped (`assembly_session_share`) and sent again by its client.
     public var maxAssemblingBytesPerSession = 32 << 20
+    /// Packets each client session may have in flight (request packets and response packets
+    /// asked for), 1 ... ``Wire/sessionCredits`` (the longest run a server answers). Fewer bound
+    /// the burst a session puts on its server's receive queue, at the cost of more round trips per
+    /// large message: with many sessions per server, their sum should fit the server's socket
+    /// receive buffer. A client-side setting; servers need none.
+    public var sessionCredits = Wire.sessionCredits
     /// Data-plane protection. Anything but `.none` needs a Nexus with TLS credentials.
     public var crypto: CryptoMode = .adaptive
     public var algorithm: AEADAlgorithm = .aes128GCM
@@ -182,6 +188,9 @@ public final class RpcEndpoint: @unchecked Sendable {
         rxOffload = OffloadRing(capacity: ringEntries, slotSize: txStagingSlot)
         self.sharedPool = nexus.sharedPool
         precondition(config.maxSessions > 0 && config.maxSessions < Int(SessionManagementMessage.unknownSession))
+        precondition(
+            config.sessionCredits >= 1 && config.sessionCredits <= Wire.sessionCredits,
+            "sessionCredits must be 1-\(Wire.sessionCredits)")
         maxSessions = config.maxSessions
         sessions = .allocate(capacity: maxSessions)
         sessions.initialize(repeating: Session(), count: maxSessions)

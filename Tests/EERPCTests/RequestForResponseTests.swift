@@ -49,6 +49,30 @@ struct RequestForResponseTests {
         #expect(pair.server.stats.drops.isEmpty && pair.client.stats.drops.isEmpty)
     }
 
+    /// `RpcConfig.sessionCredits` bounds what a client session has in flight: every packet it
+    /// sends takes a credit (an RFR one per packet asked for), so no send carries more than that.
+    @Test("a client with fewer credits keeps no more packets in flight, and large messages still complete", arguments: [1, 5])
+    func fewerCredits(credits: Int) throws {
+        func run(credits: Int?) throws -> (calls: [Int], runs: [(first: Int, count: Int, attempt: Int)]) {
+            var client = RpcConfig.plaintext
+            if let credits { client.sessionCredits = credits }
+            let pair = try Pair(
+                server: TapTransport(try UDPTransport()), client: TapTransport(try UDPTransport()), clientConfig: client)
+            let s = try pair.connect()
+            #expect(try fetchPatterned(pair, session: s, id: 3, size: 100_000))
+            let echoes = try runEchoLoad(pair, sessions: [s], total: 8, window: 4, sizes: [30_000, 64])
+            #expect(echoes.ok == 8)
+            #expect(pair.client.stats.retransmissions == 0)
+            return (pair.client.transport.transmitCalls, rfrRuns(pair.client.transport.captured))
+        }
+        let limited = try run(credits: credits)
+        #expect(limited.calls.allSatisfy { $0 <= credits }, "packets per send: \(limited.calls.max() ?? 0)")
+        #expect(limited.runs.allSatisfy { $0.count <= credits })
+        // With the default 64 the same RPCs go out in larger sends.
+        let unlimited = try run(credits: nil)
+        #expect((unlimited.calls.max() ?? 0) > 5)
+    }
+
     /// A response larger than the window: each RFR asks for what the returned credits allow, the
     /// runs tile the response exactly, and there are far fewer of them than packets.
     @Test("a response larger than the credit window is asked for in contiguous runs", arguments: [200_000, 1_000_000])

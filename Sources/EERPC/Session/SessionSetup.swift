@@ -297,7 +297,7 @@ extension RpcEndpoint {
                 } else if let route = resolve(m.route) {
                     routes[s] = route
                     sessions[s].remoteNumber = m.serverSession
-                    sessions[s].credits = Wire.sessionCredits
+                    sessions[s].credits = config.sessionCredits
                     sessions[s].state = .connected
                     if sessions[s].abandoned {
                         try? destroySession(s)

@@ -16,6 +16,8 @@ public enum Wire {
     /// product; through the kernel's UDP stack a round trip includes both ends' batches, and a
     /// 64 KiB response (46 packets) took more than one window of RFR round trips. 64 measured
     /// 8-22 % more reads/s at 64 KiB (paired runs) and more on YCSB-E's scans, plaintext and encrypted alike.
+    /// The default and the most a client may use (``RpcConfig/sessionCredits``): a server answers
+    /// runs of at most this many packets.
     public static let sessionCredits = 64
     /// A request-for-response's size field holds its run length in the low 8 bits (at most
     /// ``sessionCredits``) and the client's attempt number above them (see
