@@ -39,7 +39,11 @@ public struct RpcConfig: Sendable {
     /// asked for), 1 ... ``Wire/sessionCredits`` (the longest run a server answers). Fewer bound
     /// the burst a session puts on its server's receive queue, at the cost of more round trips per
     /// large message: with many sessions per server, their sum should fit the server's socket
-    /// receive buffer. A client-side setting; servers need none.
+    /// receive buffer. A client-side setting; servers need none. Each request whose handler is
+    /// running holds one credit (its last packet's) until the response begins, so with fewer
+    /// credits than the 8 slots, slow handlers can hold up the session's other requests. A
+    /// rejected request (no handler for its type) gives its credits back at once, while the
+    /// server may still answer its other packets in flight with rejections.
     public var sessionCredits = Wire.sessionCredits
     /// Data-plane protection. Anything but `.none` needs a Nexus with TLS credentials.
     public var crypto: CryptoMode = .adaptive

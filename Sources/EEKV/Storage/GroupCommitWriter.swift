@@ -69,8 +69,9 @@ public struct WriteOp: BitwiseCopyable, @unchecked Sendable {
 /// batches what many submitters queue.
 ///
 /// `MDB_MAP_FULL` aborts the batch, grows the map and replays it. When the map cannot grow (at its
-/// limit, or the disk is full) the batch is replayed one write per transaction, so that the writes
-/// that fit (deletes above all, which make room) commit and only the others fail with `.full`.
+/// write limit, or the disk is full) the batch is replayed one write per transaction, so that the
+/// writes that fit (deletes above all, which make room) commit and only the others fail with
+/// `.full`; a delete that still finds no room takes it from the map's delete reserve.
 /// Other failures fail the batch.
 public final class GroupCommitWriter: @unchecked Sendable {
     public static let maxBatch = 1_024
@@ -107,6 +108,8 @@ public final class GroupCommitWriter: @unchecked Sendable {
     public let mapGrowths = Atomic<Int>(0)
     /// Writes refused because the store had no room for them.
     public let rejectedFull = Atomic<Int>(0)
+    /// Deletes that found no room below the write limit and were applied in the delete reserve.
+    public let reserveDeletes = Atomic<Int>(0)
     /// Map growths that failed for a reason other than the limit or a full file system.
     public let failedGrowths = Atomic<Int>(0)
     /// Writes answered with a store error (their transaction failed; nothing of them written).
@@ -270,7 +273,8 @@ public final class GroupCommitWriter: @unchecked Sendable {
     /// not fit.
     private func applyOneByOne(count n: Int) {
         for i in 0..<n {
-            let r = apply(i..<(i + 1))
+            var r = apply(i..<(i + 1))
+            if r == MDB_MAP_FULL && batch[i].kind == .delete { r = applyInReserve(i) }
             if r == MDB_MAP_FULL || noRoom(r) {
                 results[i] = .full
                 rejectedFull.add(1, ordering: .relaxed)
@@ -280,6 +284,23 @@ public final class GroupCommitWriter: @unchecked Sendable {
                 failedWrites.add(1, ordering: .relaxed)
             }
         }
+    }
+
+    /// A delete that found no room below the write limit, applied with the map let into the
+    /// delete reserve (see ``LMDBEnvironment/deleteReserve``), which is closed again after it.
+    /// Returns its outcome, or `MDB_MAP_FULL` when the reserve cannot be opened or is used up.
+    private func applyInReserve(_ i: Int) -> Int32 {
+        do throws(StoreError) {
+            try environment.openReserve()
+        } catch {
+            return MDB_MAP_FULL
+        }
+        reserveDeletes.add(1, ordering: .relaxed)
+        let r = apply(i..<(i + 1))
+        // Failing to remap leaves the map larger (puts may then use the reserve) or, if LMDB lost
+        // it, the store unusable, as a failed growth does.
+        try? environment.closeReserve()
+        return r
     }
 
     /// The file could not take the pages: the file system (or the user's quota) is full. A

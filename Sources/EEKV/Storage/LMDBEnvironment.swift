@@ -26,6 +26,12 @@ final class LMDBEnvironment: @unchecked Sendable {
     let durability: Durability
     /// The largest the map may grow to; writes that need more fail with ``StoreError/full``.
     let maxMapSize: Int
+    /// The top of the map, which only deletes may use. A delete needs new pages too (a copy of its
+    /// leaf-to-root path, and room for the pages it frees), and in a map filled to the brim with
+    /// small records some deletes found none, so a full store could not always be emptied. Puts
+    /// and merges therefore stop `deleteReserve` short of `maxMapSize` (``writeLimit``).
+    let deleteReserve: Int
+    var writeLimit: Int { maxMapSize - deleteReserve }
     private(set) var mapSize: Int
     /// Tests only: growths fail as if the address space could not hold the larger map (the
     /// probe's ENOMEM), a failure no test can otherwise bring about without starving the process.
@@ -59,7 +65,10 @@ final class LMDBEnvironment: @unchecked Sendable {
         var info = MDB_envinfo()
         if durability == .nosync { flags |= UInt32(MDB_NOSYNC) | UInt32(MDB_WRITEMAP) | UInt32(MDB_MAPASYNC) }
         do {
-            try check(mdb_env_set_mapsize(env, min(mapSize, maxMapSize)), "mdb_env_set_mapsize")
+            // LMDB raises this to the data already stored, if that is more.
+            try check(
+                mdb_env_set_mapsize(env, min(mapSize, maxMapSize - Self.deleteReserve(maxMapSize: maxMapSize))),
+                "mdb_env_set_mapsize")
             try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
             try check(mdb_env_open(env, path, flags, 0o644), "mdb_env_open")
             mdb_env_info(env, &info)
@@ -89,8 +98,17 @@ final class LMDBEnvironment: @unchecked Sendable {
         self.path = path
         self.durability = durability
         self.mapSize = info.me_mapsize
-        // Existing data may already exceed a lower limit: it stays, and the map does not grow.
-        self.maxMapSize = max(maxMapSize, info.me_mapsize)
+        // Existing data may already exceed a lower limit: it stays, the map does not grow for
+        // writes, and deletes still have their reserve above it.
+        let reserve = Self.deleteReserve(maxMapSize: maxMapSize)
+        self.maxMapSize = max(maxMapSize, info.me_mapsize + reserve)
+        deleteReserve = reserve
+    }
+
+    /// 1/64 of the largest map, between 256 KiB and 16 MiB, in whole pages: enough for a few
+    /// hundred deletes' page copies while the pages they free are still held by readers.
+    static func deleteReserve(maxMapSize: Int) -> Int {
+        min(max(maxMapSize / 64, 256 << 10), 16 << 20) & ~4095
     }
 
     deinit {
@@ -191,12 +209,38 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// hold the larger map; the store stays usable after either.
     func grow() throws(StoreError) {
         guard isUsable else { throw Self.unusableError }
-        var target = min(max(mapSize * 2, mapSize + (64 << 20)), maxMapSize)
+        let target = min(max(mapSize * 2, mapSize + (64 << 20)), writeLimit)
         guard target > mapSize else { throw .full(limit: maxMapSize) }
+        try resize(to: target)
+    }
+
+    /// The committer only: lets the map into the delete reserve, for deletes that found no room
+    /// below ``writeLimit``. ``closeReserve()`` must follow once they have committed.
+    func openReserve() throws(StoreError) {
+        guard isUsable else { throw Self.unusableError }
+        let target = min(maxMapSize, mapSize + deleteReserve)
+        guard target > mapSize else { throw .full(limit: maxMapSize) }
+        sizeBeforeReserve = mapSize
+        try resize(to: target)
+    }
+
+    /// The committer only: takes the map back to its size before ``openReserve()`` (LMDB keeps
+    /// it at least as large as the data), so puts do not use what the deletes left free at its top.
+    func closeReserve() throws(StoreError) {
+        guard isUsable, mapSize > sizeBeforeReserve else { return }
+        try resize(to: sizeBeforeReserve, shrinking: true)
+    }
+
+    private var sizeBeforeReserve = 0
+
+    /// Remaps at `target` bytes with every reader held off (LMDB needs no transaction active
+    /// while it remaps). Growing, the file range is allocated first (nosync).
+    private func resize(to requested: Int, shrinking: Bool = false) throws(StoreError) {
+        var target = requested
         // LMDB unmaps the old map before it extends the file and maps the new one, and cannot go
         // back; so first do what can fail: allocate the file's new range (a smaller one while the
         // file system has less room, down to 1 MiB) and find the address space.
-        if durability == .nosync {
+        if durability == .nosync && !shrinking {
             while true {
                 do throws(StoreError) {
                     try Self.allocateFile(env, path: path, from: mapSize, to: target)
@@ -214,7 +258,10 @@ final class LMDBEnvironment: @unchecked Sendable {
         while activeReaders.load(ordering: .sequentiallyConsistent) > 0 { _ = sched_yield() }
         let r = mdb_env_set_mapsize(env, target)
         if r == 0 {
-            mapSize = target
+            // What LMDB made of it: never below the data already stored.
+            var info = MDB_envinfo()
+            mdb_env_info(env, &info)
+            mapSize = info.me_mapsize
             gate.store(Gate.open, ordering: .releasing)
             return
         }
