@@ -367,6 +367,14 @@ int ee_fallocate(int fd, int64_t offset, int64_t length) {
     return r == 0 ? 0 : errno;
 }
 
+int ee_posix_fallocate(int fd, int64_t offset, int64_t length) {
+    int r;
+    do {
+        r = posix_fallocate(fd, (off_t)offset, (off_t)length);
+    } while (r == EINTR);
+    return r;
+}
+
 int ee_probe_address_space(size_t length) {
     void *p = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return errno;

@@ -208,6 +208,23 @@ struct StoreFullTests {
         for i in gone { #expect(try reader.get(Self.key(i)) == nil) }
     }
 
+    /// Some file systems (NFS, older ZFS) have no fallocate; a nosync store used to refuse to
+    /// open on them. Simulated: every fallocate reports EOPNOTSUPP, and glibc's fallback, which
+    /// writes into each block, reserves the blocks instead.
+    @Test("a nosync store opens, grows and fills on a file system without fallocate")
+    func withoutFallocate() throws {
+        LMDBEnvironment.fallocateUnsupportedForTesting.store(true, ordering: .relaxed)
+        defer { LMDBEnvironment.fallocateUnsupportedForTesting.store(false, ordering: .relaxed) }
+        let dir = TempDirectory()
+        let store = try Store(directory: dir.path, durability: .nosync, mapSize: 1 << 20, maxMapSize: 8 << 20)
+        defer { store.close() }
+        let writer = SyncWriter(store)
+        let committed = Self.fill(writer)
+        #expect(committed.count > 1_000)
+        #expect(store.writer.mapGrowths.load(ordering: .relaxed) >= 1, "it grew past its first megabyte")
+        try Self.checkStillServing(store, writer, committed: committed)
+    }
+
     @Test("a store over a lower limit keeps its data when reopened and refuses to grow")
     func reopenAboveLimit() throws {
         let dir = TempDirectory()

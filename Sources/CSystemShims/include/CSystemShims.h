@@ -145,6 +145,9 @@ int ee_poll_two(int fd, int doorbell, int timeout_ms);
 /// Allocates the file's blocks for [offset, offset + length) (fallocate mode 0: holes get
 /// blocks, the size grows if needed). 0, or the errno (ENOSPC when the file system is full).
 int ee_fallocate(int fd, int64_t offset, int64_t length);
+/// posix_fallocate: where the file system has no fallocate (some NFS, older ZFS), glibc writes a
+/// zero byte into each block instead (only where the byte is zero already). Returns 0 or an errno.
+int ee_posix_fallocate(int fd, int64_t offset, int64_t length);
 
 /// Whether `length` bytes of address space can be mapped at once right now: maps and unmaps an
 /// inaccessible, unreserved anonymous region. 0, or the errno.

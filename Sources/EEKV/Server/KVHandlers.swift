@@ -30,6 +30,8 @@ final class DispatchState {
 
 /// Counters of a node (all threads), safe to read from anywhere.
 public final class KVServerStats: Sendable {
+    /// Well-formed requests of each kind this node took on, whatever their outcome (a write's
+    /// commit or failure is counted by the store's writer, a refusal below).
     public let gets = Atomic<Int>(0)
     public let puts = Atomic<Int>(0)
     public let deletes = Atomic<Int>(0)

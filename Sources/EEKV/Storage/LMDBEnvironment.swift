@@ -36,6 +36,8 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// Tests only: growths fail as if the address space could not hold the larger map (the
     /// probe's ENOMEM), a failure no test can otherwise bring about without starving the process.
     let failGrowthsForTesting = Atomic<Bool>(false)
+    /// Tests only: every store's fallocate reports EOPNOTSUPP, as on a file system without it.
+    static let fallocateUnsupportedForTesting = Atomic<Bool>(false)
 
     /// Readers inside a read transaction, and the gate: open, closed for a resize, or closed for
     /// good once a failed resize has left LMDB without a map.
@@ -153,7 +155,9 @@ final class LMDBEnvironment: @unchecked Sendable {
     private static func allocateFile(_ env: OpaquePointer, path: String, from: Int, to: Int) throws(StoreError) {
         var fd: Int32 = -1
         try check(mdb_env_get_fd(env, &fd), "mdb_env_get_fd")
-        let e = ee_fallocate(fd, Int64(from), Int64(to - from))
+        var e = fallocateUnsupportedForTesting.load(ordering: .relaxed) ? EOPNOTSUPP : ee_fallocate(fd, Int64(from), Int64(to - from))
+        // A file system without fallocate: glibc's fallback reserves the blocks by writing to them.
+        if e == EOPNOTSUPP { e = ee_posix_fallocate(fd, Int64(from), Int64(to - from)) }
         if e == ENOSPC || e == EDQUOT { throw .diskFull(path: path) }
         if e != 0 { throw .lmdb(call: "fallocate", code: e, message: String(cString: strerror(e))) }
     }
