@@ -73,6 +73,29 @@ struct RequestForResponseTests {
         #expect((unlimited.calls.max() ?? 0) > 5)
     }
 
+    /// Every path that gives credits back (credit returns, responses, go-back-N after a timeout,
+    /// duplicates and reordering) keeps a session's count exact: after a faulty run every
+    /// session has all its credits again, whatever it was configured with.
+    @Test("after RPCs through 5 % loss, duplication and reordering, every session has all its credits back", arguments: [1, 3, 64])
+    func creditsComeBack(credits: Int) throws {
+        let plan = FaultPlan(drop: 0.05, duplicate: 0.05, reorder: 0.05)
+        var config = RpcConfig.plaintext
+        config.retransmitTimeoutNs = 2_000_000
+        config.sessionCredits = credits
+        let pair = try Pair(
+            server: FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 11),
+            client: FaultInjectingTransport(try UDPTransport(), plan: plan, seed: 12), config: config)
+        let sessions = try (0..<3).map { _ in try pair.connect() }
+        let total = 600
+        let results = try runEchoLoad(
+            pair, sessions: sessions, total: total, window: 10, sizes: [8, 1_400, 5_000, 30_000],
+            type: TestRequest.countingEcho)
+        #expect(results.ok == total && results.mismatched == 0)
+        #expect(pair.counter.counts.values.allSatisfy { $0 == 1 }, "each handler ran once")
+        #expect(pair.client.stats.retransmissions > 0, "the faults did cost timeouts")
+        for s in sessions { #expect(pair.client.endpoint.sessions[s].credits == credits, "session \(s)") }
+    }
+
     /// A response larger than the window: each RFR asks for what the returned credits allow, the
     /// runs tile the response exactly, and there are far fewer of them than packets.
     @Test("a response larger than the credit window is asked for in contiguous runs", arguments: [200_000, 1_000_000])
