@@ -208,6 +208,45 @@ struct StoreFullTests {
         for i in gone { #expect(try reader.get(Self.key(i)) == nil) }
     }
 
+    /// A full store replayed a batch one write per transaction, so a batch of deletes sent to
+    /// make room cost a commit (with fsync, a disk sync) per delete.
+    @Test("at the cap, a batch's writes that fit commit in a few transactions, not one each")
+    func fullBatchInFewTransactions() throws {
+        let dir = TempDirectory()
+        let store = try Store(directory: dir.path, durability: .nosync, mapSize: 1 << 20, maxMapSize: 3 << 20)
+        defer { store.close() }
+        let committed = Self.fill(SyncWriter(store))
+        try #require(committed.count > 300)
+        // One batch: a put that cannot fit, then 199 deletes.
+        let keys = [Self.key(5_000_000)] + committed.prefix(199).map { Self.key($0) }
+        let done = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
+        done.initialize(to: Atomic(0))
+        defer { done.deallocate() }
+        let before = store.writer.transactions.load(ordering: .relaxed)
+        let fullBefore = store.writer.rejectedFull.load(ordering: .relaxed)
+        Self.value.withUnsafeBytes { value in
+            for (i, key) in keys.enumerated() {
+                key.withUnsafeBytes { k in
+                    // `keys` outlives the batch: this closure waits for every acknowledgement.
+                    let op = WriteOp(
+                        kind: i == 0 ? .put : .delete, key: UnsafeRawBufferPointer(k),
+                        value: i == 0 ? value : UnsafeRawBufferPointer(start: nil, count: 0),
+                        ack: .counter(done, result: nil))
+                    #expect(store.writer.submit(op, commitLater: true))
+                }
+            }
+            store.writer.commitPending()
+            while done.pointee.load(ordering: .acquiring) < keys.count { usleep(100) }
+        }
+        let transactions = store.writer.transactions.load(ordering: .relaxed) - before
+        #expect(transactions >= 1 && transactions <= 20, "\(transactions) transactions for 199 deletes")
+        #expect(store.writer.rejectedFull.load(ordering: .relaxed) == fullBefore + 1, "only the put")
+        let reader = try store.makeReader()
+        #expect(try reader.get(keys[0]) == nil)
+        for i in committed.prefix(199) { #expect(try reader.get(Self.key(i)) == nil, "deleted \(i)") }
+        for i in committed.dropFirst(199) { #expect(try reader.get(Self.key(i)) == Self.value) }
+    }
+
     /// Some file systems (NFS, older ZFS) have no fallocate; a nosync store used to refuse to
     /// open on them. Simulated: every fallocate reports EOPNOTSUPP, and glibc's fallback, which
     /// writes into each block, reserves the blocks instead.

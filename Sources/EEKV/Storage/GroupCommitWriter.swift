@@ -69,9 +69,9 @@ public struct WriteOp: BitwiseCopyable, @unchecked Sendable {
 /// batches what many submitters queue.
 ///
 /// `MDB_MAP_FULL` aborts the batch, grows the map and replays it. When the map cannot grow (at its
-/// write limit, or the disk is full) the batch is replayed one write per transaction, so that the
-/// writes that fit (deletes above all, which make room) commit and only the others fail with
-/// `.full`; a delete that still finds no room takes it from the map's delete reserve.
+/// write limit, or the disk is full) the batch is replayed in halves, down to single writes, so
+/// that the writes that fit (deletes above all, which make room) commit and only the others fail
+/// with `.full`; a delete that still finds no room takes it from the map's delete reserve.
 /// Other failures fail the batch.
 public final class GroupCommitWriter: @unchecked Sendable {
     public static let maxBatch = 1_024
@@ -108,6 +108,9 @@ public final class GroupCommitWriter: @unchecked Sendable {
     public let mapGrowths = Atomic<Int>(0)
     /// Writes refused because the store had no room for them.
     public let rejectedFull = Atomic<Int>(0)
+    /// Write transactions committed: one per batch, more when a batch is replayed in parts
+    /// because the store is full.
+    public let transactions = Atomic<Int>(0)
     /// Deletes that found no room below the write limit and were applied in the delete reserve.
     public let reserveDeletes = Atomic<Int>(0)
     /// Map growths that failed for a reason other than the limit or a full file system.
@@ -255,7 +258,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
         // No room (the map cannot grow, or in fsync mode pwrite found the disk full): commit
         // what fits.
         if noRoom(outcome) {
-            applyOneByOne(count: n)
+            applyFitting(0..<n)
             outcome = 0
         }
         if outcome != 0 {
@@ -269,20 +272,30 @@ public final class GroupCommitWriter: @unchecked Sendable {
         writes.add(n, ordering: .relaxed)
     }
 
-    /// The map cannot grow: each write in a transaction of its own, `.full` for those that do
-    /// not fit.
-    private func applyOneByOne(count n: Int) {
-        for i in 0..<n {
-            var r = apply(i..<(i + 1))
-            if r == MDB_MAP_FULL && batch[i].kind == .delete { r = applyInReserve(i) }
-            if r == MDB_MAP_FULL || noRoom(r) {
-                results[i] = .full
-                rejectedFull.add(1, ordering: .relaxed)
-            } else if r != 0 {
-                failureCode = r
-                results[i] = .failed
-                failedWrites.add(1, ordering: .relaxed)
-            }
+    /// The map cannot grow: commits the writes of `range` that fit, in as few transactions as
+    /// it can. A range that does not fit is split in halves, in order, down to single writes,
+    /// which get `.full` (a delete first tries the reserve). One write per transaction, as before,
+    /// cost an fsync per write that fit: a batch of deletes sent to make room took a second.
+    private func applyFitting(_ range: Range<Int>) {
+        var r = apply(range)
+        if r == 0 { return }
+        if range.count > 1 && (r == MDB_MAP_FULL || noRoom(r)) {
+            let middle = range.lowerBound + range.count / 2
+            applyFitting(range.lowerBound..<middle)
+            applyFitting(middle..<range.upperBound)
+            return
+        }
+        if range.count == 1 && r == MDB_MAP_FULL && batch[range.lowerBound].kind == .delete {
+            r = applyInReserve(range.lowerBound)
+            if r == 0 { return }
+        }
+        if r == MDB_MAP_FULL || noRoom(r) {
+            for i in range { results[i] = .full }
+            rejectedFull.add(range.count, ordering: .relaxed)
+        } else {
+            failureCode = r
+            for i in range { results[i] = .failed }
+            failedWrites.add(range.count, ordering: .relaxed)
         }
     }
 
@@ -344,6 +357,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
             }
         }
         r = mdb_txn_commit(txn)
+        if r == 0 { transactions.add(1, ordering: .relaxed) }
         return r
     }
 
