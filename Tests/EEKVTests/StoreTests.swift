@@ -59,6 +59,39 @@ final class SyncWriter {
 
 @Suite("LMDB store and group commit")
 struct StoreTests {
+    /// One write LMDB refuses (here a key longer than its 511 bytes, which the node's handlers
+    /// never pass on but a program using the store directly might) used to fail its whole batch.
+    @Test("a write that fails alone fails alone: the rest of its batch commits")
+    func oneBadWriteInABatch() throws {
+        let dir = TempDirectory()
+        let store = try Store(directory: dir.path, durability: .nosync)
+        defer { store.close() }
+        let keys = (0..<41).map { $0 == 20 ? [UInt8](repeating: 0x6B, count: 600) : StoreFullTests.key($0) }
+        let done = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
+        done.initialize(to: Atomic(0))
+        let results = UnsafeMutablePointer<WriteResult>.allocate(capacity: keys.count)
+        defer {
+            done.deallocate()
+            results.deallocate()
+        }
+        StoreFullTests.value.withUnsafeBytes { value in
+            for (i, key) in keys.enumerated() {
+                key.withUnsafeBytes { k in
+                    // `keys` outlives the batch: this closure waits for every acknowledgement.
+                    let op = WriteOp(kind: .put, key: k, value: value, ack: .counter(done, result: results + i))
+                    #expect(store.writer.submit(op, commitLater: true))
+                }
+            }
+            store.writer.commitPending()
+            while done.pointee.load(ordering: .acquiring) < keys.count { usleep(100) }
+        }
+        #expect(results[20] == .failed)
+        #expect((0..<keys.count).filter { $0 != 20 }.allSatisfy { results[$0] == .committed })
+        #expect(store.writer.failedWrites.load(ordering: .relaxed) == 1)
+        let reader = try store.makeReader()
+        for i in 0..<keys.count where i != 20 { #expect(try reader.get(keys[i]) == StoreFullTests.value) }
+    }
+
     @Test("random puts, deletes, gets and scans (from or after a key) agree with an in-memory model, and survive a restart")
     func modelAndRestart() throws {
         let dir = TempDirectory()

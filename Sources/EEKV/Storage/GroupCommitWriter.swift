@@ -72,7 +72,7 @@ public struct WriteOp: BitwiseCopyable, @unchecked Sendable {
 /// write limit, or the disk is full) the batch is replayed in halves, down to single writes, so
 /// that the writes that fit (deletes above all, which make room) commit and only the others fail
 /// with `.full`; a delete that still finds no room takes it from the map's delete reserve.
-/// Other failures fail the batch.
+/// Another failure is replayed the same way, so only the writes that fail alone fail.
 public final class GroupCommitWriter: @unchecked Sendable {
     public static let maxBatch = 1_024
     /// Longest wait for a batch to fill up to the previous batch's size (fsync only).
@@ -256,8 +256,9 @@ public final class GroupCommitWriter: @unchecked Sendable {
             }
         }
         // No room (the map cannot grow, or in fsync mode pwrite found the disk full): commit
-        // what fits.
-        if noRoom(outcome) {
+        // what fits. Another failure of a batch of several (one write LMDB refuses, a batch too
+        // large for memory): commit the others, so one write does not fail a thousand.
+        if noRoom(outcome) || (outcome != 0 && outcome != -1 && n > 1 && environment.isUsable) {
             applyFitting(0..<n)
             outcome = 0
         }
@@ -272,14 +273,21 @@ public final class GroupCommitWriter: @unchecked Sendable {
         writes.add(n, ordering: .relaxed)
     }
 
-    /// The map cannot grow: commits the writes of `range` that fit, in as few transactions as
-    /// it can. A range that does not fit is split in halves, in order, down to single writes,
-    /// which get `.full` (a delete first tries the reserve). One write per transaction, as before,
+    /// A batch failed (no room, or a write LMDB refused): commits the writes of `range` that
+    /// can be, in as few transactions as it can. A range that fails is split in halves, in
+    /// order, down to single writes, which get `.full` when there is no room for them (a delete
+    /// first tries the reserve) and `.failed` otherwise. One write per transaction, as before,
     /// cost an fsync per write that fit: a batch of deletes sent to make room took a second.
     private func applyFitting(_ range: Range<Int>) {
+        guard environment.isUsable else {
+            failureCode = -1
+            for i in range { results[i] = .failed }
+            failedWrites.add(range.count, ordering: .relaxed)
+            return
+        }
         var r = apply(range)
         if r == 0 { return }
-        if range.count > 1 && (r == MDB_MAP_FULL || noRoom(r)) {
+        if range.count > 1 {
             let middle = range.lowerBound + range.count / 2
             applyFitting(range.lowerBound..<middle)
             applyFitting(middle..<range.upperBound)
