@@ -190,22 +190,28 @@ struct StoreFullTests {
     func smallRecordsDeleteAnywhere(durability: Durability) throws {
         let value = [UInt8](repeating: 0x5A, count: 100)
         let dir = TempDirectory()
-        let store = try Store(directory: dir.path, durability: durability, mapSize: 1 << 20, maxMapSize: 3 << 20)
-        defer { store.close() }
-        let writer = SyncWriter(store)
-        let committed = Self.fill(writer, limit: 200_000, value: value)
-        #expect(committed.count > 10_000)
-        let deleted = stride(from: 0, to: committed.count, by: 37).map { committed[$0] }
-        for i in deleted { #expect(writer.write(.delete, Self.key(i)) == .committed, "delete \(i)") }
-        #expect(store.writer.reserveDeletes.load(ordering: .relaxed) >= 1, "some took the reserve")
-        #expect(store.mapSize == store.environment.writeLimit, "and it was closed again")
-        // Each delete left room in its leaf: records of the same size fit there again.
-        let restored = deleted.prefix(deleted.count / 2)
-        for i in restored { #expect(writer.write(.put, Self.key(i), value) == .committed, "put \(i) again") }
-        let reader = try store.makeReader()
-        let gone = Set(deleted.dropFirst(restored.count))
-        for i in committed where !gone.contains(i) { #expect(try reader.get(Self.key(i)) == value) }
-        for i in gone { #expect(try reader.get(Self.key(i)) == nil) }
+        do {
+            let store = try Store(directory: dir.path, durability: durability, mapSize: 1 << 20, maxMapSize: 3 << 20)
+            defer { store.close() }
+            let writer = SyncWriter(store)
+            let committed = Self.fill(writer, limit: 200_000, value: value)
+            #expect(committed.count > 10_000)
+            let deleted = stride(from: 0, to: committed.count, by: 37).map { committed[$0] }
+            for i in deleted { #expect(writer.write(.delete, Self.key(i)) == .committed, "delete \(i)") }
+            #expect(store.writer.reserveDeletes.load(ordering: .relaxed) >= 1, "some took the reserve")
+            #expect(!store.environment.reserveOpen, "and it was closed again")
+            // Each delete left room in its leaf: records of the same size fit there again.
+            let restored = deleted.prefix(deleted.count / 2)
+            for i in restored { #expect(writer.write(.put, Self.key(i), value) == .committed, "put \(i) again") }
+            let reader = try store.makeReader()
+            let gone = Set(deleted.dropFirst(restored.count))
+            for i in committed where !gone.contains(i) { #expect(try reader.get(Self.key(i)) == value) }
+            for i in gone { #expect(try reader.get(Self.key(i)) == nil) }
+        }
+        // The deletes may have taken pages of the reserve: reopened, the store keeps its cap.
+        let reopened = try Store(directory: dir.path, durability: durability, mapSize: 1 << 20, maxMapSize: 3 << 20)
+        defer { reopened.close() }
+        #expect(reopened.maxMapSize == 3 << 20)
     }
 
     /// A full store replayed a batch one write per transaction, so a batch of deletes sent to

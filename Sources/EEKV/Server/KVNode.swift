@@ -173,7 +173,9 @@ public final class KVNode: @unchecked Sendable {
         guard !stoppingWrites.exchange(true, ordering: .acquiringAndReleasing) else { return }
         // 1. The writer commits everything queued and acknowledges it through the endpoints, which
         //    are still running; writes that arrive from now on are refused with a store error.
-        store.close()
+        if let error = store.close() {
+            logger.error("writing the store out at stop failed: \(error); writes since the last flush may be lost")
+        }
         // 2. The dispatch threads send those replies and stop.
         stopping.store(true, ordering: .releasing)
         for e in endpoints.withLock({ $0 }) { e.wake() }

@@ -239,6 +239,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
     }
 
     private func commit(count n: Int) {
+        if environment.reserveOpen { try? environment.closeReserve() }
         var outcome = environment.isUsable ? apply(0..<n) : -1
         while outcome == MDB_MAP_FULL {
             do throws(StoreError) {
@@ -258,7 +259,7 @@ public final class GroupCommitWriter: @unchecked Sendable {
         // No room (the map cannot grow, or in fsync mode pwrite found the disk full): commit
         // what fits. Another failure of a batch of several (one write LMDB refuses, a batch too
         // large for memory): commit the others, so one write does not fail a thousand.
-        if noRoom(outcome) || (outcome != 0 && outcome != -1 && n > 1 && environment.isUsable) {
+        if noRoom(outcome) || (n > 1 && Self.failsAlone(outcome) && environment.isUsable) {
             applyFitting(0..<n)
             outcome = 0
         }
@@ -286,8 +287,14 @@ public final class GroupCommitWriter: @unchecked Sendable {
             return
         }
         var r = apply(range)
+        // This batch split for another reason before it met a full map: grow it first.
+        while r == MDB_MAP_FULL && environment.mapSize < environment.writeLimit {
+            do throws(StoreError) { try environment.grow() } catch { break }
+            mapGrowths.add(1, ordering: .relaxed)
+            r = apply(range)
+        }
         if r == 0 { return }
-        if range.count > 1 {
+        if range.count > 1 && (r == MDB_MAP_FULL || noRoom(r) || Self.failsAlone(r)) {
             let middle = range.lowerBound + range.count / 2
             applyFitting(range.lowerBound..<middle)
             applyFitting(middle..<range.upperBound)
@@ -307,6 +314,13 @@ public final class GroupCommitWriter: @unchecked Sendable {
         }
     }
 
+    /// Codes that one write (or the batch's size) brings about, not the store: a batch that
+    /// failed with one of these is worth replaying in parts. A failing disk (EIO at commit) or
+    /// a corrupt environment would fail every part alike.
+    private static func failsAlone(_ code: Int32) -> Bool {
+        code == MDB_BAD_VALSIZE || code == MDB_TXN_FULL || code == MDB_PAGE_FULL || code == ENOMEM || code == EINVAL
+    }
+
     /// A delete that found no room below the write limit, applied with the map let into the
     /// delete reserve (see ``LMDBEnvironment/deleteReserve``), which is closed again after it.
     /// Returns its outcome, or `MDB_MAP_FULL` when the reserve cannot be opened or is used up.
@@ -314,12 +328,13 @@ public final class GroupCommitWriter: @unchecked Sendable {
         do throws(StoreError) {
             try environment.openReserve()
         } catch {
-            return MDB_MAP_FULL
+            return environment.isUsable ? MDB_MAP_FULL : -1
         }
         reserveDeletes.add(1, ordering: .relaxed)
         let r = apply(i..<(i + 1))
-        // Failing to remap leaves the map larger (puts may then use the reserve) or, if LMDB lost
-        // it, the store unusable, as a failed growth does.
+        // A failed remap leaves the map larger (puts may then use the reserve until the next
+        // attempt: `closeReserve` is tried again before each batch) or, if LMDB lost it, the
+        // store unusable, as a failed growth does.
         try? environment.closeReserve()
         return r
     }

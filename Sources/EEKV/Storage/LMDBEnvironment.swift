@@ -101,16 +101,18 @@ final class LMDBEnvironment: @unchecked Sendable {
         self.durability = durability
         self.mapSize = info.me_mapsize
         // Existing data may already exceed a lower limit: it stays, the map does not grow for
-        // writes, and deletes still have their reserve above it.
+        // writes, and deletes still have a reserve above it. (Only then: a map that deletes took
+        // a little into the reserve must not raise the limit at every restart.)
         let reserve = Self.deleteReserve(maxMapSize: maxMapSize)
-        self.maxMapSize = max(maxMapSize, info.me_mapsize + reserve)
+        self.maxMapSize = info.me_mapsize >= maxMapSize ? info.me_mapsize + reserve : maxMapSize
         deleteReserve = reserve
     }
 
     /// 1/64 of the largest map, between 256 KiB and 16 MiB, in whole pages: enough for a few
     /// hundred deletes' page copies while the pages they free are still held by readers.
     static func deleteReserve(maxMapSize: Int) -> Int {
-        min(max(maxMapSize / 64, 256 << 10), 16 << 20) & ~4095
+        // Never more than half the cap: a cap below 512 KiB keeps half of itself for deletes.
+        min(max(maxMapSize / 64, 256 << 10), 16 << 20, maxMapSize / 2) & ~4095
     }
 
     deinit {
@@ -226,16 +228,20 @@ final class LMDBEnvironment: @unchecked Sendable {
         guard target > mapSize else { throw .full(limit: maxMapSize) }
         sizeBeforeReserve = mapSize
         try resize(to: target)
+        reserveOpen = true
     }
 
     /// The committer only: takes the map back to its size before ``openReserve()`` (LMDB keeps
     /// it at least as large as the data), so puts do not use what the deletes left free at its top.
     func closeReserve() throws(StoreError) {
-        guard isUsable, mapSize > sizeBeforeReserve else { return }
-        try resize(to: sizeBeforeReserve, shrinking: true)
+        guard isUsable, reserveOpen else { return }
+        if mapSize > sizeBeforeReserve { try resize(to: sizeBeforeReserve, shrinking: true) }
+        reserveOpen = false
     }
 
     private var sizeBeforeReserve = 0
+    /// The map is let into the reserve (a failed `closeReserve` is tried again before the next batch).
+    private(set) var reserveOpen = false
 
     /// Remaps at `target` bytes with every reader held off (LMDB needs no transaction active
     /// while it remaps). Growing, the file range is allocated first (nosync).
@@ -272,6 +278,16 @@ final class LMDBEnvironment: @unchecked Sendable {
         // Map the old size again; LMDB reports success without mapping if the new map failed.
         var info = MDB_envinfo()
         if mdb_env_set_mapsize(env, mapSize) == 0, mdb_env_info(env, &info) == 0, info.me_mapaddr != nil {
+            // A shrink may have truncated the file before the map failed: its tail is a hole
+            // again, which writes through the map must never meet.
+            if durability == .nosync && shrinking {
+                do throws(StoreError) {
+                    try Self.allocateFile(env, path: path, from: target, to: mapSize)
+                } catch {
+                    gate.store(Gate.unusable, ordering: .releasing)
+                    throw Self.unusableError
+                }
+            }
             gate.store(Gate.open, ordering: .releasing)
             throw .lmdb(call: "mdb_env_set_mapsize", code: r, message: String(cString: mdb_strerror(r)))
         }

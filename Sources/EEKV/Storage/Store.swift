@@ -32,9 +32,13 @@ public final class Store: @unchecked Sendable {
     /// Stops the writer after committing everything already submitted. In `nosync` mode the
     /// map's dirty pages are then written out: a clean stop leaves no acknowledged write in memory
     /// only (a power cut soon after it would lose them). With `fsync` every commit is on disk already.
-    public func close() {
+    /// Returns why that write-out failed (nil if it did not, or was not needed).
+    @discardableResult
+    public func close() -> StoreError? {
         writer.stop()
-        if environment.durability == .nosync && environment.isUsable { _ = mdb_env_sync(environment.env, 1) }
+        guard environment.durability == .nosync && environment.isUsable else { return nil }
+        let r = mdb_env_sync(environment.env, 1)
+        return r == 0 ? nil : .lmdb(call: "mdb_env_sync", code: r, message: String(cString: mdb_strerror(r)))
     }
 
     /// A read handle for one thread (not thread-safe; one per dispatch thread).
