@@ -102,6 +102,8 @@ public final class GroupCommitWriter: @unchecked Sendable {
     /// Why the last failed write failed (an LMDB or errno code, -1 for an unusable store), for
     /// the reply that tells the client.
     private var failureCode: Int32 = 0
+    /// The map could not grow during the batch being committed (see `growMap`).
+    private var mapCannotGrow = false
     /// Batches committed and writes acknowledged (for stats and tests).
     public let commits = Atomic<Int>(0)
     public let writes = Atomic<Int>(0)
@@ -239,23 +241,11 @@ public final class GroupCommitWriter: @unchecked Sendable {
     }
 
     private func commit(count n: Int) {
-        if environment.reserveOpen { try? environment.closeReserve() }
+        try? environment.closeReserve()  // one a failed remap left open
+        mapCannotGrow = false
         var outcome = environment.isUsable ? apply(0..<n) : -1
-        while outcome == MDB_MAP_FULL {
-            do throws(StoreError) {
-                try environment.grow()
-                mapGrowths.add(1, ordering: .relaxed)
-                outcome = apply(0..<n)
-            } catch .full, .diskFull {
-                outcome = ENOSPC
-            } catch {
-                // Another reason (no address space for the larger map, a file system that cannot
-                // allocate): while the old map is in place the store is as good as full, and the
-                // writes that fit (deletes among them) still commit.
-                failedGrowths.add(1, ordering: .relaxed)
-                outcome = environment.isUsable ? ENOSPC : -1
-            }
-        }
+        while outcome == MDB_MAP_FULL && growMap() { outcome = apply(0..<n) }
+        if outcome == MDB_MAP_FULL { outcome = environment.isUsable ? ENOSPC : -1 }
         // No room (the map cannot grow, or in fsync mode pwrite found the disk full): commit
         // what fits. Another failure of a batch of several (one write LMDB refuses, a batch too
         // large for memory): commit the others, so one write does not fail a thousand.
@@ -287,12 +277,8 @@ public final class GroupCommitWriter: @unchecked Sendable {
             return
         }
         var r = apply(range)
-        // This batch split for another reason before it met a full map: grow it first.
-        while r == MDB_MAP_FULL && environment.mapSize < environment.writeLimit {
-            do throws(StoreError) { try environment.grow() } catch { break }
-            mapGrowths.add(1, ordering: .relaxed)
-            r = apply(range)
-        }
+        // A batch split for another reason before it met a full map: grow it first.
+        while r == MDB_MAP_FULL && growMap() { r = apply(range) }
         if r == 0 { return }
         if range.count > 1 && (r == MDB_MAP_FULL || noRoom(r) || Self.failsAlone(r)) {
             let middle = range.lowerBound + range.count / 2
@@ -312,6 +298,26 @@ public final class GroupCommitWriter: @unchecked Sendable {
             for i in range { results[i] = .failed }
             failedWrites.add(range.count, ordering: .relaxed)
         }
+    }
+
+    /// Grows the map for a transaction that met `MDB_MAP_FULL`; false once it cannot for the
+    /// rest of this batch (at the write limit, the disk full, or another failure, counted), so
+    /// the batch's parts do not each try again. While the old map is in place the store is as
+    /// good as full, and the writes that fit (deletes among them) still commit.
+    private func growMap() -> Bool {
+        guard !mapCannotGrow else { return false }
+        do throws(StoreError) {
+            try environment.grow()
+            mapGrowths.add(1, ordering: .relaxed)
+            return true
+        } catch .full, .diskFull {
+        } catch {
+            // Another reason: no address space for the larger map, a file system that cannot
+            // allocate.
+            failedGrowths.add(1, ordering: .relaxed)
+        }
+        mapCannotGrow = true
+        return false
     }
 
     /// Codes that one write (or the batch's size) brings about, not the store: a batch that

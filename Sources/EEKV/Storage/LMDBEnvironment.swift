@@ -63,14 +63,13 @@ final class LMDBEnvironment: @unchecked Sendable {
         // nosync: pages are written straight into the map (no write() per dirty page, 4x the put
         // rate here) and the OS flushes them when it likes. fsync: dirty pages go out with
         // pwrite and one fdatasync, which syncs less than msync over the whole map.
+        let reserve = Self.deleteReserve(maxMapSize: maxMapSize)
         var flags = UInt32(MDB_NOTLS)
         var info = MDB_envinfo()
         if durability == .nosync { flags |= UInt32(MDB_NOSYNC) | UInt32(MDB_WRITEMAP) | UInt32(MDB_MAPASYNC) }
         do {
             // LMDB raises this to the data already stored, if that is more.
-            try check(
-                mdb_env_set_mapsize(env, min(mapSize, maxMapSize - Self.deleteReserve(maxMapSize: maxMapSize))),
-                "mdb_env_set_mapsize")
+            try check(mdb_env_set_mapsize(env, min(mapSize, maxMapSize - reserve)), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
             try check(mdb_env_open(env, path, flags, 0o644), "mdb_env_open")
             mdb_env_info(env, &info)
@@ -103,7 +102,6 @@ final class LMDBEnvironment: @unchecked Sendable {
         // Existing data may already exceed a lower limit: it stays, the map does not grow for
         // writes, and deletes still have a reserve above it. (Only then: a map that deletes took
         // a little into the reserve must not raise the limit at every restart.)
-        let reserve = Self.deleteReserve(maxMapSize: maxMapSize)
         self.maxMapSize = info.me_mapsize >= maxMapSize ? info.me_mapsize + reserve : maxMapSize
         deleteReserve = reserve
     }
