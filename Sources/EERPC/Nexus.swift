@@ -117,8 +117,7 @@ public final class Nexus: @unchecked Sendable {
     /// once (more are closed unread), at most `maxPendingSessionManagementPerSource` of them from
     /// one IP address (default: three quarters, at least one place short of the limit, so a flood
     /// from one host leaves places to the others and a client host starting many sessions at once
-    /// is rarely turned away), each for
-    /// at most 2 s from accept to its request.
+    /// is rarely turned away), each for at most 2 s from accept to its request.
     public init(
         host: String = "127.0.0.1", port: UInt16 = 0, backgroundThreads: Int = 1, numaNode: Int = 0,
         tls: TLSConfig? = nil, aesWorkers: Int = 1, maxPendingSessionManagement: Int = 64,
@@ -128,8 +127,7 @@ public final class Nexus: @unchecked Sendable {
         let limit = maxPendingSessionManagement
         let perSource = maxPendingSessionManagementPerSource ?? (limit > 1 ? limit - max(1, limit / 4) : 1)
         precondition(perSource >= 1)
-        gate = SessionManagementGate(
-            limit: maxPendingSessionManagement, perSourceLimit: perSource, deadlineMs: smTimeoutMs)
+        gate = SessionManagementGate(limit: limit, perSourceLimit: perSource, deadlineMs: smTimeoutMs)
         var ip: UInt32 = 0
         guard ee_resolve_ipv4(host, &ip) == 0 else { throw .unresolvableHost(host) }
         do {
