@@ -225,25 +225,11 @@ struct StoreFullTests {
         try #require(committed.count > 300)
         // One batch: a put that cannot fit, then 199 deletes.
         let keys = [Self.key(5_000_000)] + committed.prefix(199).map { Self.key($0) }
-        let done = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
-        done.initialize(to: Atomic(0))
-        defer { done.deallocate() }
         let before = store.writer.transactions.load(ordering: .relaxed)
         let fullBefore = store.writer.rejectedFull.load(ordering: .relaxed)
-        Self.value.withUnsafeBytes { value in
-            for (i, key) in keys.enumerated() {
-                key.withUnsafeBytes { k in
-                    // `keys` outlives the batch: this closure waits for every acknowledgement.
-                    let op = WriteOp(
-                        kind: i == 0 ? .put : .delete, key: UnsafeRawBufferPointer(k),
-                        value: i == 0 ? value : UnsafeRawBufferPointer(start: nil, count: 0),
-                        ack: .counter(done, result: nil))
-                    #expect(store.writer.submit(op, commitLater: true))
-                }
-            }
-            store.writer.commitPending()
-            while done.pointee.load(ordering: .acquiring) < keys.count { usleep(100) }
-        }
+        let results = SyncWriter(store).writeBatch(
+            keys.enumerated().map { i, key in i == 0 ? (.put, key, Self.value) : (.delete, key, []) })
+        #expect(results[0] == .full && results.dropFirst().allSatisfy { $0 == .committed })
         let transactions = store.writer.transactions.load(ordering: .relaxed) - before
         #expect(transactions >= 1 && transactions <= 20, "\(transactions) transactions for 199 deletes")
         #expect(store.writer.rejectedFull.load(ordering: .relaxed) == fullBefore + 1, "only the put")

@@ -57,6 +57,41 @@ final class SyncWriter {
     }
 }
 
+extension SyncWriter {
+    /// Submits `writes` as one batch (the store must be `nosync`: `commitPending` commits the
+    /// queue on this thread) and waits for every acknowledgement; returns each write's result.
+    func writeBatch(_ writes: [(kind: WriteOp.Kind, key: [UInt8], value: [UInt8])]) -> [WriteResult] {
+        // Copies the writes own until they are acknowledged: keys and values, and the results.
+        let copies = writes.map { w in
+            (key: UnsafeMutableRawBufferPointer.allocate(byteCount: max(w.key.count, 1), alignment: 1),
+             value: UnsafeMutableRawBufferPointer.allocate(byteCount: max(w.value.count, 1), alignment: 1))
+        }
+        let results = UnsafeMutablePointer<WriteResult>.allocate(capacity: writes.count)
+        let done = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
+        done.initialize(to: Atomic(0))
+        defer {
+            for c in copies {
+                c.key.deallocate()
+                c.value.deallocate()
+            }
+            results.deallocate()
+            done.deallocate()
+        }
+        for (i, w) in writes.enumerated() {
+            w.key.withUnsafeBytes { copies[i].key.copyMemory(from: $0) }
+            w.value.withUnsafeBytes { copies[i].value.copyMemory(from: $0) }
+            let op = WriteOp(
+                kind: w.kind, key: UnsafeRawBufferPointer(rebasing: copies[i].key[..<w.key.count]),
+                value: UnsafeRawBufferPointer(rebasing: copies[i].value[..<w.value.count]),
+                ack: .counter(done, result: results + i))
+            #expect(store.writer.submit(op, commitLater: true))
+        }
+        store.writer.commitPending()
+        while done.pointee.load(ordering: .acquiring) < writes.count { usleep(100) }
+        return Array(UnsafeBufferPointer(start: results, count: writes.count))
+    }
+}
+
 @Suite("LMDB store and group commit")
 struct StoreTests {
     /// One write LMDB refuses (here a key longer than its 511 bytes, which the node's handlers
@@ -69,24 +104,7 @@ struct StoreTests {
         let store = try Store(directory: dir.path, durability: .nosync, mapSize: 1 << 20)
         defer { store.close() }
         let keys = (0..<count).map { $0 == 20 ? [UInt8](repeating: 0x6B, count: 600) : StoreFullTests.key($0) }
-        let done = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
-        done.initialize(to: Atomic(0))
-        let results = UnsafeMutablePointer<WriteResult>.allocate(capacity: keys.count)
-        defer {
-            done.deallocate()
-            results.deallocate()
-        }
-        StoreFullTests.value.withUnsafeBytes { value in
-            for (i, key) in keys.enumerated() {
-                key.withUnsafeBytes { k in
-                    // `keys` outlives the batch: this closure waits for every acknowledgement.
-                    let op = WriteOp(kind: .put, key: k, value: value, ack: .counter(done, result: results + i))
-                    #expect(store.writer.submit(op, commitLater: true))
-                }
-            }
-            store.writer.commitPending()
-            while done.pointee.load(ordering: .acquiring) < keys.count { usleep(100) }
-        }
+        let results = SyncWriter(store).writeBatch(keys.map { (.put, $0, StoreFullTests.value) })
         #expect(results[20] == .failed)
         #expect((0..<keys.count).filter { $0 != 20 }.allSatisfy { results[$0] == .committed })
         #expect(store.writer.failedWrites.load(ordering: .relaxed) == 1)
